@@ -1,0 +1,322 @@
+"""The metrics record: the one file that makes an iteration visible, and its in-memory view ``Checkpoint``.
+
+Pure code: names, (de)serialization and validation. No file I/O here (see ``storage.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sb3_iter_ckpt.errors import RecordError
+
+#: Version of the record layout this package writes; readers refuse newer ones.
+SCHEMA_VERSION = 1
+
+#: Placeholder reasons written by the callback.
+REASONS = ("below_min_score", "nan_metric", "no_evaluation", "save_failed")
+
+CHECKPOINTS_DIR = "checkpoints"
+BEST_MODEL = "best_model.zip"
+BEST_VECNORMALIZE = "best_vecnormalize.pkl"
+TRAINING_SUMMARY = "training_summary.json"
+CHECKPOINT_SUMMARY = "checkpoint_summary.json"
+
+_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(\d+)\.json$")
+
+#: Artifact kind -> file name pattern (the seed's layout for model and metrics).
+ARTIFACT_NAMES = {
+    "model": "model_iter_{i}.zip",
+    "vecnormalize": "vecnormalize_iter_{i}.pkl",
+    "replay_buffer": "replay_buffer_iter_{i}.pkl",
+}
+
+
+def record_name(iteration: int) -> str:
+    return f"metrics_iter_{iteration}.json"
+
+
+def placeholder_name(iteration: int) -> str:
+    return f"no_model_iter_{iteration}.json"
+
+
+def artifact_name(kind: str, iteration: int) -> str:
+    return ARTIFACT_NAMES[kind].format(i=iteration)
+
+
+def parse_record_name(name: str) -> tuple[int, bool] | None:
+    """``metrics_iter_3.json`` -> ``(3, False)``; ``no_model_iter_3.json`` -> ``(3, True)``; else None."""
+    m = _RECORD_RE.match(name)
+    if m is None:
+        return None
+    return int(m.group(2)), m.group(1) == "no_model"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, tuples and non-finite floats (-> None) into strict JSON values."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+def dumps(obj: Any) -> bytes:
+    """Strict JSON (no NaN/Infinity tokens), stable key order, UTF-8."""
+    return json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {token!r}")
+
+
+def loads(data: bytes, what: str) -> Any:
+    """Parse strict JSON; any failure is a ``RecordError`` naming ``what``."""
+    try:
+        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(f"{what} is not valid JSON ({exc}); restore it or remove the iteration") from exc
+
+
+def get_metric(metrics: Mapping[str, Any], key: str) -> Any:
+    """Look up ``key`` in nested dicts, ``"a.b"`` meaning ``metrics["a"]["b"]`` (an exact flat key wins)."""
+    if key in metrics:
+        return metrics[key]
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def as_score(value: Any) -> float | None:
+    """A finite float, or None for missing / NaN / inf / non-numeric values."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One file of a checkpoint, as recorded: its name inside ``checkpoints/``, sha256 and size."""
+
+    file: str
+    sha256: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One committed iteration: a saved best model with its metrics, or a placeholder.
+
+    :param iteration: The walk-forward iteration number.
+    :param has_model: False for placeholders (no model met the selection rule, or saving failed).
+    :param model_path: Where the model zip is, or None.
+    :param metrics: The metrics of the chosen snapshot (nested dicts allowed).
+    :param size_bytes: Total bytes of the recorded artifacts.
+    :param created_at: ISO-8601 UTC time of the commit.
+    :param sha256: sha256 of the model zip (None for placeholders and unadopted legacy files).
+    :param reason: Why there is no model (placeholders only).
+    :param timesteps: ``model.num_timesteps`` when the chosen snapshot was taken.
+    :param artifacts: Every recorded file by kind (``model``, ``vecnormalize``, ``replay_buffer``).
+    :param record_file: Name of the record inside ``checkpoints/``.
+    :param verified: Whether hashes are recorded (False for a legacy folder not yet adopted).
+    :param record: The raw record, for fields not surfaced here.
+    """
+
+    iteration: int
+    has_model: bool
+    model_path: Path | str | None
+    metrics: dict[str, Any]
+    size_bytes: int
+    created_at: str | None
+    sha256: str | None
+    reason: str | None
+    timesteps: int | None
+    artifacts: dict[str, ArtifactInfo] = field(default_factory=dict)
+    record_file: str = ""
+    verified: bool = True
+    record: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_placeholder(self) -> bool:
+        return not self.has_model
+
+    @property
+    def legacy(self) -> bool:
+        return "schema_version" not in self.record
+
+    def metric(self, key: str) -> Any:
+        """The (possibly dotted) metric ``key``, or None."""
+        return get_metric(self.metrics, key)
+
+    def score(self, key: str) -> float | None:
+        """The metric ``key`` as a finite float, or None (missing, NaN, non-numeric)."""
+        return as_score(self.metric(key))
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        return dict(self.record.get("selection") or {})
+
+
+def _expect(cond: bool, what: str, msg: str) -> None:
+    if not cond:
+        raise RecordError(f"{what}: {msg}")
+
+
+def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
+    """Parse and validate one record file's bytes into a ``Checkpoint``.
+
+    :param name: The record's file name (``metrics_iter_{i}.json`` or ``no_model_iter_{i}.json``).
+    :param data: Its bytes.
+    :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
+    """
+    parsed = parse_record_name(name)
+    _expect(parsed is not None, name, "not a record file name")
+    assert parsed is not None
+    iteration, placeholder = parsed
+    raw = loads(data, name)
+    _expect(isinstance(raw, dict), name, "the record is not a JSON object")
+    if "schema_version" not in raw:
+        return _parse_legacy(name, iteration, placeholder, raw, model_path_for)
+    version = raw["schema_version"]
+    _expect(isinstance(version, int) and not isinstance(version, bool), name, "schema_version is not an integer")
+    _expect(
+        version <= SCHEMA_VERSION,
+        name,
+        f"schema_version {version} is newer than this package understands ({SCHEMA_VERSION}); upgrade sb3-iter-ckpt",
+    )
+    _expect(version >= 1, name, f"invalid schema_version {version}")
+    _expect(raw.get("iteration") == iteration, name, f"records iteration {raw.get('iteration')!r}, not {iteration}")
+    metrics = raw.get("metrics", {})
+    _expect(isinstance(metrics, dict), name, "'metrics' is not an object")
+    artifacts_raw = raw.get("artifacts", {})
+    _expect(isinstance(artifacts_raw, dict), name, "'artifacts' is not an object")
+    artifacts: dict[str, ArtifactInfo] = {}
+    for kind, info in artifacts_raw.items():
+        _expect(isinstance(info, dict), name, f"artifact {kind!r} is not an object")
+        file, sha, size = info.get("file"), info.get("sha256"), info.get("size")
+        _expect(isinstance(file, str) and file != "", name, f"artifact {kind!r} has no file name")
+        _expect(
+            isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None,
+            name,
+            f"artifact {kind!r} has no valid sha256",
+        )
+        _expect(isinstance(size, int) and not isinstance(size, bool) and size >= 0, name, f"artifact {kind!r} size")
+        artifacts[kind] = ArtifactInfo(file, sha, size)
+    has_model = "model" in artifacts
+    _expect(has_model != placeholder, name, "placeholder/model kind does not match the file name")
+    timesteps = raw.get("timesteps")
+    _expect(timesteps is None or (isinstance(timesteps, int) and not isinstance(timesteps, bool)), name, "timesteps")
+    reason = raw.get("reason")
+    _expect(reason is None or isinstance(reason, str), name, "'reason' is not a string")
+    created = raw.get("created_at")
+    _expect(created is None or isinstance(created, str), name, "'created_at' is not a string")
+    model = artifacts.get("model")
+    return Checkpoint(
+        iteration=iteration,
+        has_model=has_model,
+        model_path=model_path_for(model.file) if (model and model_path_for) else None,
+        metrics=metrics,
+        size_bytes=sum(a.size or 0 for a in artifacts.values()),
+        created_at=created,
+        sha256=model.sha256 if model else None,
+        reason=reason,
+        timesteps=timesteps,
+        artifacts=artifacts,
+        record_file=name,
+        verified=True,
+        record=raw,
+    )
+
+
+def _parse_legacy(
+    name: str, iteration: int, placeholder: bool, raw: dict[str, Any], model_path_for: Any
+) -> Checkpoint:
+    """A record written by the seed's script: any keys, no hashes. Listed, loadable, marked unverified."""
+    artifacts: dict[str, ArtifactInfo] = {}
+    if not placeholder:
+        artifacts["model"] = ArtifactInfo(artifact_name("model", iteration), None, None)
+    reason = raw.get("reason") if placeholder else None
+    metrics = {k: v for k, v in raw.items() if k not in ("iteration", "reason")} if placeholder else dict(raw)
+    model = artifacts.get("model")
+    return Checkpoint(
+        iteration=iteration,
+        has_model=not placeholder,
+        model_path=model_path_for(model.file) if (model and model_path_for) else None,
+        metrics=metrics,
+        size_bytes=0,
+        created_at=raw.get("timestamp") if isinstance(raw.get("timestamp"), str) else None,
+        sha256=None,
+        reason=str(reason) if reason is not None else ("legacy_placeholder" if placeholder else None),
+        timesteps=None,
+        artifacts=artifacts,
+        record_file=name,
+        verified=False,
+        record=raw,
+    )
+
+
+def build(
+    iteration: int,
+    *,
+    metrics: Mapping[str, Any],
+    artifacts: Mapping[str, ArtifactInfo],
+    reason: str | None = None,
+    timesteps: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble a schema-``SCHEMA_VERSION`` record (a plain dict ready for ``dumps``)."""
+    rec: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "iteration": int(iteration),
+        "kind": "checkpoint" if "model" in artifacts else "placeholder",
+        "created_at": utc_now(),
+        "reason": reason,
+        "timesteps": None if timesteps is None else int(timesteps),
+        "metrics": to_jsonable(dict(metrics)),
+        "artifacts": {k: {"file": a.file, "sha256": a.sha256, "size": a.size} for k, a in artifacts.items()},
+    }
+    if extra:
+        for k, v in extra.items():
+            rec.setdefault(k, to_jsonable(v))
+    return rec

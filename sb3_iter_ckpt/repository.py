@@ -1,0 +1,657 @@
+"""``CheckpointRepository``: the checkpoint store of one experiment, and its queries.
+
+It never touches a file itself: every read, write, rename and delete goes through its ``Storage``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib
+import io
+import json
+import os
+import pickle
+import platform
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.errors import (
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointNotFound,
+    CommitError,
+    IntegrityError,
+    RecordError,
+    SignatureError,
+    UnsafePathError,
+)
+from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
+from sb3_iter_ckpt.storage import FileStat, LocalStorage, Source, Staged, Storage
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
+
+#: Environment variable holding the HMAC signing key (see ``signing_key``).
+SIGNING_KEY_ENV = "SB3_ITER_CKPT_SIGNING_KEY"
+
+_CK = rec.CHECKPOINTS_DIR
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing ``verify()`` found wrong."""
+
+    iteration: int | None
+    file: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"iteration {self.iteration}: " if self.iteration is not None else ""
+        return f"{where}{self.file}: {self.message}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a checkpoint depends on, for the record."""
+    import gymnasium
+    import numpy
+    import stable_baselines3
+    import torch
+
+    from sb3_iter_ckpt.version import __version__
+
+    return {
+        "sb3_iter_ckpt": __version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "torch": torch.__version__,
+        "gymnasium": gymnasium.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _check_iteration(iteration: Any) -> int:
+    if isinstance(iteration, bool) or not isinstance(iteration, int):
+        try:
+            import numpy as np
+
+            if isinstance(iteration, np.integer):
+                iteration = int(iteration)
+        except ImportError:  # pragma: no cover
+            pass
+    if isinstance(iteration, bool) or not isinstance(iteration, int):
+        raise CheckpointError(f"iteration must be a non-negative integer, got {iteration!r}")
+    if iteration < 0:
+        raise CheckpointError(f"iteration must be non-negative, got {iteration}")
+    return iteration
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in ("max", "min"):
+        raise CheckpointError(f"mode must be 'max' or 'min', got {mode!r}")
+    return mode
+
+
+def _commit_error(exc: OSError, what: str) -> CommitError:
+    name = {28: "disk full (ENOSPC)", 5: "I/O error (EIO)", 13: "permission denied (EACCES)"}.get(
+        exc.errno or 0, exc.strerror or type(exc).__name__
+    )
+    return CommitError(f"could not write {what}: {name}: {exc}")
+
+
+class CheckpointRepository:
+    """The checkpoints of one walk-forward experiment, in the seed's layout::
+
+        root/
+          checkpoints/model_iter_{i}.zip, metrics_iter_{i}.json, no_model_iter_{i}.json,
+                      vecnormalize_iter_{i}.pkl, replay_buffer_iter_{i}.pkl
+          best_model.zip, best_vecnormalize.pkl
+          training_summary.json, checkpoint_summary.json
+
+    :param root: The experiment folder (``results/{experiment_id}``), a str or ``os.PathLike``.
+    :param storage: Where the files live; default ``LocalStorage(root)``.
+    :param signing_key: Key (bytes or str) for HMAC-signing records; default from the
+        ``SB3_ITER_CKPT_SIGNING_KEY`` environment variable. With a key, ``load`` refuses
+        unsigned or wrongly signed checkpoints.
+    :param sweep: Remove leftovers of writers that died mid-commit when opening (default True).
+    :param verbose: Verbosity level: 0 no output, 1 info messages.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        storage: Storage | None = None,
+        signing_key: bytes | str | None = None,
+        sweep: bool = True,
+        verbose: int = 0,
+    ) -> None:
+        if isinstance(root, CheckpointRepository):
+            raise CheckpointError("pass the repository itself, not a repository as a root")
+        self.root = Path(os.fspath(root)) if storage is None else Path(storage.url)
+        self.storage: Storage = storage if storage is not None else LocalStorage(root)
+        key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
+        self._key: bytes | None = key.encode() if isinstance(key, str) else key
+        self.verbose = verbose
+        self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
+        self._best_linked: tuple[str | None, str | None] = (None, None)
+        if sweep:
+            try:
+                removed = self.storage.sweep()
+            except (OSError, CheckpointError):
+                removed = []  # read-only folder: nothing of ours can be cleaned anyway
+            if removed and verbose >= 1:
+                print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {self.root}")
+
+    def __repr__(self) -> str:
+        return f"CheckpointRepository({str(self.root)!r})"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / _CK
+
+    def exists(self) -> bool:
+        """Whether the repository has a ``checkpoints/`` folder with at least one record."""
+        return bool(self._records_listing())
+
+    # -- reading -----------------------------------------------------------------------------------
+    def _records_listing(self) -> dict[str, FileStat]:
+        return {n: st for n, st in self.storage.listdir(_CK).items() if rec.parse_record_name(n) is not None}
+
+    def _model_path(self, file: str) -> Path | str:
+        name = f"{_CK}/{file}"
+        return self.storage.local_path(name) or f"{self.storage.url}/{name}"
+
+    def _parse(self, name: str, st: FileStat) -> Checkpoint | CheckpointError:
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == st:
+            return cached[1]
+        try:
+            data = self.storage.read_bytes(f"{_CK}/{name}")
+            result: Checkpoint | CheckpointError = rec.parse(name, data, model_path_for=self._model_path)
+        except CheckpointError as exc:
+            result = exc
+        self._cache[name] = (st, result)
+        return result
+
+    def _scan(self) -> tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]:
+        """Parse every record (cached by size/mtime/inode): (by iteration, errors by file, duplicates)."""
+        listing = self._records_listing()
+        for stale in set(self._cache) - set(listing):
+            del self._cache[stale]
+        good: dict[int, Checkpoint] = {}
+        bad: dict[str, CheckpointError] = {}
+        dups: dict[int, list[str]] = {}
+        for name, st in listing.items():
+            parsed = self._parse(name, st)
+            if isinstance(parsed, CheckpointError):
+                bad[name] = parsed
+                continue
+            prev = good.get(parsed.iteration)
+            if prev is not None:
+                dups.setdefault(parsed.iteration, [prev.record_file]).append(name)
+                if prev.has_model:  # a model record wins over a placeholder of the same iteration
+                    continue
+            good[parsed.iteration] = parsed
+        return good, bad, dups
+
+    def list(self) -> list[Checkpoint]:
+        """Every committed iteration, in iteration order, placeholders included.
+
+        Records that cannot be read are left out with a warning; ``verify()`` lists them.
+        """
+        good, bad, _ = self._scan()
+        if bad:
+            warnings.warn(
+                f"{len(bad)} unreadable record(s) in {self.checkpoints_dir} left out "
+                f"(first: {next(iter(bad.values()))}); run verify()",
+                stacklevel=2,
+            )
+        return [good[i] for i in sorted(good)]
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self.list())
+
+    def __len__(self) -> int:
+        return len(self._scan()[0])
+
+    def __contains__(self, iteration: object) -> bool:
+        return isinstance(iteration, int) and self.has(iteration)
+
+    def iterations(self) -> list[int]:
+        return sorted(self._scan()[0])
+
+    def has(self, iteration: int) -> bool:
+        """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
+        iteration = _check_iteration(iteration)
+        listing = self._records_listing()
+        return rec.record_name(iteration) in listing or rec.placeholder_name(iteration) in listing
+
+    def get(self, iteration: int) -> Checkpoint:
+        """The checkpoint of ``iteration``; ``CheckpointNotFound`` if absent, ``RecordError`` if unreadable."""
+        iteration = _check_iteration(iteration)
+        listing = self._records_listing()
+        found: list[Checkpoint] = []
+        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
+            if name in listing:
+                parsed = self._parse(name, listing[name])
+                if isinstance(parsed, CheckpointError):
+                    raise parsed
+                found.append(parsed)
+        if not found:
+            raise CheckpointNotFound(
+                f"no checkpoint for iteration {iteration} in {self.checkpoints_dir} "
+                f"(committed: {self._describe_iterations()})"
+            )
+        return found[0]
+
+    def _describe_iterations(self) -> str:
+        its = self.iterations()
+        if not its:
+            return "none"
+        return ", ".join(map(str, its)) if len(its) <= 10 else f"{its[0]}..{its[-1]} ({len(its)} in all)"
+
+    def latest(self) -> Checkpoint | None:
+        """The highest committed iteration, or None."""
+        good = self._scan()[0]
+        return good[max(good)] if good else None
+
+    def next_iteration(self) -> int:
+        """The next free iteration number: one past the highest committed (or unreadable) record."""
+        its = [p[0] for n in self._records_listing() if (p := rec.parse_record_name(n)) is not None]
+        return max(its) + 1 if its else 0
+
+    def default_selection(self) -> tuple[str, str]:
+        """(monitor, mode) recorded by the latest iteration's callback, else ``("mean_reward", "max")``."""
+        good = self._scan()[0]
+        for i in sorted(good, reverse=True):
+            sel = good[i].selection
+            if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
+                return sel["monitor"], sel["mode"]
+        return "mean_reward", "max"
+
+    def best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
+        """The checkpoint with the best finite ``monitor`` value, placeholders and NaN ignored.
+
+        :param monitor: Metric key (dotted for nested); default: the one the callback selected on.
+        :param mode: ``"max"`` or ``"min"``; default as recorded.
+        :return: The best checkpoint (the earliest on ties), or None when none has a model and a score.
+        """
+        d_monitor, d_mode = self.default_selection()
+        monitor = monitor or d_monitor
+        mode = _check_mode(mode or d_mode)
+        best: Checkpoint | None = None
+        best_score = 0.0
+        for ck in self.list():
+            score = ck.score(monitor) if ck.has_model else None
+            if score is None:
+                continue
+            if best is None or (score > best_score if mode == "max" else score < best_score):
+                best, best_score = ck, score
+        return best
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _read_verified(self, ck: Checkpoint, kind: str, verify: bool) -> bytes:
+        art = ck.artifacts.get(kind)
+        if art is None:
+            raise CheckpointNotFound(f"iteration {ck.iteration} has no {kind} artifact")
+        name = f"{_CK}/{art.file}"
+        data = self.storage.read_bytes(name)
+        if verify and ck.verified:
+            if art.size is not None and len(data) != art.size:
+                raise IntegrityError(
+                    f"{name} has {len(data)} bytes, the record says {art.size}: truncated or replaced; not loaded"
+                )
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != art.sha256:
+                raise IntegrityError(f"{name} does not match its recorded sha256 (tampered or corrupt); not loaded")
+        if verify:
+            self._check_signature(ck)
+        return data
+
+    def _signature(self, ck_record: Mapping[str, Any]) -> str:
+        assert self._key is not None
+        payload = json.dumps(
+            {"iteration": ck_record.get("iteration"), "artifacts": ck_record.get("artifacts")},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+
+    def _check_signature(self, ck: Checkpoint) -> None:
+        if self._key is None:
+            return
+        sig = ck.record.get("signature")
+        if not isinstance(sig, str):
+            raise SignatureError(f"iteration {ck.iteration} is not signed and a signing key is configured; not loaded")
+        if not hmac.compare_digest(sig, self._signature(ck.record)):
+            raise SignatureError(f"iteration {ck.iteration} has a wrong signature; not loaded")
+
+    @staticmethod
+    def _algorithm_class(path: str) -> type[BaseAlgorithm]:
+        from stable_baselines3.common.base_class import BaseAlgorithm
+
+        module, _, name = path.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise CheckpointError(f"cannot import the recorded algorithm class {path!r}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
+            raise CheckpointError(f"recorded algorithm {path!r} is not an SB3 algorithm class")
+        return cls
+
+    @staticmethod
+    def _guess_algorithm(data: bytes) -> str:
+        """For legacy zips: the policy's module names the algorithm family (read as JSON, no unpickling)."""
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                meta = json.loads(zf.read("data"))
+        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise IntegrityError(f"not a valid SB3 model zip: {exc}") from exc
+        module = str((meta.get("policy_class") or {}).get("__module__", ""))
+        m = re.match(r"stable_baselines3\.(\w+)\.policies", module)
+        family = m.group(1) if m and m.group(1) != "common" else "ppo"
+        return f"stable_baselines3.{family.upper()}"
+
+    def load(
+        self,
+        iteration: int,
+        env: Any = None,
+        device: str = "auto",
+        verify: bool = True,
+        algo: type[BaseAlgorithm] | str | None = None,
+        **kwargs: Any,
+    ) -> BaseAlgorithm:
+        """Load iteration ``iteration``'s model as the right SB3 algorithm class.
+
+        The file's sha256 is checked against the record before anything is unpickled.
+
+        :param iteration: The iteration number.
+        :param env: Optional env (gym.Env or VecEnv). When the checkpoint holds VecNormalize
+            statistics, a VecEnv is wrapped in them (not training, reward not normalized).
+        :param device: Torch device, as for ``BaseAlgorithm.load``.
+        :param verify: Check sha256/size (and signature when a key is set) before loading.
+        :param algo: Algorithm class or import path; only needed for legacy records without one.
+        :param kwargs: Passed to ``BaseAlgorithm.load``.
+        :return: The loaded model.
+        """
+        ck = self.get(iteration)
+        if not ck.has_model:
+            raise CheckpointNotFound(f"iteration {iteration} is a placeholder ({ck.reason}): it has no model")
+        data = self._read_verified(ck, "model", verify)
+        algo_path = algo if algo is not None else ck.record.get("algorithm")
+        if algo_path is None:
+            algo_path = self._guess_algorithm(data)
+        cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else algo_path
+        if env is not None and "vecnormalize" in ck.artifacts:
+            env = self._wrap_vecnormalize(ck, env, verify)
+        try:
+            return cls.load(io.BytesIO(data), env=env, device=device, **kwargs)
+        except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, ValueError, RuntimeError) as exc:
+            if isinstance(exc, ValueError) and "observation" in str(exc).lower():
+                raise  # an env mismatch is the caller's to see as SB3 reports it
+            raise IntegrityError(f"iteration {iteration}'s model cannot be loaded (corrupt zip?): {exc}") from exc
+
+    def _wrap_vecnormalize(self, ck: Checkpoint, env: Any, verify: bool) -> Any:
+        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+
+        venv = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
+        if isinstance(venv, VecNormalize):
+            venv = venv.venv
+        vn = self.load_vecnormalize(ck.iteration, venv, verify=verify)
+        return vn
+
+    def load_vecnormalize(self, iteration: int, venv: Any, verify: bool = True) -> Any:
+        """The iteration's saved ``VecNormalize`` statistics around ``venv``, frozen for evaluation."""
+        ck = self.get(iteration)
+        data = self._read_verified(ck, "vecnormalize", verify)
+        try:
+            vn = pickle.loads(data)
+        except Exception as exc:
+            raise IntegrityError(f"iteration {iteration}'s VecNormalize statistics cannot be read: {exc}") from exc
+        vn.set_venv(venv)
+        vn.training = False
+        vn.norm_reward = False
+        return vn
+
+    def load_replay_buffer(self, iteration: int, model: Any, verify: bool = True) -> None:
+        """Load the iteration's saved replay buffer into ``model`` (off-policy algorithms)."""
+        ck = self.get(iteration)
+        data = self._read_verified(ck, "replay_buffer", verify)
+        model.load_replay_buffer(io.BytesIO(data))
+
+    def load_best(self, env: Any = None, device: str = "auto", verify: bool = True, **kwargs: Any) -> BaseAlgorithm:
+        """Load the best checkpoint (see ``best``); ``CheckpointNotFound`` when there is none."""
+        monitor = kwargs.pop("monitor", None)
+        mode = kwargs.pop("mode", None)
+        best = self.best(monitor, mode)
+        if best is None:
+            raise CheckpointNotFound(f"no checkpoint with a model and a finite score in {self.checkpoints_dir}")
+        return self.load(best.iteration, env=env, device=device, verify=verify, **kwargs)
+
+    # -- integrity ---------------------------------------------------------------------------------
+    def verify(self) -> list[Problem]:
+        """Check every record and artifact; return the problems found (empty when healthy)."""
+        good, bad, dups = self._scan()
+        problems = [Problem(rec.parse_record_name(n)[0] if rec.parse_record_name(n) else None, n, str(e))
+                    for n, e in sorted(bad.items())]
+        for i, names in sorted(dups.items()):
+            problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
+        for i in sorted(good):
+            ck = good[i]
+            for kind, art in ck.artifacts.items():
+                name = f"{_CK}/{art.file}"
+                try:
+                    digest, size = self.storage.hash_file(name)
+                except (IntegrityError, UnsafePathError) as exc:
+                    problems.append(Problem(i, art.file, f"{kind}: {exc}"))
+                    continue
+                if ck.verified and (digest != art.sha256 or size != art.size):
+                    problems.append(Problem(i, art.file, f"{kind} does not match its recorded sha256/size"))
+            if self._key is not None:
+                try:
+                    self._check_signature(ck)
+                except SignatureError as exc:
+                    problems.append(Problem(i, ck.record_file, str(exc)))
+        problems += self._verify_best(good)
+        return problems
+
+    def _verify_best(self, good: Mapping[int, Checkpoint]) -> list[Problem]:
+        try:
+            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
+        except (IntegrityError, ValueError):
+            return []
+        best = summary.get("best") if isinstance(summary, dict) else None
+        if not isinstance(best, dict) or not best.get("best_model_file"):
+            return []
+        it = best.get("iteration")
+        ck = good.get(it) if isinstance(it, int) else None
+        if ck is None or not ck.has_model:
+            return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
+        try:
+            digest, _ = self.storage.hash_file(best["best_model_file"])
+        except (IntegrityError, UnsafePathError) as exc:
+            return [Problem(it, str(best["best_model_file"]), str(exc))]
+        if ck.verified and digest != ck.sha256:
+            return [Problem(it, str(best["best_model_file"]), "does not match the best iteration's model")]
+        return []
+
+    # -- writing ---------------------------------------------------------------------------------
+    def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
+        """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``)."""
+        if overwrite:
+            return
+        taken = [i for i in iterations if self.has(i)]
+        if taken:
+            raise CheckpointExistsError(
+                f"iteration(s) {', '.join(map(str, taken))} already committed in {self.checkpoints_dir}; "
+                "use iteration=None for the next free one, or overwrite=True to replace"
+            )
+
+    def commit(
+        self,
+        iteration: int,
+        *,
+        metrics: Mapping[str, Any],
+        model: Source | None = None,
+        vecnormalize: Source | None = None,
+        replay_buffer: Source | None = None,
+        reason: str | None = None,
+        timesteps: int | None = None,
+        extra: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+    ) -> Checkpoint:
+        """Durably commit one iteration: artifacts first, the metrics record last (the commit marker).
+
+        Without ``model`` this writes a placeholder (``no_model_iter_{i}.json``) and ``reason`` is required.
+
+        :param iteration: The iteration number.
+        :param metrics: The chosen snapshot's metrics.
+        :param model: The SB3 zip, as bytes or a ``writer(fileobj)`` (e.g. ``model.save``).
+        :param vecnormalize: Pickled VecNormalize statistics (bytes or writer).
+        :param replay_buffer: The replay buffer (bytes or writer, e.g. ``model.save_replay_buffer``).
+        :param reason: Why there is no model (placeholders).
+        :param timesteps: ``num_timesteps`` of the chosen snapshot.
+        :param extra: More record fields (selection rule, algorithm, window bounds, lineage...).
+        :param overwrite: Replace an already committed iteration instead of raising.
+        :return: The committed ``Checkpoint``.
+        """
+        iteration = _check_iteration(iteration)
+        if model is None and not reason:
+            raise CheckpointError("a placeholder needs a reason")
+        if model is None and (vecnormalize is not None or replay_buffer is not None):
+            raise CheckpointError("a placeholder holds no artifacts")
+        self.ensure_free([iteration], overwrite)
+        # An explicit overwrite deletes the old iteration (record first) under the commit lock.
+        replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
+        sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
+        staged: dict[str, Staged] = {}
+        try:
+            for kind, src in sources.items():
+                if src is not None:
+                    staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
+            artifacts = {
+                k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()
+            }
+            fields = dict(extra or {})
+            fields.setdefault("versions", versions())
+            record = rec.build(
+                iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
+            )
+            if self._key is not None:
+                record["signature"] = self._signature(record)
+            name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
+            data = rec.dumps(record)
+            self.storage.publish(
+                list(staged.values()),
+                f"{_CK}/{name}",
+                data,
+                conflicts=[] if overwrite else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
+                replace=replace,
+            )
+        except OSError as exc:
+            self.storage.discard(list(staged.values()))
+            raise _commit_error(exc, f"iteration {iteration} to {self.checkpoints_dir}") from exc
+        except BaseException:
+            self.storage.discard(list(staged.values()))
+            raise
+        if self.verbose >= 1:
+            kind = "checkpoint" if model is not None else f"placeholder ({reason})"
+            print(f"sb3-iter-ckpt: committed iteration {iteration} {kind} to {self.checkpoints_dir}")
+        return rec.parse(name, data, model_path_for=self._model_path)
+
+    def _files_of(self, iteration: int) -> list[str]:
+        """Every file this repository recorded for ``iteration`` (records first)."""
+        files: list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
+        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
+            try:
+                parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
+                files += [f"{_CK}/{a.file}" for a in parsed.artifacts.values()]
+            except CheckpointError:
+                pass
+        return files
+
+    # -- best model and summaries -------------------------------------------------------------------
+    def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
+        """Point ``best_model.zip`` (and ``best_vecnormalize.pkl``) at the best iteration's files.
+
+        A hard link where the file system allows it (no second copy on disk), else a copy.
+        """
+        best = self.best(monitor, mode)
+        if best is None:
+            # e.g. the only model was overwritten by a placeholder: no stale "best" may remain
+            self.storage.delete(rec.BEST_MODEL)
+            self.storage.delete(rec.BEST_VECNORMALIZE)
+            self._best_linked = (None, None)
+            return None
+        key = (best.record_file, best.sha256)
+        if self._best_linked == key and self.storage.exists(rec.BEST_MODEL):
+            return best
+        self.storage.link_or_copy(f"{_CK}/{best.artifacts['model'].file}", rec.BEST_MODEL)
+        vn = best.artifacts.get("vecnormalize")
+        if vn is not None:
+            self.storage.link_or_copy(f"{_CK}/{vn.file}", rec.BEST_VECNORMALIZE)
+        else:
+            self.storage.delete(rec.BEST_VECNORMALIZE)
+        self._best_linked = key
+        return best
+
+    def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """The content of ``training_summary.json`` (totals, best checkpoint, performance range)."""
+        d_monitor, d_mode = self.default_selection()
+        monitor, mode = monitor or d_monitor, mode or d_mode
+        cks = self.list()
+        best = self.best(monitor, mode)
+        scores = [(c.iteration, s) for c in cks if c.has_model and (s := c.score(monitor)) is not None]
+        perf = None
+        if scores:
+            lo = min(scores, key=lambda t: t[1])
+            hi = max(scores, key=lambda t: t[1])
+            perf = {"min": lo[1], "min_iteration": lo[0], "max": hi[1], "max_iteration": hi[0]}
+        best_info = None
+        if best is not None:
+            best_model_ok = self.storage.exists(rec.BEST_MODEL) and self._best_linked[1] == best.sha256
+            best_info = {
+                "iteration": best.iteration,
+                "score": best.score(monitor),
+                "metrics": best.metrics,
+                "model_file": f"{_CK}/{best.artifacts['model'].file}",
+                "best_model_file": rec.BEST_MODEL if best_model_ok else None,
+                "sha256": best.sha256,
+                "timesteps": best.timesteps,
+            }
+        return {
+            "schema_version": rec.SCHEMA_VERSION,
+            "updated_at": rec.utc_now(),
+            "checkpoints_dir": _CK,
+            "total_checkpoints": sum(c.has_model for c in cks),
+            "total_iterations": len(cks),
+            "placeholders": sum(not c.has_model for c in cks),
+            "iterations": [c.iteration for c in cks],
+            "monitor": monitor,
+            "mode": mode,
+            "best": best_info,
+            "performance_range": perf,
+            "versions": versions(),
+        }
+
+    def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """Write ``training_summary.json`` atomically and return it."""
+        summary = self.training_summary(monitor, mode)
+        self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
+        return summary
+
+    def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
+        """After a commit: update the best model link, then both summaries (in that order)."""
+        self.update_best(monitor, mode)
+        self.write_training_summary(monitor, mode)
+        if hasattr(self, "write_summary"):
+            self.write_summary(monitor)  # type: ignore[attr-defined]

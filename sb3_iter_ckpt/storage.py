@@ -1,0 +1,491 @@
+"""Every byte of file I/O of a checkpoint repository goes through a ``Storage``.
+
+``LocalStorage`` implements the commit protocol on a POSIX file system:
+
+1. ``stage``: each artifact is streamed to a temporary name *next to* its final name
+   (``.model_iter_3.zip.tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
+2. ``publish`` (under a cross-process lock, held only for renames): refuse if the iteration is
+   already committed, write an intent file naming the final artifacts, rename the artifacts into
+   place, then publish the record with ``os.link`` (create-only: it fails if the name exists,
+   where ``os.replace`` would overwrite silently), fsync the folder, drop the intent.
+   The record is the commit marker: without it nothing of the iteration is listed.
+3. ``sweep`` (at open, under the lock): roll back intents left by a dead writer and remove
+   temporaries whose writer process is gone (same host) or that are older than a grace period.
+
+Names are POSIX paths relative to the repository root; anything that would leave the root
+(``..``, absolute paths, a symlink pointing outside) raises ``UnsafePathError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from filelock import FileLock, Timeout
+
+from sb3_iter_ckpt.errors import CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
+
+#: A source of bytes for ``stage``: the bytes themselves, or a writer that fills a binary file object.
+Source = bytes | Callable[[BinaryIO], None]
+
+_CHUNK = 1 << 20
+_TMP_RE = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-(?P<rand>[0-9a-f]{8})$")
+_INTENT_RE = re.compile(r"^\.intent-iter-(\d+)\.json$")
+LOCK_NAME = ".lock"
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What a listing knows of a file without reading it."""
+
+    size: int
+    mtime_ns: int
+    inode: int = 0
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An artifact written under a temporary name, waiting for ``publish``."""
+
+    final: str
+    temp: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend guarantees; the repository adapts its protocol to these."""
+
+    atomic_rename: bool
+    create_only: bool
+    hard_links: bool
+
+
+class _HashingWriter(io.RawIOBase):
+    """A write-only file object that hashes and counts what passes through to ``raw``."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:  # type: ignore[override]
+        mv = memoryview(b).cast("B")
+        self.raw.write(mv)
+        self.hash.update(mv)
+        self.size += len(mv)
+        return len(mv)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _token() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Storage(ABC):
+    """The interface a repository needs from where it keeps its files.
+
+    Implementations: ``LocalStorage`` (POSIX file system). Object stores implement the same
+    verbs with create-only record writes instead of renames.
+    """
+
+    capabilities: Capabilities
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Human-readable location of the root."""
+
+    @abstractmethod
+    def read_bytes(self, name: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def listdir(self, folder: str) -> dict[str, FileStat]:
+        """Plain files directly inside ``folder`` (uncached), hidden temporaries included."""
+
+    @abstractmethod
+    def hash_file(self, name: str) -> tuple[str, int]:
+        """``(sha256, size)`` of a stored file, streamed."""
+
+    @abstractmethod
+    def write_atomic(self, name: str, data: bytes) -> None:
+        """Replace ``name`` with ``data`` atomically and durably (summaries, indexes)."""
+
+    @abstractmethod
+    def stage(self, name: str, source: Source) -> Staged:
+        """Write ``source`` durably under a temporary name for ``name``."""
+
+    @abstractmethod
+    def discard(self, staged: Sequence[Staged]) -> None:
+        """Remove staged temporaries (after a failed or refused commit)."""
+
+    @abstractmethod
+    def publish(
+        self,
+        staged: Sequence[Staged],
+        record: str,
+        record_bytes: bytes,
+        *,
+        conflicts: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> None:
+        """Make ``staged`` visible under their final names, then create ``record`` last.
+
+        :param conflicts: Names whose existence means the iteration is already committed
+            (``CheckpointExistsError``); checked under the lock.
+        :param replace: Names to delete first (an explicit overwrite).
+        """
+
+    @abstractmethod
+    def delete(self, name: str) -> bool:
+        """Delete ``name`` if present (a symlink itself, never its target). True if removed."""
+
+    @abstractmethod
+    def link_or_copy(self, src: str, dst: str) -> None:
+        """Make ``dst`` hold ``src``'s bytes: a hard link where possible, else a copy; atomic."""
+
+    @abstractmethod
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """A cross-process lock over the repository's commits and deletions."""
+
+    @abstractmethod
+    def sweep(self) -> list[str]:
+        """Remove leftovers of dead writers; return what was removed."""
+
+    def local_path(self, name: str) -> Path | None:
+        """A local path for ``name`` when the backend has one (for display), else None."""
+        return None
+
+
+def check_name(name: str) -> PurePosixPath:
+    """Validate a repository-relative name: no absolute path, no ``..``, no NUL or backslash."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
+        raise UnsafePathError(f"invalid file name {name!r}")
+    p = PurePosixPath(name)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or name.startswith("~"):
+        raise UnsafePathError(f"file name {name!r} would escape the repository root")
+    return p
+
+
+class LocalStorage(Storage):
+    """A repository on a local (POSIX) file system.
+
+    :param root: The repository root folder (created on first write).
+    :param lock_timeout: Seconds to wait for another process's commit before failing.
+    :param temp_grace: Seconds after which another host's leftover temporary is swept.
+    """
+
+    capabilities = Capabilities(atomic_rename=True, create_only=True, hard_links=True)
+
+    def __init__(self, root: str | os.PathLike[str], *, lock_timeout: float = 120.0, temp_grace: float = 6 * 3600):
+        self.root = Path(os.path.abspath(os.fspath(root)))
+        self.lock_timeout = lock_timeout
+        self.temp_grace = temp_grace
+        self._lock: FileLock | None = None
+
+    @property
+    def url(self) -> str:
+        return str(self.root)
+
+    # -- paths -----------------------------------------------------------------------------------
+    def _real_root(self) -> Path:
+        return Path(os.path.realpath(self.root))
+
+    def _path(self, name: str, *, for_write: bool = False) -> Path:
+        rel = check_name(name)
+        path = self.root.joinpath(*rel.parts)
+        real_root = self._real_root()
+        # Writes and deletes go to the folder holding the name; that folder must be ours.
+        parent = Path(os.path.realpath(path.parent))
+        if parent != real_root and real_root not in parent.parents:
+            raise UnsafePathError(f"{name!r} lies in a folder that points outside the repository root")
+        if not for_write and path.is_symlink():
+            target = Path(os.path.realpath(path))
+            if target != real_root and real_root not in target.parents:
+                raise UnsafePathError(f"{name!r} is a symlink pointing outside the repository root; not followed")
+        return path
+
+    def local_path(self, name: str) -> Path | None:
+        return self.root.joinpath(*check_name(name).parts)
+
+    def _fsync_dir(self, folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _mkdirs(self, folder: Path) -> None:
+        if not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            self._fsync_dir(folder.parent)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read_bytes(self, name: str) -> bytes:
+        path = self._path(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{name} is missing from {self.root}") from exc
+        except IsADirectoryError as exc:
+            raise IntegrityError(f"{name} is a folder, not a file") from exc
+
+    def exists(self, name: str) -> bool:
+        return self.root.joinpath(*check_name(name).parts).is_file()
+
+    def listdir(self, folder: str) -> dict[str, FileStat]:
+        path = self.root if folder in ("", ".") else self._path(folder)
+        out: dict[str, FileStat] = {}
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    try:
+                        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                            st = entry.stat(follow_symlinks=False)
+                            out[entry.name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+                    except FileNotFoundError:
+                        continue  # removed while listing
+        except FileNotFoundError:
+            pass
+        return out
+
+    def hash_file(self, name: str) -> tuple[str, int]:
+        path = self._path(name)
+        h = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{name} is missing from {self.root}") from exc
+        return h.hexdigest(), size
+
+    # -- writing ---------------------------------------------------------------------------------
+    def _temp_for(self, name: str) -> str:
+        rel = check_name(name)
+        return str(rel.parent / f".{rel.name}.tmp-{_token()}") if str(rel.parent) != "." else f".{rel.name}.tmp-{_token()}"
+
+    def _write_temp(self, name: str, source: Source) -> Staged:
+        temp = self._temp_for(name)
+        path = self._path(temp, for_write=True)
+        self._mkdirs(path.parent)
+        try:
+            with open(path, "xb") as f:
+                hw = _HashingWriter(f)
+                if isinstance(source, (bytes, bytearray, memoryview)):
+                    hw.write(source)
+                else:
+                    source(io.BufferedWriter(hw, buffer_size=_CHUNK))  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return Staged(final=name, temp=temp, sha256=hw.hash.hexdigest(), size=hw.size)
+
+    def stage(self, name: str, source: Source) -> Staged:
+        self._path(name, for_write=True)
+        if callable(source):
+            # BufferedWriter must be flushed before fsync: wrap the writer to flush it.
+            user_writer = source
+
+            def flushing(f: BinaryIO) -> None:
+                user_writer(f)
+                f.flush()
+
+            return self._write_temp(name, flushing)
+        return self._write_temp(name, source)
+
+    def discard(self, staged: Sequence[Staged]) -> None:
+        for s in staged:
+            with contextlib.suppress(OSError, UnsafePathError):
+                os.unlink(self._path(s.temp, for_write=True))
+
+    def write_atomic(self, name: str, data: bytes) -> None:
+        staged = self._write_temp(name, data)
+        final = self._path(name, for_write=True)
+        try:
+            os.replace(self._path(staged.temp, for_write=True), final)
+        except BaseException:
+            self.discard([staged])
+            raise
+        self._fsync_dir(final.parent)
+
+    def publish(
+        self,
+        staged: Sequence[Staged],
+        record: str,
+        record_bytes: bytes,
+        *,
+        conflicts: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> None:
+        record_path = self._path(record, for_write=True)
+        folder = record_path.parent
+        intent_name = str(PurePosixPath(record).parent / f".intent-{PurePosixPath(record).stem}.json")
+        intent_name = re.sub(r"\.intent-(metrics|no_model)_iter_", ".intent-iter-", intent_name)
+        moved: list[Path] = []
+        intent_path: Path | None = None
+        rec_staged: Staged | None = None
+        with self.lock():
+            try:
+                for name in conflicts:
+                    if self.root.joinpath(*check_name(name).parts).exists():
+                        raise CheckpointExistsError(
+                            f"{name} already exists in {self.root}: the iteration is committed "
+                            "(pass overwrite=True to replace it)"
+                        )
+                for name in replace:
+                    self.delete(name)
+                self._mkdirs(folder)
+                intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
+                intent_path = self._path(intent_name, for_write=True)
+                self.write_atomic(intent_name, json.dumps(intent).encode())
+                for s in staged:
+                    dst = self._path(s.final, for_write=True)
+                    os.replace(self._path(s.temp, for_write=True), dst)
+                    moved.append(dst)
+                if moved:
+                    self._fsync_dir(folder)
+                rec_staged = self._write_temp(record, record_bytes)
+                try:
+                    os.link(self._path(rec_staged.temp, for_write=True), record_path)
+                except FileExistsError as exc:
+                    raise CheckpointExistsError(f"{record} was committed by another writer") from exc
+                self._fsync_dir(folder)
+            except BaseException:
+                for p in moved:
+                    with contextlib.suppress(OSError):
+                        os.unlink(p)
+                self.discard([s for s in staged if self._path(s.final, for_write=True) not in moved])
+                if intent_path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(intent_path)
+                raise
+            finally:
+                if rec_staged is not None:
+                    self.discard([rec_staged])
+            with contextlib.suppress(OSError):
+                os.unlink(intent_path)
+
+    def delete(self, name: str) -> bool:
+        path = self._path(name, for_write=True)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def link_or_copy(self, src: str, dst: str) -> None:
+        src_path = self._path(src)
+        dst_path = self._path(dst, for_write=True)
+        self._mkdirs(dst_path.parent)
+        temp = self._path(self._temp_for(dst), for_write=True)
+        try:
+            try:
+                os.link(src_path, temp)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                shutil.copyfile(src_path, temp)
+                with open(temp, "rb+") as f:
+                    os.fsync(f.fileno())
+            os.replace(temp, dst_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        self._fsync_dir(dst_path.parent)
+
+    # -- locking and sweeping ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        if self._lock is None:
+            self._mkdirs(self.root)
+            self._lock = FileLock(str(self.root / LOCK_NAME), timeout=self.lock_timeout)
+        try:
+            with self._lock:
+                yield
+        except Timeout as exc:
+            raise CommitError(f"could not lock {self.root} within {self.lock_timeout} s") from exc
+
+    def _is_stale_temp(self, name: str, st: FileStat, now_ns: int) -> bool:
+        m = _TMP_RE.search(name)
+        if m is None:
+            return False
+        if m.group("host") == socket.gethostname():
+            return not _pid_alive(int(m.group("pid")))
+        return now_ns - st.mtime_ns > self.temp_grace * 1e9
+
+    def sweep(self, folders: Sequence[str] = ("", "checkpoints")) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        removed: list[str] = []
+        now = time.time_ns()
+        with self.lock():
+            for folder in folders:
+                listing = self.listdir(folder)
+                prefix = f"{folder}/" if folder else ""
+                for name, st in listing.items():
+                    m = _INTENT_RE.match(name)
+                    if m:
+                        removed += self._rollback_intent(prefix + name)
+                for name, st in listing.items():
+                    if name.startswith(".") and self._is_stale_temp(name, st, now):
+                        if self.delete(prefix + name):
+                            removed.append(prefix + name)
+        return removed
+
+    def _rollback_intent(self, intent_name: str) -> list[str]:
+        """An intent seen under the lock belongs to a writer that died between rename and record."""
+        removed: list[str] = []
+        try:
+            intent = json.loads(self.read_bytes(intent_name))
+            record = intent["record"]
+            artifacts = list(intent["artifacts"])
+        except (IntegrityError, ValueError, KeyError, TypeError):
+            record, artifacts = None, []
+        if record is not None and not self.exists(record):
+            for name in artifacts:
+                if self.delete(name):
+                    removed.append(name)
+        if self.delete(intent_name):
+            removed.append(intent_name)
+        return removed

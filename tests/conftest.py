@@ -1,0 +1,50 @@
+"""Shared fixtures: real SB3 training at tiny budgets, everything inside pytest's tmp folders."""
+
+from __future__ import annotations
+
+import os
+
+import gymnasium as gym
+import pytest
+import torch
+
+torch.set_num_threads(1)  # tiny nets: threads cost more than they give on 2 cores
+
+
+@pytest.fixture(autouse=True)
+def _sb3_logdir(tmp_path_factory, monkeypatch):
+    # SB3 creates /tmp/SB3-<date> at every learn() unless SB3_LOGDIR is set.
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+    monkeypatch.delenv("SB3_ITER_CKPT_SIGNING_KEY", raising=False)
+
+
+@pytest.fixture
+def repo_root(tmp_path):
+    return tmp_path / "results" / "1003"
+
+
+@pytest.fixture
+def make_ppo():
+    """A tiny PPO on CartPole: ``make_ppo(n_envs=1, seed=0, **kw)``."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def factory(n_envs: int = 1, seed: int = 0, env_id: str = "CartPole-v1", **kwargs):
+        env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        params = dict(n_steps=32, batch_size=32, n_epochs=1, seed=seed, device="cpu")
+        params.update(kwargs)
+        return PPO("MlpPolicy", env, **params)
+
+    return factory
+
+
+@pytest.fixture
+def eval_env():
+    env = gym.make("CartPole-v1")
+    env.reset(seed=123)
+    yield env
+    env.close()
+
+
+def pytest_report_header(config):
+    return f"SB3_LOGDIR isolated per test; torch threads={torch.get_num_threads()}; cpus={os.cpu_count()}"
