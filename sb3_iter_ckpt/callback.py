@@ -371,20 +371,24 @@ class IterationCheckpointCallback(BaseCallback):
             try:
                 extra["error"] = str(exc)
                 return self.repository.commit(
-                    iteration, metrics=best.metrics if best else {}, reason="save_failed", extra=extra,
+                    iteration,
+                    metrics=best.metrics if best else {},
+                    reason="save_failed",
+                    extra=extra,
                     overwrite=self.overwrite,
                 )
             except (CheckpointError, OSError) as exc2:
                 self.errors.append(exc2)
-                warnings.warn(f"not even a placeholder for iteration {iteration} could be written: {exc2}",
-                              stacklevel=2)
+                warnings.warn(
+                    f"not even a placeholder for iteration {iteration} could be written: {exc2}", stacklevel=2
+                )
                 return None
 
     def _after_commit(self, ck: Checkpoint) -> None:
         """Only once the iteration is durable: retention, best link, summaries, logging."""
         try:
-            if self.retention is not None and hasattr(self.repository, "prune"):
-                self.repository.prune(self.retention)  # type: ignore[attr-defined]
+            if self.retention is not None:
+                self.repository.prune(self.retention, monitor=self.monitor, mode=self.mode)
             self.repository.refresh(self.monitor, self.mode)
         except (CheckpointError, OSError) as exc:
             if self.on_error == "raise":

@@ -21,8 +21,8 @@ from sb3_iter_ckpt.errors import RecordError
 #: Version of the record layout this package writes; readers refuse newer ones.
 SCHEMA_VERSION = 1
 
-#: Placeholder reasons written by the callback.
-REASONS = ("below_min_score", "nan_metric", "no_evaluation", "save_failed")
+#: Placeholder reasons written by the callback ("pruned": a model record whose artifacts were pruned).
+REASONS = ("below_min_score", "nan_metric", "no_evaluation", "save_failed", "pruned")
 
 CHECKPOINTS_DIR = "checkpoints"
 BEST_MODEL = "best_model.zip"
@@ -244,7 +244,14 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         _expect(isinstance(size, int) and not isinstance(size, bool) and size >= 0, name, f"artifact {kind!r} size")
         artifacts[kind] = ArtifactInfo(file, sha, size)
     has_model = "model" in artifacts
-    _expect(has_model != placeholder, name, "placeholder/model kind does not match the file name")
+    pruned = raw.get("pruned")
+    _expect(pruned is None or isinstance(pruned, dict), name, "'pruned' is not an object")
+    # A model record whose artifacts were pruned keeps its metrics but no longer has a model.
+    _expect(
+        has_model != placeholder or (pruned is not None and not placeholder),
+        name,
+        "placeholder/model kind does not match the file name",
+    )
     timesteps = raw.get("timesteps")
     _expect(timesteps is None or (isinstance(timesteps, int) and not isinstance(timesteps, bool)), name, "timesteps")
     reason = raw.get("reason")
@@ -260,7 +267,7 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         size_bytes=sum(a.size or 0 for a in artifacts.values()),
         created_at=created,
         sha256=model.sha256 if model else None,
-        reason=reason,
+        reason=reason if pruned is None else (reason or "pruned"),
         timesteps=timesteps,
         artifacts=artifacts,
         record_file=name,
@@ -269,9 +276,7 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
     )
 
 
-def _parse_legacy(
-    name: str, iteration: int, placeholder: bool, raw: dict[str, Any], model_path_for: Any
-) -> Checkpoint:
+def _parse_legacy(name: str, iteration: int, placeholder: bool, raw: dict[str, Any], model_path_for: Any) -> Checkpoint:
     """A record written by the seed's script: any keys, no hashes. Listed, loadable, marked unverified."""
     artifacts: dict[str, ArtifactInfo] = {}
     if not placeholder:

@@ -28,7 +28,6 @@ from sb3_iter_ckpt.errors import (
     CheckpointNotFound,
     CommitError,
     IntegrityError,
-    RecordError,
     SignatureError,
     UnsafePathError,
 )
@@ -441,8 +440,10 @@ class CheckpointRepository:
     def verify(self) -> list[Problem]:
         """Check every record and artifact; return the problems found (empty when healthy)."""
         good, bad, dups = self._scan()
-        problems = [Problem(rec.parse_record_name(n)[0] if rec.parse_record_name(n) else None, n, str(e))
-                    for n, e in sorted(bad.items())]
+        problems = [
+            Problem(rec.parse_record_name(n)[0] if rec.parse_record_name(n) else None, n, str(e))
+            for n, e in sorted(bad.items())
+        ]
         for i, names in sorted(dups.items()):
             problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
         for i in sorted(good):
@@ -538,9 +539,7 @@ class CheckpointRepository:
             for kind, src in sources.items():
                 if src is not None:
                     staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
-            artifacts = {
-                k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()
-            }
+            artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
             fields = dict(extra or {})
             fields.setdefault("versions", versions())
             record = rec.build(
@@ -554,7 +553,9 @@ class CheckpointRepository:
                 list(staged.values()),
                 f"{_CK}/{name}",
                 data,
-                conflicts=[] if overwrite else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
+                conflicts=[]
+                if overwrite
+                else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
                 replace=replace,
             )
         except OSError as exc:
@@ -653,5 +654,229 @@ class CheckpointRepository:
         """After a commit: update the best model link, then both summaries (in that order)."""
         self.update_best(monitor, mode)
         self.write_training_summary(monitor, mode)
-        if hasattr(self, "write_summary"):
-            self.write_summary(monitor)  # type: ignore[attr-defined]
+        self.write_summary(monitor, mode)
+
+    # -- retention -----------------------------------------------------------------------------------
+    def retention_policy(self) -> RetentionPolicy | None:
+        """The policy ``prune()`` applies when given none. Override in a subclass to customize."""
+        return None
+
+    def plan_retention(
+        self, policy: RetentionPolicy | None, monitor: str | None = None, mode: str | None = None
+    ) -> RetentionPlan:
+        """What ``policy`` would remove; the best, the latest and every placeholder are protected."""
+        from sb3_iter_ckpt.retention import RetentionPlan, plan
+
+        cks = self.list()
+        best = self.best(monitor, mode)
+        result = plan(cks, policy, best_iteration=best.iteration if best else None)
+        # Files of an unadopted legacy folder were not written by us: never delete them.
+        unverified = {c.iteration for c in cks if not c.verified}
+        if unverified & set(result.remove):
+            protected = dict(result.protected)
+            protected.update({i: "unverified" for i in unverified & set(result.remove)})
+            result = RetentionPlan(
+                keep=tuple(sorted(set(result.keep) | (unverified & set(result.remove)))),
+                remove=tuple(i for i in result.remove if i not in unverified),
+                protected=dict(sorted(protected.items())),
+            )
+        return result
+
+    def prune(
+        self,
+        policy: RetentionPolicy | None = None,
+        *,
+        keep_every_n: int | None = None,
+        keep_last_n: int | None = None,
+        keep_best_k: int | None = None,
+        monitor: str | None = None,
+        mode: str | None = None,
+        dry_run: bool = False,
+        remove_records: bool = False,
+    ) -> PruneResult:
+        """Remove the model artifacts of iterations the retention policy does not keep.
+
+        ``policy`` and the ``keep_*`` shortcuts are combined by union; with none of them the
+        ``retention_policy()`` hook decides, and if that is None too nothing is removed.
+        Always protected: the overall best, the latest iteration, every placeholder.
+        Metrics records stay (marked ``pruned``) so the analysis of all iterations stays complete,
+        unless ``remove_records=True``. Only files this repository recorded are deleted.
+
+        :param policy: A ``RetentionPolicy``.
+        :param keep_every_n: Keep iterations with ``i % n == 0``.
+        :param keep_last_n: Keep the last n iterations with a model.
+        :param keep_best_k: Keep the k best by ``monitor``/``mode``.
+        :param monitor: Metric for ``keep_best_k`` and for "the best"; default as recorded.
+        :param mode: ``"max"`` or ``"min"``; default as recorded.
+        :param dry_run: Only return the plan.
+        :param remove_records: Delete the metrics records of pruned iterations too.
+        :return: A ``PruneResult`` (the plan, files removed, bytes freed).
+        """
+        from sb3_iter_ckpt.retention import AnyOf, policy_from_args
+
+        d_monitor, d_mode = self.default_selection()
+        monitor, mode = monitor or d_monitor, _check_mode(mode or d_mode)
+        parts = [p for p in (policy, policy_from_args(keep_every_n, keep_last_n, keep_best_k, monitor, mode)) if p]
+        chosen = AnyOf(*parts) if len(parts) > 1 else (parts[0] if parts else self.retention_policy())
+        if chosen is None:
+            return PruneResult(
+                plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
+            )
+        with self.storage.lock():
+            the_plan = self.plan_retention(chosen, monitor, mode)
+            removed: list[str] = []
+            freed = 0
+            if not dry_run:
+                for i in the_plan.remove:
+                    files, size = self._prune_iteration(self.get(i), remove_records)
+                    removed += files
+                    freed += size
+        if not dry_run and the_plan.remove:
+            self.refresh(monitor, mode)
+        return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
+
+    def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[list[str], int]:
+        # State before delete: the record stops naming the artifacts first, so a crash in
+        # between leaves unreferenced files, never a record pointing at a missing file.
+        record_name = f"{_CK}/{ck.record_file}"
+        if remove_record:
+            self.storage.delete(record_name)
+        else:
+            pruned = dict(ck.record)
+            pruned["pruned"] = {
+                "at": rec.utc_now(),
+                "artifacts": {k: {"file": a.file, "sha256": a.sha256, "size": a.size} for k, a in ck.artifacts.items()},
+            }
+            pruned["artifacts"] = {}
+            pruned.pop("signature", None)
+            if self._key is not None:
+                pruned["signature"] = self._signature(pruned)
+            self.storage.write_atomic(record_name, rec.dumps(pruned))
+        removed = [record_name] if remove_record else []
+        freed = 0
+        for art in ck.artifacts.values():
+            if self.storage.delete(f"{_CK}/{art.file}"):
+                removed.append(f"{_CK}/{art.file}")
+                freed += art.size or 0
+        return removed, freed
+
+    # -- analysis and summaries -----------------------------------------------------------------------
+    def disk_usage(self) -> int:
+        """Bytes on disk of the repository's files (hard links counted once)."""
+        seen: set[int] = set()
+        total = 0
+        for folder in ("", _CK):
+            for st in self.storage.listdir(folder).values():
+                if st.inode and st.inode in seen:
+                    continue
+                seen.add(st.inode)
+                total += st.size
+        return total
+
+    def analyze(self, monitor: str | None = None, mode: str | None = None, top_k: int = 5) -> dict[str, Any]:
+        """A JSON-serializable report across iterations: counts, top K, statistics, trend, disk use."""
+        from sb3_iter_ckpt import analysis
+
+        d_monitor, d_mode = self.default_selection()
+        return analysis.analyze(
+            self.list(), monitor or d_monitor, _check_mode(mode or d_mode), top_k, size_on_disk=self.disk_usage()
+        )
+
+    def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
+        created = None
+        try:
+            old = json.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY))
+            created = old.get("metadata", {}).get("created_at") if isinstance(old, dict) else None
+        except (IntegrityError, ValueError, AttributeError):
+            pass
+        now = rec.utc_now()
+        summary = {
+            "schema_version": rec.SCHEMA_VERSION,
+            "metadata": {
+                "created_at": created or now,
+                "updated_at": now,
+                "versions": versions(),
+                "checkpoints_dir": _CK,
+            },
+            "analysis": self.analyze(monitor, mode),
+        }
+        self.storage.write_atomic(rec.CHECKPOINT_SUMMARY, rec.dumps(summary))
+        return summary
+
+    def table(self) -> Any:
+        """One row per iteration with flattened metrics: a pandas DataFrame if pandas is installed."""
+        from sb3_iter_ckpt.analysis import table_rows
+
+        rows = table_rows(self.list())
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame(rows)
+
+    # -- legacy folders -------------------------------------------------------------------------------
+    def adopt(self) -> list[int]:
+        """Record sha256 and size for files of a folder written by the seed's script.
+
+        Legacy records (no ``schema_version``) are rewritten in the current schema, keeping their
+        metrics; a ``model_iter_{i}.zip`` that has no record at all gets one with empty metrics.
+        From then on those files are verified like any other. Returns the adopted iterations.
+        """
+        adopted: list[int] = []
+        with self.storage.lock():
+            good, _, _ = self._scan()
+            listing = self.storage.listdir(_CK)
+            orphan_models = [int(m.group(1)) for n in listing if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+            for i in sorted(set(orphan_models) - set(good)):
+                good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
+            for i, ck in sorted(good.items()):
+                if ck.verified:
+                    continue
+                artifacts: dict[str, ArtifactInfo] = {}
+                for kind in ("model", "vecnormalize"):
+                    name = rec.artifact_name(kind, i)
+                    if ck.has_model and name in listing:
+                        digest, size = self.storage.hash_file(f"{_CK}/{name}")
+                        artifacts[kind] = ArtifactInfo(name, digest, size)
+                if ck.has_model and "model" not in artifacts:
+                    continue  # the legacy record's model is missing: leave it for verify() to report
+                record = rec.build(
+                    i,
+                    metrics=ck.metrics,
+                    artifacts=artifacts,
+                    reason=ck.reason,
+                    timesteps=None,
+                    extra={"adopted_at": rec.utc_now(), "legacy_record": ck.record},
+                )
+                if self._key is not None:
+                    record["signature"] = self._signature(record)
+                self.storage.write_atomic(f"{_CK}/{ck.record_file}", rec.dumps(record))
+                adopted.append(i)
+        return adopted
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What ``prune()`` decided and did.
+
+    :param plan: The ``RetentionPlan`` (keep, remove, protected with reasons).
+    :param removed: Files deleted (empty for a dry run).
+    :param freed_bytes: Bytes freed.
+    :param dry_run: Whether nothing was deleted on purpose.
+    """
+
+    plan: RetentionPlan
+    removed: tuple[str, ...]
+    freed_bytes: int
+    dry_run: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keep": list(self.plan.keep),
+            "remove": list(self.plan.remove),
+            "protected": {str(k): v for k, v in self.plan.protected.items()},
+            "removed_files": list(self.removed),
+            "freed_bytes": self.freed_bytes,
+            "dry_run": self.dry_run,
+        }

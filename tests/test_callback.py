@@ -154,8 +154,9 @@ def test_nested_dotted_monitor_and_min_mode(repo_root, make_ppo):
     def evaluator(model, env):
         return {"validation": {"max_drawdown": next(values)}}
 
-    cb = IterationCheckpointCallback(repo, evaluator=evaluator, monitor="validation.max_drawdown", mode="min",
-                                     eval_freq=32)
+    cb = IterationCheckpointCallback(
+        repo, evaluator=evaluator, monitor="validation.max_drawdown", mode="min", eval_freq=32
+    )
     make_ppo().learn(128, callback=cb)
     assert repo.get(0).metric("validation.max_drawdown") == 0.1
     assert repo.best().iteration == 0
@@ -202,8 +203,9 @@ def test_overwrite_refused_before_training(repo_root, make_ppo):
     assert repo.get(0).sha256 == before.sha256
     # with iteration_timesteps the later windows are checked too
     with pytest.raises(CheckpointExistsError):
-        make_ppo().learn(128, callback=IterationCheckpointCallback(repo, iteration=-0 + 0, eval_freq=32,
-                                                                   iteration_timesteps=64))
+        make_ppo().learn(
+            128, callback=IterationCheckpointCallback(repo, iteration=-0 + 0, eval_freq=32, iteration_timesteps=64)
+        )
 
 
 def test_overwrite_true_replaces(repo_root, make_ppo):
@@ -285,11 +287,20 @@ def test_vecnormalize_round_trip(repo_root, tmp_path):
 
 def test_off_policy_with_replay_buffer(repo_root):
     env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
-    model = SAC("MlpPolicy", env, buffer_size=500, learning_starts=32, batch_size=16, seed=0, device="cpu",
-                policy_kwargs=dict(net_arch=[16]))
+    model = SAC(
+        "MlpPolicy",
+        env,
+        buffer_size=500,
+        learning_starts=32,
+        batch_size=16,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(net_arch=[16]),
+    )
     repo = CheckpointRepository(repo_root)
-    cb = IterationCheckpointCallback(repo, evaluator=lambda m, e: {"mean_reward": float(m.num_timesteps)},
-                                     eval_freq=32, save_replay_buffer=True)
+    cb = IterationCheckpointCallback(
+        repo, evaluator=lambda m, e: {"mean_reward": float(m.num_timesteps)}, eval_freq=32, save_replay_buffer=True
+    )
     model.learn(96, callback=cb)
     ck = repo.get(0)
     assert {"model", "replay_buffer"} <= set(ck.artifacts)
@@ -300,8 +311,15 @@ def test_off_policy_with_replay_buffer(repo_root):
 
 
 def test_dqn_discrete_off_policy(repo_root, eval_env):
-    model = DQN("MlpPolicy", "CartPole-v1", learning_starts=16, buffer_size=200, seed=0, device="cpu",
-                policy_kwargs=dict(net_arch=[16]))
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        learning_starts=16,
+        buffer_size=200,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(net_arch=[16]),
+    )
     repo = CheckpointRepository(repo_root)
     model.learn(64, callback=IterationCheckpointCallback(repo, eval_env=eval_env, eval_freq=32, n_eval_episodes=1))
     assert isinstance(repo.load(0, env=gym.make("CartPole-v1")), DQN)

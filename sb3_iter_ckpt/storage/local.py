@@ -1,20 +1,4 @@
-"""Every byte of file I/O of a checkpoint repository goes through a ``Storage``.
-
-``LocalStorage`` implements the commit protocol on a POSIX file system:
-
-1. ``stage``: each artifact is streamed to a temporary name *next to* its final name
-   (``.model_iter_3.zip.tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
-2. ``publish`` (under a cross-process lock, held only for renames): refuse if the iteration is
-   already committed, write an intent file naming the final artifacts, rename the artifacts into
-   place, then publish the record with ``os.link`` (create-only: it fails if the name exists,
-   where ``os.replace`` would overwrite silently), fsync the folder, drop the intent.
-   The record is the commit marker: without it nothing of the iteration is listed.
-3. ``sweep`` (at open, under the lock): roll back intents left by a dead writer and remove
-   temporaries whose writer process is gone (same host) or that are older than a grace period.
-
-Names are POSIX paths relative to the repository root; anything that would leave the root
-(``..``, absolute paths, a symlink pointing outside) raises ``UnsafePathError``.
-"""
+"""``LocalStorage``: the commit protocol on a POSIX file system (see ``sb3_iter_ckpt.storage``)."""
 
 from __future__ import annotations
 
@@ -28,177 +12,28 @@ import re
 import shutil
 import socket
 import time
-import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 
 from sb3_iter_ckpt.errors import CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
-
-#: A source of bytes for ``stage``: the bytes themselves, or a writer that fills a binary file object.
-Source = bytes | Callable[[BinaryIO], None]
-
-_CHUNK = 1 << 20
-_TMP_RE = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-(?P<rand>[0-9a-f]{8})$")
-_INTENT_RE = re.compile(r"^\.intent-iter-(\d+)\.json$")
-LOCK_NAME = ".lock"
-
-
-@dataclass(frozen=True)
-class FileStat:
-    """What a listing knows of a file without reading it."""
-
-    size: int
-    mtime_ns: int
-    inode: int = 0
-
-
-@dataclass(frozen=True)
-class Staged:
-    """An artifact written under a temporary name, waiting for ``publish``."""
-
-    final: str
-    temp: str
-    sha256: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a backend guarantees; the repository adapts its protocol to these."""
-
-    atomic_rename: bool
-    create_only: bool
-    hard_links: bool
-
-
-class _HashingWriter(io.RawIOBase):
-    """A write-only file object that hashes and counts what passes through to ``raw``."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:  # type: ignore[override]
-        mv = memoryview(b).cast("B")
-        self.raw.write(mv)
-        self.hash.update(mv)
-        self.size += len(mv)
-        return len(mv)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _token() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Storage(ABC):
-    """The interface a repository needs from where it keeps its files.
-
-    Implementations: ``LocalStorage`` (POSIX file system). Object stores implement the same
-    verbs with create-only record writes instead of renames.
-    """
-
-    capabilities: Capabilities
-
-    @property
-    @abstractmethod
-    def url(self) -> str:
-        """Human-readable location of the root."""
-
-    @abstractmethod
-    def read_bytes(self, name: str) -> bytes: ...
-
-    @abstractmethod
-    def exists(self, name: str) -> bool: ...
-
-    @abstractmethod
-    def listdir(self, folder: str) -> dict[str, FileStat]:
-        """Plain files directly inside ``folder`` (uncached), hidden temporaries included."""
-
-    @abstractmethod
-    def hash_file(self, name: str) -> tuple[str, int]:
-        """``(sha256, size)`` of a stored file, streamed."""
-
-    @abstractmethod
-    def write_atomic(self, name: str, data: bytes) -> None:
-        """Replace ``name`` with ``data`` atomically and durably (summaries, indexes)."""
-
-    @abstractmethod
-    def stage(self, name: str, source: Source) -> Staged:
-        """Write ``source`` durably under a temporary name for ``name``."""
-
-    @abstractmethod
-    def discard(self, staged: Sequence[Staged]) -> None:
-        """Remove staged temporaries (after a failed or refused commit)."""
-
-    @abstractmethod
-    def publish(
-        self,
-        staged: Sequence[Staged],
-        record: str,
-        record_bytes: bytes,
-        *,
-        conflicts: Sequence[str] = (),
-        replace: Sequence[str] = (),
-    ) -> None:
-        """Make ``staged`` visible under their final names, then create ``record`` last.
-
-        :param conflicts: Names whose existence means the iteration is already committed
-            (``CheckpointExistsError``); checked under the lock.
-        :param replace: Names to delete first (an explicit overwrite).
-        """
-
-    @abstractmethod
-    def delete(self, name: str) -> bool:
-        """Delete ``name`` if present (a symlink itself, never its target). True if removed."""
-
-    @abstractmethod
-    def link_or_copy(self, src: str, dst: str) -> None:
-        """Make ``dst`` hold ``src``'s bytes: a hard link where possible, else a copy; atomic."""
-
-    @abstractmethod
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """A cross-process lock over the repository's commits and deletions."""
-
-    @abstractmethod
-    def sweep(self) -> list[str]:
-        """Remove leftovers of dead writers; return what was removed."""
-
-    def local_path(self, name: str) -> Path | None:
-        """A local path for ``name`` when the backend has one (for display), else None."""
-        return None
-
-
-def check_name(name: str) -> PurePosixPath:
-    """Validate a repository-relative name: no absolute path, no ``..``, no NUL or backslash."""
-    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name:
-        raise UnsafePathError(f"invalid file name {name!r}")
-    p = PurePosixPath(name)
-    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or name.startswith("~"):
-        raise UnsafePathError(f"file name {name!r} would escape the repository root")
-    return p
+from sb3_iter_ckpt.storage.base import (
+    _CHUNK,
+    _INTENT_RE,
+    _TMP_RE,
+    LOCK_NAME,
+    Capabilities,
+    FileStat,
+    Source,
+    Staged,
+    Storage,
+    _HashingWriter,
+    _pid_alive,
+    _token,
+    check_name,
+)
 
 
 class LocalStorage(Storage):
@@ -299,7 +134,9 @@ class LocalStorage(Storage):
     # -- writing ---------------------------------------------------------------------------------
     def _temp_for(self, name: str) -> str:
         rel = check_name(name)
-        return str(rel.parent / f".{rel.name}.tmp-{_token()}") if str(rel.parent) != "." else f".{rel.name}.tmp-{_token()}"
+        return (
+            str(rel.parent / f".{rel.name}.tmp-{_token()}") if str(rel.parent) != "." else f".{rel.name}.tmp-{_token()}"
+        )
 
     def _write_temp(self, name: str, source: Source) -> Staged:
         temp = self._temp_for(name)
@@ -463,9 +300,8 @@ class LocalStorage(Storage):
             for folder in folders:
                 listing = self.listdir(folder)
                 prefix = f"{folder}/" if folder else ""
-                for name, st in listing.items():
-                    m = _INTENT_RE.match(name)
-                    if m:
+                for name in listing:
+                    if _INTENT_RE.match(name):
                         removed += self._rollback_intent(prefix + name)
                 for name, st in listing.items():
                     if name.startswith(".") and self._is_stale_temp(name, st, now):
