@@ -166,6 +166,7 @@ class IterationCheckpointCallback(BaseCallback):
         self._n_nan = 0
         self._n_below = 0
         self._episodes: list[dict[str, float]] = []
+        self._last_metrics: dict[str, Any] = {}
         self._window_open = True
 
     def _on_step(self) -> bool:
@@ -262,6 +263,7 @@ class IterationCheckpointCallback(BaseCallback):
         if metrics is None:
             return False
         self._n_evals += 1
+        self._last_metrics = metrics
         score = self._score(metrics)
         self.logger.record("checkpoint/eval_score", float("nan") if score is None else score)
         if score is None:
@@ -344,8 +346,9 @@ class IterationCheckpointCallback(BaseCallback):
         extra = self._extra(iteration)
         try:
             if best is None:
+                # A placeholder keeps the last evaluation's metrics, so the analysis still sees them.
                 return self.repository.commit(
-                    iteration, metrics={}, reason=self._reason(), extra=extra, overwrite=self.overwrite
+                    iteration, metrics=self._last_metrics, reason=self._reason(), extra=extra, overwrite=self.overwrite
                 )
             replay = None
             if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
@@ -372,7 +375,7 @@ class IterationCheckpointCallback(BaseCallback):
                 extra["error"] = str(exc)
                 return self.repository.commit(
                     iteration,
-                    metrics=best.metrics if best else {},
+                    metrics=best.metrics if best else self._last_metrics,
                     reason="save_failed",
                     extra=extra,
                     overwrite=self.overwrite,

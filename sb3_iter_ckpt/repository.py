@@ -282,7 +282,7 @@ class CheckpointRepository:
 
         :param monitor: Metric key (dotted for nested); default: the one the callback selected on.
         :param mode: ``"max"`` or ``"min"``; default as recorded.
-        :return: The best checkpoint (the earliest on ties), or None when none has a model and a score.
+        :return: The best checkpoint (the later one on ties), or None when none has a model and a score.
         """
         d_monitor, d_mode = self.default_selection()
         monitor = monitor or d_monitor
@@ -293,7 +293,8 @@ class CheckpointRepository:
             score = ck.score(monitor) if ck.has_model else None
             if score is None:
                 continue
-            if best is None or (score > best_score if mode == "max" else score < best_score):
+            # ">=": ties go to the later iteration (it has seen more data), as in retention.KeepBestK
+            if best is None or (score >= best_score if mode == "max" else score <= best_score):
                 best, best_score = ck, score
         return best
 
@@ -655,6 +656,20 @@ class CheckpointRepository:
         self.update_best(monitor, mode)
         self.write_training_summary(monitor, mode)
         self.write_summary(monitor, mode)
+
+    # -- experiment metadata files -------------------------------------------------------------------
+    def read_metadata(self, name: str) -> dict[str, Any] | None:
+        """A JSON object kept at the repository root by a tool (e.g. ``walk_forward.json``), or None."""
+        if not self.storage.exists(name):
+            return None
+        data = rec.loads(self.storage.read_bytes(name), name)
+        if not isinstance(data, dict):
+            raise RecordError(f"{name} is not a JSON object")
+        return data
+
+    def write_metadata(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write a JSON object at the repository root, atomically."""
+        self.storage.write_atomic(name, rec.dumps(dict(data)))
 
     # -- retention -----------------------------------------------------------------------------------
     def retention_policy(self) -> RetentionPolicy | None:

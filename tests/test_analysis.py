@@ -70,6 +70,7 @@ def test_counts_and_basics():
         "total": 6,
         "with_model": 4,
         "placeholders": 2,
+        "pruned": 0,
         "by_reason": {"below_min_score": 1, "nan_metric": 1},
         "unverified": 1,
     }
@@ -226,7 +227,14 @@ def test_all_nan_monitor():
 
 def test_empty_input():
     r = analyze([])
-    assert r["counts"] == {"total": 0, "with_model": 0, "placeholders": 0, "by_reason": {}, "unverified": 0}
+    assert r["counts"] == {
+        "total": 0,
+        "with_model": 0,
+        "placeholders": 0,
+        "pruned": 0,
+        "by_reason": {},
+        "unverified": 0,
+    }
     assert r["best"] == []
     assert r["stats"] == {"mean_reward": metric_stats([])}
     assert r["stats"]["mean_reward"] == {
@@ -324,6 +332,7 @@ def test_table_rows_metric_clashing_with_base_column():
     assert rows[0]["iteration"] == 7
     assert rows[0]["metrics.iteration"] == 7
     assert rows[0]["mean_reward"] == 1.0
+    assert set(analyze([replace(c, metrics={"iteration": 7, "mean_reward": 1.0})])["stats"]) == {"mean_reward"}
 
 
 # --- property: any history gives a strict-JSON report ----------------------------------------
@@ -360,7 +369,7 @@ def test_report_is_always_strict_json(h, mode, top_k):
     assert_strict_json(r)
     assert_strict_json(table_rows(h))
     c = r["counts"]
-    assert c["with_model"] + c["placeholders"] == c["total"] == len(h)
+    assert c["with_model"] + c["placeholders"] + c["pruned"] == c["total"] == len(h)
     assert len(r["best"]) <= top_k
     scores = [b["score"] for b in r["best"]]
     assert scores == sorted(scores, reverse=(mode == "max"))
@@ -381,3 +390,27 @@ def test_values_near_the_float_limit_do_not_overflow():
     assert s["median"] == big and s["min"] == -big and s["max"] == big
     assert s["std"] is not None and math.isfinite(s["std"])
     assert_strict_json(r)
+
+
+def test_pruned_records_are_not_placeholders():
+    h = [
+        ckpt(0, mean_reward=1.0),
+        ckpt(1, has_model=False, reason="pruned", mean_reward=5.0),
+        ckpt(2, has_model=False),
+        ckpt(3, has_model=False, reason="pruned", mean_reward=2.0),
+        ckpt(4, has_model=False),
+        ckpt(5, mean_reward=0.5),
+    ]
+    r = analyze(h, top_k=10)
+    assert r["counts"]["placeholders"] == 2 and r["counts"]["pruned"] == 2 and r["counts"]["with_model"] == 2
+    assert r["counts"]["by_reason"] == {"below_min_score": 2, "pruned": 2}
+    assert r["longest_placeholder_run"] == {"length": 1, "start": 2, "end": 2}  # pruned 3 breaks the run
+    assert [b["iteration"] for b in r["best"]] == [0, 5]  # a pruned model cannot be loaded
+    assert r["stats"]["mean_reward"]["count"] == 4  # but its evaluation still counts
+
+
+def test_zero_values_are_counted():
+    h = [ckpt(0, mean_reward=0.0, loss=0.0), ckpt(1, mean_reward=0, loss=0.0), ckpt(2, mean_reward=1.0, loss=1.0)]
+    stats = analyze(h)["stats"]
+    assert stats["mean_reward"]["count"] == 3 and stats["loss"]["count"] == 3
+    assert stats["loss"]["mean"] == pytest.approx(1 / 3)

@@ -21,6 +21,7 @@ from sb3_iter_ckpt.retention import (
     KeepLastN,
     RetentionPlan,
     RetentionPolicy,
+    is_pruned,
     plan,
     policy_from_args,
     ranked,
@@ -41,7 +42,7 @@ def ckpt(iteration: int, has_model: bool = True, reason: str | None = None, **me
     )
 
 
-def history(rewards: dict[int, float | None], placeholders: Sequence[int] = ()) -> list[Checkpoint]:
+def history(rewards: dict[int, Any], placeholders: Sequence[int] = ()) -> list[Checkpoint]:
     out = [ckpt(i, mean_reward=r) for i, r in rewards.items()]
     out += [ckpt(i, has_model=False, mean_reward=None) for i in placeholders]
     return sorted(out, key=lambda c: c.iteration)
@@ -88,7 +89,8 @@ def test_keep_best_k_min():
 
 
 def test_keep_best_k_non_finite_never_beats_finite_but_fills_spare_places():
-    h = history({0: float("nan"), 1: None, 2: -100.0, 3: float("inf"), 4: "abc"})  # type: ignore[dict-item]
+    h = [ckpt(0, mean_reward=float("nan")), ckpt(1, mean_reward=None), ckpt(2, mean_reward=-100.0)]
+    h += [ckpt(3, mean_reward=float("inf")), ckpt(4, mean_reward="abc")]
     assert KeepBestK(1).keep(h) == {2}
     assert KeepBestK(1, mode="min").keep(h) == {2}
     # fewer finite scores than k: the rest go to non-finite ones, latest first
@@ -141,9 +143,9 @@ def test_union_flattens():
 
 def test_union_rejects_non_policies():
     with pytest.raises(TypeError):
-        KeepLastN(1) | 3  # type: ignore[operator]
+        KeepLastN(1) | 3  # type: ignore[operator,unused-ignore]
     with pytest.raises(ValueError):
-        AnyOf(KeepLastN(1), "last")  # type: ignore[arg-type]
+        AnyOf(KeepLastN(1), "last")  # type: ignore[arg-type,unused-ignore]
     with pytest.raises(ValueError):
         AnyOf()
 
@@ -151,7 +153,7 @@ def test_union_rejects_non_policies():
 def test_policies_are_frozen_and_hashable():
     p = KeepLastN(2)
     with pytest.raises(FrozenInstanceError):
-        p.n = 3  # type: ignore[misc]
+        p.n = 3  # type: ignore[misc,unused-ignore]
     assert len({KeepLastN(2), KeepLastN(2), KeepEveryN(2)}) == 2
     assert hash(KeepLastN(1) | KeepBestK(2)) == hash(KeepLastN(1) | KeepBestK(2))
 
@@ -164,26 +166,26 @@ def test_policies_are_frozen_and_hashable():
     [
         lambda: KeepLastN(0),
         lambda: KeepLastN(-1),
-        lambda: KeepLastN(1.5),
+        lambda: KeepLastN(1.5),  # type: ignore[arg-type]
         lambda: KeepLastN(True),
         lambda: KeepEveryN(0),
-        lambda: KeepEveryN("2"),
+        lambda: KeepEveryN("2"),  # type: ignore[arg-type]
         lambda: KeepBestK(0),
         lambda: KeepBestK(1, mode="best"),
         lambda: KeepBestK(1, monitor=""),
-        lambda: KeepBestK(1, monitor=None),
+        lambda: KeepBestK(1, monitor=None),  # type: ignore[arg-type]
         lambda: policy_from_args(keep_last_n=0),
         lambda: policy_from_args(keep_best_k=2, mode="MAX"),
     ],
 )
-def test_argument_validation(make):
+def test_argument_validation(make: Any) -> None:
     with pytest.raises(ValueError):
         make()
 
 
 def test_base_class_is_abstract():
     with pytest.raises(TypeError):
-        RetentionPolicy()  # type: ignore[abstract]
+        RetentionPolicy()  # type: ignore[abstract,unused-ignore]
 
 
 # --- policy_from_args ------------------------------------------------------------------------
@@ -285,6 +287,17 @@ def test_plan_ignores_policy_answers_outside_candidates():
     assert set(result.remove) == set(MODELS) - {9}
 
 
+def test_plan_pruned_records_are_protected_as_pruned():
+    h = [ckpt(0), ckpt(1, has_model=False, reason="pruned"), ckpt(2, has_model=False), ckpt(3), ckpt(4)]
+    assert is_pruned(h[1]) and not is_pruned(h[2]) and not is_pruned(h[0])
+    result = plan(h, KeepLastN(1), best_iteration=None)
+    assert result.protected == {1: "pruned", 2: "placeholder", 4: "latest"}
+    assert result.remove == (0, 3)
+    # pruning is idempotent: once removed, a second plan over the pruned history removes nothing
+    after = [c if c.iteration not in result.remove else ckpt(c.iteration, False, "pruned") for c in h]
+    assert plan(after, KeepLastN(1), best_iteration=None).remove == ()
+
+
 def test_plan_duplicate_iteration_with_a_placeholder_is_never_removed():
     h = [ckpt(0), ckpt(1), ckpt(1, has_model=False), ckpt(2)]
     result = plan(h, KeepLastN(1), best_iteration=None)
@@ -309,12 +322,13 @@ def histories(draw) -> list[Checkpoint]:
     out = []
     for i in iters:
         has_model = draw(st.booleans())
+        reason = None if has_model else draw(st.sampled_from(["below_min_score", "nan_metric", "pruned"]))
         metrics: dict[str, Any] = {}
         if draw(st.booleans()):
             metrics["mean_reward"] = draw(metric_values)
         if draw(st.booleans()):
             metrics["validation"] = {"sharpe": draw(metric_values)}
-        out.append(ckpt(i, has_model=has_model, **metrics))
+        out.append(ckpt(i, has_model=has_model, reason=reason, **metrics))
     return out
 
 
@@ -371,7 +385,7 @@ def test_plan_properties(h, policy, best_pick, seed):
         expected_protected.add(best)
         assert protected[best] == "best"
     assert set(protected) == expected_protected
-    assert set(protected.values()) <= {"best", "latest", "placeholder"}
+    assert set(protected.values()) <= {"best", "latest", "placeholder", "pruned"}
 
     # exactly: remove = models - kept by policy - protected
     wanted = policy.keep(ordered) if policy is not None else model_iters
