@@ -1,0 +1,440 @@
+"""The ``sb3-iter-ckpt`` command line: run a walk-forward, then list, inspect, verify and prune its checkpoints.
+
+Exit codes: 0 success, 1 other error, 2 bad usage, 3 not found, 4 integrity problem, 5 configuration mismatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sb3_iter_ckpt.errors import (
+    CheckpointError,
+    CheckpointNotFound,
+    ConfigMismatchError,
+    IntegrityError,
+    RecordError,
+    UnsafePathError,
+)
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_INTEGRITY, EXIT_MISMATCH = 0, 1, 2, 3, 4, 5
+
+
+class UsageError(Exception):
+    """A user mistake on the command line (exit code 2)."""
+
+
+# -- output helpers -----------------------------------------------------------------------------------------
+def _emit_json(obj: Any) -> None:
+    from sb3_iter_ckpt.record import to_jsonable
+
+    print(json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False))
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _ck_dict(ck: Any) -> dict[str, Any]:
+    return {
+        "iteration": ck.iteration,
+        "has_model": ck.has_model,
+        "model_path": None if ck.model_path is None else str(ck.model_path),
+        "metrics": ck.metrics,
+        "size_bytes": ck.size_bytes,
+        "created_at": ck.created_at,
+        "sha256": ck.sha256,
+        "reason": ck.reason,
+        "timesteps": ck.timesteps,
+        "verified": ck.verified,
+    }
+
+
+# -- repository location --------------------------------------------------------------------------------
+def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
+    from sb3_iter_ckpt.repository import CheckpointRepository
+
+    if args.path is not None:
+        root = Path(args.path)
+    elif args.experiment_id is not None:
+        root = Path(args.results_dir) / str(args.experiment_id)
+    else:
+        raise UsageError("say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]")
+    if must_exist and not (root / "checkpoints").is_dir():
+        raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
+    return CheckpointRepository(root)
+
+
+def _monitor(args: argparse.Namespace) -> str | None:
+    return getattr(args, "monitor", None)
+
+
+# -- verbs ----------------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    cks = repo.list()
+    if args.json:
+        _emit_json([_ck_dict(c) for c in cks])
+        return EXIT_OK
+    monitor = args.monitor or repo.default_selection()[0]
+    rows = [
+        [c.iteration, "model" if c.has_model else f"none ({c.reason})", c.score(monitor), c.timesteps,
+         round(c.size_bytes / 1e6, 3), c.created_at]
+        for c in cks
+    ]
+    print(_table(["iter", "model", monitor, "timesteps", "MB", "created_at"], rows))
+    print(f"{len(cks)} iteration(s) in {repo.checkpoints_dir}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    ck = repo.get(args.iteration)
+    if args.json:
+        out = _ck_dict(ck)
+        out["record"] = ck.record
+        _emit_json(out)
+        return EXIT_OK
+    from sb3_iter_ckpt.record import flatten
+
+    print(f"iteration {ck.iteration}: " + ("model " + str(ck.model_path) if ck.has_model else f"placeholder ({ck.reason})"))
+    for key in ("created_at", "timesteps", "sha256", "size_bytes", "verified"):
+        print(f"  {key}: {_fmt(getattr(ck, key))}")
+    window = ck.record.get("metadata", {}).get("window")
+    if window:
+        print(f"  window: {window}")
+    print("  metrics:")
+    for k, v in sorted(flatten(ck.metrics).items()):
+        print(f"    {k}: {_fmt(v)}")
+    return EXIT_OK
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    best = repo.best(args.monitor, args.mode)
+    if best is None:
+        raise CheckpointNotFound(f"no checkpoint with a model and a finite score in {repo.checkpoints_dir}")
+    if args.json:
+        _emit_json(_ck_dict(best))
+    else:
+        monitor = args.monitor or repo.default_selection()[0]
+        print(f"best: iteration {best.iteration}  {monitor}={_fmt(best.score(monitor))}  {best.model_path}")
+    return EXIT_OK
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    report = repo.analyze(args.monitor, args.mode, top_k=args.top_k)
+    if args.json:
+        _emit_json(report)
+        return EXIT_OK
+    c = report["counts"]
+    print(
+        f"{c['total']} iterations: {c['with_model']} with a model, {c['placeholders']} placeholders, "
+        f"{c.get('pruned', 0)} pruned {c['by_reason']}"
+    )
+    print(f"monitor: {report['monitor']} ({report['mode']})")
+    print("best:", ", ".join(f"#{b['iteration']}={_fmt(b['score'])}" for b in report["best"]) or "none")
+    trend = report.get("trend") or {}
+    print(f"trend: slope={_fmt(trend.get('slope'))} per iteration, spearman={_fmt(trend.get('spearman'))}")
+    rows = [[k, s["count"], s["mean"], s["std"], s["median"], s["min"], s["max"]] for k, s in sorted(report["stats"].items())]
+    print(_table(["metric", "n", "mean", "std", "median", "min", "max"], rows))
+    run = report.get("longest_placeholder_run") or {}
+    print(f"longest run of placeholders: {run.get('length', 0)}; size on disk: {report['size_on_disk_bytes'] / 1e6:.2f} MB")
+    return EXIT_OK
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if args.keep_every_n is None and args.keep_last_n is None and args.keep_best_k is None:
+        raise UsageError("prune needs at least one of --keep-every-n, --keep-last-n, --keep-best-k")
+    repo = _open_repo(args)
+    result = repo.prune(
+        keep_every_n=args.keep_every_n,
+        keep_last_n=args.keep_last_n,
+        keep_best_k=args.keep_best_k,
+        monitor=args.monitor,
+        mode=args.mode,
+        dry_run=args.dry_run,
+        remove_records=args.remove_records,
+    )
+    if args.json:
+        _emit_json(result.to_dict())
+        return EXIT_OK
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"keep: {list(result.plan.keep)}")
+    print(f"protected: {result.plan.protected}")
+    print(f"{verb} the models of iterations {list(result.plan.remove)}"
+          + ("" if args.dry_run else f" ({len(result.removed)} files, {result.freed_bytes / 1e6:.2f} MB)"))
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    problems = repo.verify()
+    if args.json:
+        _emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
+    elif problems:
+        for p in problems:
+            print(f"PROBLEM {p}")
+    else:
+        print(f"ok: {len(repo.list())} iteration(s) verified in {repo.checkpoints_dir}")
+    return EXIT_INTEGRITY if problems else EXIT_OK
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    summary = repo.write_summary(args.monitor, args.mode)
+    training = repo.write_training_summary(args.monitor, args.mode)
+    if args.json:
+        _emit_json({"checkpoint_summary": summary, "training_summary": training})
+    else:
+        best = training.get("best")
+        print(f"wrote {repo.root / 'checkpoint_summary.json'} and {repo.root / 'training_summary.json'}")
+        print(f"{training['total_checkpoints']} checkpoints, {training['placeholders']} placeholders; "
+              f"best: {'none' if best is None else 'iteration ' + str(best['iteration'])}")
+    return EXIT_OK
+
+
+def cmd_adopt(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    adopted = repo.adopt()
+    if args.json:
+        _emit_json({"adopted": adopted})
+    else:
+        print(f"adopted {len(adopted)} legacy iteration(s): {adopted}")
+    return EXIT_OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise UsageError('plot needs matplotlib: pip install "sb3-iter-ckpt[plot]"') from exc
+    repo = _open_repo(args)
+    metric = args.metric or repo.default_selection()[0]
+    cks = repo.list()
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    pts = [(c.iteration, c.score(metric)) for c in cks if c.has_model or c.reason == "pruned"]
+    pts = [(i, s) for i, s in pts if s is not None]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
+    holes = [c.iteration for c in cks if not c.has_model and c.reason != "pruned"]
+    for j, i in enumerate(holes):
+        ax.axvline(i, color="tab:red", alpha=0.35, linestyle="--", label="placeholder (no model)" if j == 0 else None)
+    best = repo.best(metric, args.mode)
+    if best is not None:
+        ax.scatter([best.iteration], [best.score(metric)], s=160, facecolors="none", edgecolors="tab:green",
+                   linewidths=2, label=f"best (iteration {best.iteration})", zorder=3)
+    ax.set_xlabel("walk-forward iteration")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} across iterations — {repo.root}")
+    ax.grid(alpha=0.3)
+    if pts or holes:
+        ax.legend(loc="best")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out} ({len(pts)} points, {len(holes)} placeholders)")
+    return EXIT_OK
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    import torch
+
+    from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
+    from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("SB3_LOGDIR", str(Path(args.results_dir) / str(args.experiment_id) / "logs"))
+    prices = load_prices_csv(args.data) if args.data else synthetic_prices(args.n_prices, seed=args.data_seed)
+    splitter = WalkForwardSplitter(
+        train_size=args.train_size, val_size=args.val_size, step=args.step, gap=args.gap, mode=args.window_mode,
+        max_windows=args.iterations,
+    )
+    root = Path(args.results_dir) / str(args.experiment_id)
+    repo = CheckpointRepository(root)
+    algo_kwargs: dict[str, Any] = {}
+    if args.algo.lower() in ("ppo", "a2c"):
+        algo_kwargs["n_steps"] = args.n_steps
+    if args.algo.lower() == "ppo":
+        algo_kwargs["batch_size"] = min(64, args.n_steps)
+    runner = WalkForwardRunner(
+        prices, splitter, repo, args.total_timesteps, algo=args.algo, algo_kwargs=algo_kwargs, seed=args.seed,
+        eval_freq=args.eval_freq, monitor=args.monitor, warm_start=args.warm_start, progress=not args.json,
+    )
+    source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
+    if not args.json:
+        print(f"walk-forward on {source}: {len(runner.windows)} window(s), {args.total_timesteps} timesteps each, "
+              f"{args.algo.upper()}, results in {root}")
+    result = runner.run()
+    if args.json:
+        _emit_json({"root": str(root), "trained": result.trained, "skipped": result.skipped,
+                    "best": None if result.best is None else _ck_dict(result.best),
+                    "checkpoints": [_ck_dict(c) for c in result.checkpoints]})
+        return EXIT_OK
+    for ck in result.checkpoints:
+        window = ck.record.get("metadata", {}).get("window", {})
+        dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
+        where = ck.model_path if ck.has_model else f"placeholder ({ck.reason}) {repo.checkpoints_dir / ck.record_file}"
+        score = ck.score(args.monitor)
+        skipped = " (resumed)" if ck.iteration in result.skipped else ""
+        print(f"  iteration {ck.iteration} val {dates}: {args.monitor}={_fmt(score)} -> {where}{skipped}")
+    if result.best is not None:
+        print(f"best: iteration {result.best.iteration} -> {root / 'best_model.zip'}")
+    print(f"summaries: {root / 'training_summary.json'}, {root / 'checkpoint_summary.json'}")
+    print(f"next: sb3-iter-ckpt list {root}   |   sb3-iter-ckpt plot {root} --out {root / 'progress.png'}")
+    return EXIT_OK
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sb3_iter_ckpt.version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sb3-iter-ckpt",
+        description="Walk-forward training of SB3 agents that keeps every iteration's best model.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def repo_parser(name: str, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
+        p.add_argument("--results-dir", default="results", help="folder holding experiments (default: results)")
+        p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    def selection(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--monitor", help="metric key (dotted for nested); default: as recorded")
+        p.add_argument("--mode", choices=["max", "min"], help="default: as recorded")
+
+    p = repo_parser("list", "list every iteration (placeholders included)")
+    p.add_argument("--monitor", help="metric column to show")
+    p.set_defaults(func=cmd_list)
+    p = repo_parser("show", "show one iteration's record")
+    p.add_argument("iteration", type=int)
+    p.set_defaults(func=cmd_show)
+    p = repo_parser("best", "the best iteration")
+    selection(p)
+    p.set_defaults(func=cmd_best)
+    p = repo_parser("analyze", "statistics and trend across iterations")
+    selection(p)
+    p.add_argument("--top-k", type=_positive_int, default=5)
+    p.set_defaults(func=cmd_analyze)
+    p = repo_parser("prune", "remove models the retention rules do not keep (best, latest, placeholders are kept)")
+    p.add_argument("--keep-every-n", type=_positive_int)
+    p.add_argument("--keep-last-n", type=_positive_int)
+    p.add_argument("--keep-best-k", type=_positive_int)
+    selection(p)
+    p.add_argument("--dry-run", action="store_true", help="only show the plan")
+    p.add_argument("--remove-records", action="store_true", help="delete the pruned iterations' metrics records too")
+    p.set_defaults(func=cmd_prune)
+    p = repo_parser("verify", "check every file against its recorded sha256 (exit 4 on problems)")
+    p.set_defaults(func=cmd_verify)
+    p = repo_parser("summary", "write checkpoint_summary.json and training_summary.json")
+    selection(p)
+    p.set_defaults(func=cmd_summary)
+    p = repo_parser("adopt", "record hashes for a folder written by the seed's script")
+    p.set_defaults(func=cmd_adopt)
+    p = repo_parser("plot", "plot a metric across iterations (placeholders marked)")
+    p.add_argument("--metric", help="metric key; default: the monitored one")
+    p.add_argument("--mode", choices=["max", "min"])
+    p.add_argument("--out", required=True, help="output image, e.g. progress.png")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("walk-forward", help="run walk-forward training (the main job)",
+                       description="Train on each window, keep each iteration's best by validation Sharpe.")
+    p.add_argument("--experiment-id", required=True)
+    p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
+    p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
+    p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn (default: ppo)")
+    p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
+    p.add_argument("--val-size", type=_positive_int, default=125, help="validation rows per window (default 125)")
+    p.add_argument("--step", type=_positive_int, help="rows between windows (default: --val-size)")
+    p.add_argument("--gap", type=int, default=0, help="purge gap between train and validation rows")
+    p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)")
+    p.add_argument("--monitor", default="validation.sharpe")
+    p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
+    p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_walk_forward)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as exc:
+        if not isinstance(exc, CheckpointError) and type(exc).__name__ != "DataError":
+            raise
+        print(f"sb3-iter-ckpt: bad input: {exc}", file=sys.stderr)  # e.g. an unreadable --data CSV
+        return EXIT_USAGE
+    except CheckpointNotFound as exc:
+        print(f"sb3-iter-ckpt: not found: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    except (IntegrityError, RecordError, UnsafePathError) as exc:
+        print(f"sb3-iter-ckpt: integrity problem: {exc}; run 'sb3-iter-ckpt verify'", file=sys.stderr)
+        return EXIT_INTEGRITY
+    except ConfigMismatchError as exc:
+        print(f"sb3-iter-ckpt: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except CheckpointError as exc:
+        print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("sb3-iter-ckpt: interrupted; committed iterations are safe, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
