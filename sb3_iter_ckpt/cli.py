@@ -47,9 +47,9 @@ def _fmt(v: Any) -> str:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     cells = [[_fmt(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines)
 
 
@@ -77,7 +77,9 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     elif args.experiment_id is not None:
         root = Path(args.results_dir) / str(args.experiment_id)
     else:
-        raise UsageError("say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]")
+        raise UsageError(
+            "say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]"
+        )
     if must_exist and not (root / "checkpoints").is_dir():
         raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
     return CheckpointRepository(root)
@@ -96,8 +98,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     monitor = args.monitor or repo.default_selection()[0]
     rows = [
-        [c.iteration, "model" if c.has_model else f"none ({c.reason})", c.score(monitor), c.timesteps,
-         round(c.size_bytes / 1e6, 3), c.created_at]
+        [
+            c.iteration,
+            "model" if c.has_model else f"none ({c.reason})",
+            c.score(monitor),
+            c.timesteps,
+            round(c.size_bytes / 1e6, 3),
+            c.created_at,
+        ]
         for c in cks
     ]
     print(_table(["iter", "model", monitor, "timesteps", "MB", "created_at"], rows))
@@ -115,7 +123,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_OK
     from sb3_iter_ckpt.record import flatten
 
-    print(f"iteration {ck.iteration}: " + ("model " + str(ck.model_path) if ck.has_model else f"placeholder ({ck.reason})"))
+    print(
+        f"iteration {ck.iteration}: "
+        + ("model " + str(ck.model_path) if ck.has_model else f"placeholder ({ck.reason})")
+    )
     for key in ("created_at", "timesteps", "sha256", "size_bytes", "verified"):
         print(f"  {key}: {_fmt(getattr(ck, key))}")
     window = ck.record.get("metadata", {}).get("window")
@@ -155,10 +166,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print("best:", ", ".join(f"#{b['iteration']}={_fmt(b['score'])}" for b in report["best"]) or "none")
     trend = report.get("trend") or {}
     print(f"trend: slope={_fmt(trend.get('slope'))} per iteration, spearman={_fmt(trend.get('spearman'))}")
-    rows = [[k, s["count"], s["mean"], s["std"], s["median"], s["min"], s["max"]] for k, s in sorted(report["stats"].items())]
+    rows = [
+        [k, s["count"], s["mean"], s["std"], s["median"], s["min"], s["max"]]
+        for k, s in sorted(report["stats"].items())
+    ]
     print(_table(["metric", "n", "mean", "std", "median", "min", "max"], rows))
     run = report.get("longest_placeholder_run") or {}
-    print(f"longest run of placeholders: {run.get('length', 0)}; size on disk: {report['size_on_disk_bytes'] / 1e6:.2f} MB")
+    print(
+        f"longest run of placeholders: {run.get('length', 0)}; "
+        f"size on disk: {report['size_on_disk_bytes'] / 1e6:.2f} MB"
+    )
     return EXIT_OK
 
 
@@ -181,8 +198,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     print(f"keep: {list(result.plan.keep)}")
     print(f"protected: {result.plan.protected}")
-    print(f"{verb} the models of iterations {list(result.plan.remove)}"
-          + ("" if args.dry_run else f" ({len(result.removed)} files, {result.freed_bytes / 1e6:.2f} MB)"))
+    print(
+        f"{verb} the models of iterations {list(result.plan.remove)}"
+        + ("" if args.dry_run else f" ({len(result.removed)} files, {result.freed_bytes / 1e6:.2f} MB)")
+    )
     return EXIT_OK
 
 
@@ -208,8 +227,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
     else:
         best = training.get("best")
         print(f"wrote {repo.root / 'checkpoint_summary.json'} and {repo.root / 'training_summary.json'}")
-        print(f"{training['total_checkpoints']} checkpoints, {training['placeholders']} placeholders; "
-              f"best: {'none' if best is None else 'iteration ' + str(best['iteration'])}")
+        print(
+            f"{training['total_checkpoints']} checkpoints, {training['placeholders']} placeholders; "
+            f"best: {'none' if best is None else 'iteration ' + str(best['iteration'])}"
+        )
     return EXIT_OK
 
 
@@ -240,12 +261,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
     holes = [c.iteration for c in cks if not c.has_model and c.reason != "pruned"]
-    for j, i in enumerate(holes):
-        ax.axvline(i, color="tab:red", alpha=0.35, linestyle="--", label="placeholder (no model)" if j == 0 else None)
+    for j, c in enumerate(c for c in cks if c.iteration in holes):
+        ax.axvline(
+            c.iteration, color="tab:red", alpha=0.35, linestyle="--", label="placeholder (no model)" if j == 0 else None
+        )
+        ax.annotate(
+            str(c.reason),
+            (c.iteration, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            va="top",
+            ha="right",
+            fontsize=8,
+            color="tab:red",
+        )
     best = repo.best(metric, args.mode)
     if best is not None:
-        ax.scatter([best.iteration], [best.score(metric)], s=160, facecolors="none", edgecolors="tab:green",
-                   linewidths=2, label=f"best (iteration {best.iteration})", zorder=3)
+        ax.scatter(
+            [best.iteration],
+            [best.score(metric)],
+            s=160,
+            facecolors="none",
+            edgecolors="tab:green",
+            linewidths=2,
+            label=f"best (iteration {best.iteration})",
+            zorder=3,
+        )
     ax.set_xlabel("walk-forward iteration")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} across iterations — {repo.root}")
@@ -272,9 +313,19 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("SB3_LOGDIR", str(Path(args.results_dir) / str(args.experiment_id) / "logs"))
-    prices = load_prices_csv(args.data) if args.data else synthetic_prices(args.n_prices, seed=args.data_seed)
+    if args.data:
+        try:
+            prices = load_prices_csv(args.data, date_column=args.date_column, close_column=args.close_column)
+        except ValueError as exc:
+            raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
+    else:
+        prices = synthetic_prices(args.n_prices, seed=args.data_seed)
     splitter = WalkForwardSplitter(
-        train_size=args.train_size, val_size=args.val_size, step=args.step, gap=args.gap, mode=args.window_mode,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        step=args.step,
+        gap=args.gap,
+        mode=args.window_mode,
         max_windows=args.iterations,
     )
     root = Path(args.results_dir) / str(args.experiment_id)
@@ -285,18 +336,35 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     if args.algo.lower() == "ppo":
         algo_kwargs["batch_size"] = min(64, args.n_steps)
     runner = WalkForwardRunner(
-        prices, splitter, repo, args.total_timesteps, algo=args.algo, algo_kwargs=algo_kwargs, seed=args.seed,
-        eval_freq=args.eval_freq, monitor=args.monitor, warm_start=args.warm_start, progress=not args.json,
+        prices,
+        splitter,
+        repo,
+        args.total_timesteps,
+        algo=args.algo,
+        algo_kwargs=algo_kwargs,
+        seed=args.seed,
+        eval_freq=args.eval_freq,
+        monitor=args.monitor,
+        warm_start=args.warm_start,
+        progress=not args.json,
     )
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
     if not args.json:
-        print(f"walk-forward on {source}: {len(runner.windows)} window(s), {args.total_timesteps} timesteps each, "
-              f"{args.algo.upper()}, results in {root}")
+        print(
+            f"walk-forward on {source}: {len(runner.windows)} window(s), {args.total_timesteps} timesteps each, "
+            f"{args.algo.upper()}, results in {root}"
+        )
     result = runner.run()
     if args.json:
-        _emit_json({"root": str(root), "trained": result.trained, "skipped": result.skipped,
-                    "best": None if result.best is None else _ck_dict(result.best),
-                    "checkpoints": [_ck_dict(c) for c in result.checkpoints]})
+        _emit_json(
+            {
+                "root": str(root),
+                "trained": result.trained,
+                "skipped": result.skipped,
+                "best": None if result.best is None else _ck_dict(result.best),
+                "checkpoints": [_ck_dict(c) for c in result.checkpoints],
+            }
+        )
         return EXIT_OK
     for ck in result.checkpoints:
         window = ck.record.get("metadata", {}).get("window", {})
@@ -380,11 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image, e.g. progress.png")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("walk-forward", help="run walk-forward training (the main job)",
-                       description="Train on each window, keep each iteration's best by validation Sharpe.")
+    p = sub.add_parser(
+        "walk-forward",
+        help="run walk-forward training (the main job)",
+        description="Train on each window, keep each iteration's best by validation Sharpe.",
+    )
     p.add_argument("--experiment-id", required=True)
     p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
     p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
+    p.add_argument("--date-column", default="date", help="date column of --data (case-insensitive)")
+    p.add_argument("--close-column", default="close", help="close price column of --data (case-insensitive)")
     p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn (default: ppo)")
     p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
     p.add_argument("--results-dir", default="results")
@@ -394,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gap", type=int, default=0, help="purge gap between train and validation rows")
     p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)")
+    p.add_argument(
+        "--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)"
+    )
     p.add_argument("--monitor", default="validation.sharpe")
     p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
     p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")

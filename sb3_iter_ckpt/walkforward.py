@@ -82,7 +82,8 @@ class WalkForwardRunner:
     :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path; used by the default ``make_model``.
     :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
     :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
-    :param make_model: ``callable(vec_env, seed) -> model``; default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
+    :param make_model: ``callable(vec_env, seed) -> model``;
+        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
     :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...).
     :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
     :param eval_freq: Evaluate every this many timesteps (default: ``total_timesteps // 5``).
@@ -183,7 +184,9 @@ class WalkForwardRunner:
         config, fp = self.config(), self.fingerprint()
         previous = self.repository.read_metadata(RUN_FILE)
         if previous is None:
-            foreign = [c.iteration for c in self.repository.list() if c.record.get("metadata", {}).get("fingerprint") != fp]
+            foreign = [
+                c.iteration for c in self.repository.list() if c.record.get("metadata", {}).get("fingerprint") != fp
+            ]
             if foreign:
                 raise ConfigMismatchError(
                     f"{self.repository.root} already holds iterations {foreign[:5]} not written by this walk-forward "
@@ -266,7 +269,7 @@ class WalkForwardRunner:
             seed = self.seed + i
             train_seg = self._segment(window.train_start, window.train_stop)
             val_seg = self._segment(max(0, window.val_start - history), window.val_stop)
-            venv = make_vec_env(lambda s=train_seg: self._env(s, seed), n_envs=1, seed=seed)
+            venv = make_vec_env(lambda s=train_seg, sd=seed: self._env(s, sd), n_envs=1, seed=seed)
             val_env = self._env(val_seg, seed)
             train_eval_env = self._env(train_seg, seed)
             warm = previous if (self.warm_start and previous is not None) else None

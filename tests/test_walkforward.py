@@ -69,10 +69,26 @@ def test_foreign_repository_is_refused(prices, repo_root, make_ppo):
 
 
 def test_same_seeds_give_the_same_records(prices, tmp_path):
-    a = run_walk_forward(prices, WalkForwardSplitter(150, 60), tmp_path / "a", 128, algo_kwargs=ALGO, eval_freq=64,
-                         progress=False, max_iterations=2)
-    b = run_walk_forward(prices, WalkForwardSplitter(150, 60), tmp_path / "b", 128, algo_kwargs=ALGO, eval_freq=64,
-                         progress=False, max_iterations=2)
+    a = run_walk_forward(
+        prices,
+        WalkForwardSplitter(150, 60),
+        tmp_path / "a",
+        128,
+        algo_kwargs=ALGO,
+        eval_freq=64,
+        progress=False,
+        max_iterations=2,
+    )
+    b = run_walk_forward(
+        prices,
+        WalkForwardSplitter(150, 60),
+        tmp_path / "b",
+        128,
+        algo_kwargs=ALGO,
+        eval_freq=64,
+        progress=False,
+        max_iterations=2,
+    )
     assert [c.metrics for c in a.checkpoints] == [c.metrics for c in b.checkpoints]
     assert [c.timesteps for c in a.checkpoints] == [c.timesteps for c in b.checkpoints]
 
@@ -90,8 +106,13 @@ def test_warm_start_records_lineage(prices, repo_root):
 
 def test_anchored_windows_and_dqn(prices, repo_root):
     splitter = WalkForwardSplitter(train_size=200, val_size=100, mode="anchored")
-    result = _runner(prices, repo_root, splitter=splitter, algo="dqn",
-                     algo_kwargs=dict(learning_starts=32, buffer_size=500, policy_kwargs=dict(net_arch=[16]))).run()
+    result = _runner(
+        prices,
+        repo_root,
+        splitter=splitter,
+        algo="dqn",
+        algo_kwargs=dict(learning_starts=32, buffer_size=500, policy_kwargs=dict(net_arch=[16])),
+    ).run()
     starts = [c.record["metadata"]["window"]["train_start"] for c in result.checkpoints]
     assert starts == [0, 0]
     assert all(c.record["algorithm"].endswith("DQN") for c in result.checkpoints)
