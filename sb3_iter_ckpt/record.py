@@ -126,8 +126,8 @@ def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def as_score(value: Any) -> float | None:
     """A finite float, or None for missing / NaN / inf / non-numeric values."""
-    if isinstance(value, bool) or value is None:
-        return None
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        return None  # a numeric-looking string is not a score (the callback refuses them too)
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -236,6 +236,12 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         _expect(isinstance(info, dict), name, f"artifact {kind!r} is not an object")
         file, sha, size = info.get("file"), info.get("sha256"), info.get("size")
         _expect(isinstance(file, str) and file != "", name, f"artifact {kind!r} has no file name")
+        # a plain name inside checkpoints/: a record can never make load/prune reach another folder
+        _expect(
+            "/" not in file and "\\" not in file and "\x00" not in file and file not in (".", ".."),
+            name,
+            f"artifact {kind!r} file {file!r} is not a plain file name",
+        )
         _expect(
             isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None,
             name,

@@ -11,8 +11,20 @@ The commit protocol (``LocalStorage``):
    The record is the commit marker: without it nothing of the iteration is listed.
 3. ``sweep`` (at open, under the lock): roll back intents left by a dead writer and remove
    temporaries whose writer process is gone (same host) or that are older than a grace period.
+
+``FsspecStorage`` (``s3://``, ``memory://``, any fsspec URL) has no rename and no lock: artifacts
+go to attempt-unique keys and the record is created create-only (see ``storage.fsspec``).
+``storage_for(root)`` picks the backend: plain paths and ``file://`` are local.
 """
 
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.storage.base import (
     Capabilities,
     FileStat,
@@ -21,7 +33,74 @@ from sb3_iter_ckpt.storage.base import (
     Storage,
     check_name,
     sha256_bytes,
+    strip_attempt,
 )
+from sb3_iter_ckpt.storage.fsspec import FsspecStorage, RemoteRoot
 from sb3_iter_ckpt.storage.local import LocalStorage
 
-__all__ = ["Capabilities", "FileStat", "LocalStorage", "Source", "Staged", "Storage", "check_name", "sha256_bytes"]
+#: Environment variable holding storage options (a JSON object) for URL roots opened without any.
+STORAGE_OPTIONS_ENV = "SB3_ITER_CKPT_STORAGE_OPTIONS"
+
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*(::[A-Za-z][A-Za-z0-9+.-]*)*://")
+
+
+def is_url(root: str | os.PathLike[str]) -> bool:
+    """Whether ``root`` is a URL (``s3://...``, ``file://...``) rather than a plain path."""
+    return isinstance(root, str) and _URL_RE.match(root) is not None
+
+
+def storage_options_from_env() -> dict[str, Any]:
+    """The options in ``SB3_ITER_CKPT_STORAGE_OPTIONS`` (a JSON object), or ``{}``."""
+    text = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {exc}") from exc
+    if not isinstance(opts, dict):
+        raise CheckpointError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of storage options, not {text[:40]!r}")
+    return opts
+
+
+def storage_for(root: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Storage:
+    """The storage of a repository root: ``LocalStorage`` for a path or ``file://``, else ``FsspecStorage``.
+
+    :param storage_options: For URL roots (credentials, ``endpoint_url``...); None: from the
+        ``SB3_ITER_CKPT_STORAGE_OPTIONS`` environment variable. Refused for a local path.
+    """
+    text = os.fspath(root)
+    if not is_url(text) or text.startswith("file://"):
+        if storage_options:
+            raise CheckpointError(f"storage_options apply to URL roots (s3://...), not to the local path {text}")
+        return LocalStorage(text[len("file://") :] if is_url(text) else text)
+    return FsspecStorage(text, storage_options if storage_options is not None else storage_options_from_env())
+
+
+def display_root(storage: Storage, given: str | os.PathLike[str] | None = None) -> Any:
+    """What ``CheckpointRepository.root`` shows: a ``Path`` for local roots, a ``RemoteRoot`` URL else."""
+    from pathlib import Path
+
+    if isinstance(storage, LocalStorage):
+        return Path(os.fspath(given)) if given is not None and not is_url(given) else Path(storage.url)
+    return RemoteRoot(storage.url)
+
+
+__all__ = [
+    "STORAGE_OPTIONS_ENV",
+    "Capabilities",
+    "FileStat",
+    "FsspecStorage",
+    "LocalStorage",
+    "RemoteRoot",
+    "Source",
+    "Staged",
+    "Storage",
+    "check_name",
+    "display_root",
+    "is_url",
+    "sha256_bytes",
+    "storage_for",
+    "storage_options_from_env",
+    "strip_attempt",
+]

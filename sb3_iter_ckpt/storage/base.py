@@ -51,6 +51,9 @@ class FileStat:
     size: int
     mtime_ns: int
     inode: int = 0
+    #: An object store's ETag (content version), so that a record rewritten within one
+    #: LastModified second with the same size is still seen as changed; "" where none.
+    etag: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Capabilities:
     atomic_rename: bool
     create_only: bool
     hard_links: bool
+    #: Whether ``lock()`` excludes other processes. Where False (object stores) ``lock()`` is a
+    #: no-op: create-only record writes are the only guarantee between writers.
+    cross_process_lock: bool = True
 
 
 class _HashingWriter(io.RawIOBase):
@@ -112,8 +118,8 @@ def _pid_alive(pid: int) -> bool:
 class Storage(ABC):
     """The interface a repository needs from where it keeps its files.
 
-    Implementations: ``LocalStorage`` (POSIX file system). Object stores implement the same
-    verbs with create-only record writes instead of renames.
+    Implementations: ``LocalStorage`` (POSIX file system) and ``FsspecStorage`` (object stores:
+    the same verbs with attempt-unique artifact keys and a create-only record instead of renames).
     """
 
     capabilities: Capabilities
@@ -130,8 +136,21 @@ class Storage(ABC):
     def exists(self, name: str) -> bool: ...
 
     @abstractmethod
-    def listdir(self, folder: str) -> dict[str, FileStat]:
-        """Plain files directly inside ``folder`` (uncached), hidden temporaries included."""
+    def listdir(self, folder: str, prefixes: tuple[str, ...] | None = None) -> dict[str, FileStat]:
+        """Plain files directly inside ``folder`` (uncached), hidden temporaries included.
+
+        :param prefixes: Only names starting with one of these (filtered before any stat).
+        """
+
+    def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
+        """``read_bytes`` of each name; a failure is returned in place of its bytes, not raised."""
+        out: dict[str, bytes | Exception] = {}
+        for name in names:
+            try:
+                out[name] = self.read_bytes(name)
+            except Exception as exc:  # noqa: BLE001 - the caller re-reads the name to get its own error
+                out[name] = exc
+        return out
 
     @abstractmethod
     def hash_file(self, name: str) -> tuple[str, int]:
@@ -185,6 +204,18 @@ class Storage(ABC):
     def local_path(self, name: str) -> Path | None:
         """A local path for ``name`` when the backend has one (for display), else None."""
         return None
+
+
+#: An attempt-unique artifact name on object storage: ``model_iter_3.<16 hex>.zip``.
+ATTEMPT_RE = re.compile(
+    r"^(?P<stem>[A-Za-z][A-Za-z0-9_]*_iter_(?P<iteration>\d+))\.(?P<attempt>[0-9a-f]{16})\.(?P<ext>[A-Za-z0-9]+)$"
+)
+
+
+def strip_attempt(file: str) -> str:
+    """``model_iter_3.0123456789abcdef.zip`` -> ``model_iter_3.zip``; any other name unchanged."""
+    m = ATTEMPT_RE.match(file)
+    return f"{m['stem']}.{m['ext']}" if m else file
 
 
 def check_name(name: str) -> PurePosixPath:

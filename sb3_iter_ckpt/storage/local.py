@@ -18,7 +18,13 @@ from typing import BinaryIO
 
 from filelock import FileLock, Timeout
 
-from sb3_iter_ckpt.errors import CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
+from sb3_iter_ckpt.errors import (
+    CheckpointError,
+    CheckpointExistsError,
+    CommitError,
+    IntegrityError,
+    UnsafePathError,
+)
 from sb3_iter_ckpt.storage.base import (
     _CHUNK,
     _INTENT_RE,
@@ -94,20 +100,20 @@ class LocalStorage(Storage):
         path = self._path(name)
         try:
             return path.read_bytes()
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"{name} is missing from {self.root}") from exc
-        except IsADirectoryError as exc:
-            raise IntegrityError(f"{name} is a folder, not a file") from exc
+        except OSError as exc:
+            raise _read_error(name, self.root, exc) from exc
 
     def exists(self, name: str) -> bool:
         return self.root.joinpath(*check_name(name).parts).is_file()
 
-    def listdir(self, folder: str) -> dict[str, FileStat]:
+    def listdir(self, folder: str, prefixes: tuple[str, ...] | None = None) -> dict[str, FileStat]:
         path = self.root if folder in ("", ".") else self._path(folder)
         out: dict[str, FileStat] = {}
         try:
             with os.scandir(path) as it:
                 for entry in it:
+                    if prefixes is not None and not entry.name.startswith(prefixes):
+                        continue  # no stat for files the caller does not want (artifacts next to records)
                     try:
                         if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                             st = entry.stat(follow_symlinks=False)
@@ -116,6 +122,36 @@ class LocalStorage(Storage):
                         continue  # removed while listing
         except FileNotFoundError:
             pass
+        except OSError as exc:  # not a folder, permission denied, I/O error
+            raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+        return out
+
+    def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
+        """Read many files of one folder: the folder is checked once, each file opened without following
+        a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""
+        folders: dict[str, list[str]] = {}
+        for name in names:
+            parent, _, base = name.rpartition("/")
+            folders.setdefault(parent, []).append(base)
+        out: dict[str, bytes | Exception] = {}
+        for parent, bases in folders.items():
+            try:
+                dir_fd = os.open(self.root if parent == "" else self._path(parent), os.O_RDONLY | os.O_DIRECTORY)
+            except (OSError, UnsafePathError):
+                out.update(super().read_many([f"{parent}/{b}" if parent else b for b in bases]))
+                continue
+            try:
+                for base in bases:
+                    name = f"{parent}/{base}" if parent else base
+                    try:
+                        check_name(name)
+                        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                        with open(fd, "rb") as f:
+                            out[name] = f.read()
+                    except (OSError, UnsafePathError):
+                        out.update(super().read_many([name]))  # symlinks, odd files: the careful path
+            finally:
+                os.close(dir_fd)
         return out
 
     def hash_file(self, name: str) -> tuple[str, int]:
@@ -127,8 +163,8 @@ class LocalStorage(Storage):
                 while chunk := f.read(_CHUNK):
                     h.update(chunk)
                     size += len(chunk)
-        except FileNotFoundError as exc:
-            raise IntegrityError(f"{name} is missing from {self.root}") from exc
+        except OSError as exc:
+            raise _read_error(name, self.root, exc) from exc
         return h.hexdigest(), size
 
     # -- writing ---------------------------------------------------------------------------------
@@ -138,7 +174,7 @@ class LocalStorage(Storage):
             str(rel.parent / f".{rel.name}.tmp-{_token()}") if str(rel.parent) != "." else f".{rel.name}.tmp-{_token()}"
         )
 
-    def _write_temp(self, name: str, source: Source) -> Staged:
+    def _write_temp(self, name: str, source: Source, durable: bool = True) -> Staged:
         temp = self._temp_for(name)
         path = self._path(temp, for_write=True)
         self._mkdirs(path.parent)
@@ -150,7 +186,8 @@ class LocalStorage(Storage):
                 else:
                     source(io.BufferedWriter(hw, buffer_size=_CHUNK))  # type: ignore[arg-type]
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -201,6 +238,7 @@ class LocalStorage(Storage):
         moved: list[Path] = []
         intent_path: Path | None = None
         rec_staged: Staged | None = None
+        linked = False
         with self.lock():
             try:
                 for name in conflicts:
@@ -214,7 +252,14 @@ class LocalStorage(Storage):
                 self._mkdirs(folder)
                 intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
                 intent_path = self._path(intent_name, for_write=True)
-                self.write_atomic(intent_name, json.dumps(intent).encode())
+                # Not fsynced: it only guides the cleanup after a killed writer (the page cache
+                # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
+                intent_tmp = self._write_temp(intent_name, json.dumps(intent).encode(), durable=False)
+                try:
+                    os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
+                except BaseException:
+                    self.discard([intent_tmp])
+                    raise
                 for s in staged:
                     dst = self._path(s.final, for_write=True)
                     os.replace(self._path(s.temp, for_write=True), dst)
@@ -226,8 +271,14 @@ class LocalStorage(Storage):
                     os.link(self._path(rec_staged.temp, for_write=True), record_path)
                 except FileExistsError as exc:
                     raise CheckpointExistsError(f"{record} was committed by another writer") from exc
+                linked = True
                 self._fsync_dir(folder)
             except BaseException:
+                # Undo in the reverse order of publication: the record (the commit marker) first,
+                # so that no record is ever left naming an artifact this rollback removes.
+                if linked:
+                    with contextlib.suppress(OSError):
+                        os.unlink(record_path)
                 for p in moved:
                     with contextlib.suppress(OSError):
                         os.unlink(p)
@@ -305,23 +356,48 @@ class LocalStorage(Storage):
                         removed += self._rollback_intent(prefix + name)
                 for name, st in listing.items():
                     if name.startswith(".") and self._is_stale_temp(name, st, now):
-                        if self.delete(prefix + name):
-                            removed.append(prefix + name)
+                        with contextlib.suppress(OSError):  # one undeletable file must not stop the rest
+                            if self.delete(prefix + name):
+                                removed.append(prefix + name)
         return removed
 
     def _rollback_intent(self, intent_name: str) -> list[str]:
-        """An intent seen under the lock belongs to a writer that died between rename and record."""
+        """An intent seen under the lock belongs to a writer that died between rename and record.
+
+        Its artifacts are removed only when no record of its iteration exists, and only names of
+        that iteration in the intent's own folder: a corrupt or forged intent can cost nothing
+        but itself (never a committed file, never a file elsewhere).
+        """
         removed: list[str] = []
+        intent_path = PurePosixPath(intent_name)
+        folder = intent_path.parent
+        m = _INTENT_RE.match(intent_path.name)
+        iteration = m.group(1) if m else None
         try:
             intent = json.loads(self.read_bytes(intent_name))
             record = intent["record"]
-            artifacts = list(intent["artifacts"])
-        except (IntegrityError, ValueError, KeyError, TypeError):
+            artifacts = [a for a in intent["artifacts"] if isinstance(a, str)]
+        except (CheckpointError, ValueError, KeyError, TypeError):
             record, artifacts = None, []
-        if record is not None and not self.exists(record):
+        records = [str(folder / f"{kind}_iter_{iteration}.json") for kind in ("metrics", "no_model")]
+        if record in records and not any(self.exists(r) for r in records):
+            own = re.compile(rf"^[A-Za-z][A-Za-z0-9_]*_iter_{iteration}\.[A-Za-z0-9]+$")
             for name in artifacts:
-                if self.delete(name):
-                    removed.append(name)
+                p = PurePosixPath(name)
+                if p.parent != folder or own.match(p.name) is None or name in records:
+                    continue
+                with contextlib.suppress(OSError, CheckpointError):
+                    if self.delete(name):
+                        removed.append(name)
         if self.delete(intent_name):
             removed.append(intent_name)
         return removed
+
+
+def _read_error(name: str, root: Path, exc: OSError) -> IntegrityError:
+    """A failed read as the package's own error: missing, a folder, unreadable."""
+    if isinstance(exc, FileNotFoundError):
+        return IntegrityError(f"{name} is missing from {root}")
+    if isinstance(exc, IsADirectoryError):
+        return IntegrityError(f"{name} is a folder, not a file")
+    return IntegrityError(f"{name} cannot be read from {root}: {exc.strerror or exc}")

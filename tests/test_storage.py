@@ -1,0 +1,373 @@
+"""``LocalStorage``: the commit protocol, rollback, sweep, paths and symlinks, locking. No training here."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from sb3_iter_ckpt import CheckpointError, CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
+from sb3_iter_ckpt.storage import LocalStorage, check_name, sha256_bytes
+from sb3_iter_ckpt.storage import local as local_mod
+
+CK = "checkpoints"
+
+
+def _files(root):
+    """Every file under ``root`` (relative names), hidden ones included, but not the lock file."""
+    out = []
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            rel = os.path.relpath(os.path.join(dirpath, n), root)
+            if rel != ".lock":
+                out.append(rel)
+    return sorted(out)
+
+
+def _commit(st: LocalStorage, i: int, payload: bytes = b"model", **kw):
+    staged = [st.stage(f"{CK}/model_iter_{i}.zip", payload)]
+    st.publish(staged, f"{CK}/metrics_iter_{i}.json", b'{"i": %d}' % i, **kw)
+    return staged
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# -- names ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["a", "checkpoints/model_iter_0.zip", "x/y/z.json", ".hidden"])
+def test_check_name_accepts_relative_names(name):
+    assert str(check_name(name)) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "../x", "a/../../x", "checkpoints/../../x", "/etc/passwd", "//x", "~/x", "~root", "a\\b", "a\x00b", None, 3],
+)
+def test_check_name_refuses_escapes(name):
+    with pytest.raises(UnsafePathError):
+        check_name(name)
+
+
+@pytest.mark.parametrize("verb", ["read_bytes", "hash_file", "delete", "exists", "write_atomic", "stage"])
+def test_every_verb_refuses_escaping_names(tmp_path, verb):
+    st = LocalStorage(tmp_path / "repo")
+    (tmp_path / "secret").write_bytes(b"keep")
+    args = {"write_atomic": (b"x",), "stage": (b"x",)}.get(verb, ())
+    for name in ("../secret", str(tmp_path / "secret")):
+        with pytest.raises(UnsafePathError):
+            getattr(st, verb)(name, *args)
+    assert (tmp_path / "secret").read_bytes() == b"keep"
+
+
+# -- the commit protocol ---------------------------------------------------------------------------
+def test_stage_then_publish(tmp_path):
+    st = LocalStorage(tmp_path)
+    s = st.stage(f"{CK}/model_iter_0.zip", lambda f: f.write(b"abc" * 1000))
+    assert s.sha256 == sha256_bytes(b"abc" * 1000) and s.size == 3000
+    assert _files(tmp_path) == [f"{CK}/{os.path.basename(s.temp)}"], "staged under a hidden temporary name"
+    st.publish([s], f"{CK}/metrics_iter_0.json", b"{}")
+    assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+    assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"abc" * 1000
+    assert st.hash_file(f"{CK}/model_iter_0.zip") == (s.sha256, 3000)
+
+
+def test_publish_refuses_a_committed_iteration_and_discards_nothing_else(tmp_path):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"first")
+    staged = [st.stage(f"{CK}/model_iter_0.zip", b"second")]
+    with pytest.raises(CheckpointExistsError, match="already exists"):
+        st.publish(staged, f"{CK}/metrics_iter_0.json", b"{}", conflicts=[f"{CK}/metrics_iter_0.json"])
+    assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"first"
+    assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"], "temporaries discarded"
+
+
+def test_record_publication_is_create_only(tmp_path):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"first")
+    # without a conflicts list (as a writer bypassing the check would), os.link still refuses
+    with pytest.raises(CheckpointExistsError, match="another writer"):
+        st.publish([], f"{CK}/metrics_iter_0.json", b'{"other": 1}')
+    assert st.read_bytes(f"{CK}/metrics_iter_0.json") == b'{"i": 0}'
+    assert not [n for n in _files(tmp_path) if "tmp-" in n or "intent" in n]
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])  # folder fsyncs: after the renames, after the link
+def test_fsync_failure_anywhere_in_publish_rolls_everything_back(tmp_path, mocker, failing_call):
+    """Regression: an fsync error *after* the record was linked left a record naming removed artifacts."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"keep")
+    before = {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)}
+    real = LocalStorage._fsync_dir
+    calls = {"n": 0}
+
+    def flaky(self, folder):
+        calls["n"] += 1
+        if calls["n"] == failing_call:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(self, folder)
+
+    staged = [st.stage(f"{CK}/model_iter_1.zip", b"new")]
+    mocker.patch.object(LocalStorage, "_fsync_dir", flaky)
+    with pytest.raises(OSError):
+        st.publish(staged, f"{CK}/metrics_iter_1.json", b"{}")
+    mocker.stopall()
+    assert {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)} == before
+
+
+def test_link_failure_rolls_back_renamed_artifacts(tmp_path, mocker):
+    st = LocalStorage(tmp_path)
+    staged = [st.stage(f"{CK}/model_iter_0.zip", b"m"), st.stage(f"{CK}/vecnormalize_iter_0.pkl", b"v")]
+    mocker.patch.object(local_mod.os, "link", side_effect=OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(OSError):
+        st.publish(staged, f"{CK}/metrics_iter_0.json", b"{}")
+    mocker.stopall()
+    assert _files(tmp_path) == []
+
+
+def test_write_atomic_failure_keeps_the_old_content(tmp_path, mocker):
+    st = LocalStorage(tmp_path)
+    st.write_atomic("training_summary.json", b"old")
+    mocker.patch.object(local_mod.os, "replace", side_effect=OSError(errno.EACCES, "Permission denied"))
+    with pytest.raises(PermissionError):
+        st.write_atomic("training_summary.json", b"new")
+    mocker.stopall()
+    assert st.read_bytes("training_summary.json") == b"old"
+    assert _files(tmp_path) == ["training_summary.json"]
+
+
+def test_explicit_replace_deletes_first(tmp_path):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"old")
+    st.stage(f"{CK}/model_iter_0.zip", b"new")  # a stray temporary of ours: not touched by replace
+    staged = [st.stage(f"{CK}/model_iter_0.zip", b"new")]
+    st.publish(
+        staged, f"{CK}/metrics_iter_0.json", b"{}", replace=[f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+    )
+    assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"new" and st.read_bytes(f"{CK}/metrics_iter_0.json") == b"{}"
+
+
+def test_link_or_copy_falls_back_to_a_copy(tmp_path, mocker):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"model bytes")
+    st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
+    assert os.path.samefile(tmp_path / "best_model.zip", tmp_path / CK / "model_iter_0.zip")
+    real_link = os.link
+    mocker.patch.object(
+        local_mod.os, "link", side_effect=lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device"))
+    )
+    st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
+    mocker.stopall()
+    assert os.link is real_link
+    assert (tmp_path / "best_model.zip").read_bytes() == b"model bytes"
+    assert not os.path.samefile(tmp_path / "best_model.zip", tmp_path / CK / "model_iter_0.zip")
+    assert sorted(_files(tmp_path)) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+
+
+# -- reading -------------------------------------------------------------------------------------
+def test_read_errors_are_integrity_errors(tmp_path):
+    st = LocalStorage(tmp_path)
+    (tmp_path / CK).mkdir()
+    (tmp_path / "file").write_bytes(b"x")
+    for name in (f"{CK}/missing.zip", CK, "file/below"):
+        with pytest.raises(IntegrityError):
+            st.read_bytes(name)
+        with pytest.raises(IntegrityError):
+            st.hash_file(name)
+
+
+def test_listdir_of_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / "afile").write_bytes(b"x")
+    st = LocalStorage(tmp_path / "afile")
+    with pytest.raises(CheckpointError, match="cannot list"):
+        st.listdir(CK)
+    assert LocalStorage(tmp_path / "absent").listdir(CK) == {}
+
+
+# -- symlinks ------------------------------------------------------------------------------------
+def test_outward_symlinks_are_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "target.zip").write_bytes(b"precious")
+    root = tmp_path / "repo"
+    st = LocalStorage(root)
+    _commit(st, 0)
+    link = root / CK / "model_iter_5.zip"
+    link.symlink_to(outside / "target.zip")
+    with pytest.raises(UnsafePathError, match="not followed"):
+        st.read_bytes(f"{CK}/model_iter_5.zip")
+    with pytest.raises(UnsafePathError):
+        st.hash_file(f"{CK}/model_iter_5.zip")
+    # a write to that name replaces the link itself
+    st.publish([st.stage(f"{CK}/model_iter_5.zip", b"ours")], f"{CK}/metrics_iter_5.json", b"{}")
+    assert not link.is_symlink() and link.read_bytes() == b"ours"
+    assert (outside / "target.zip").read_bytes() == b"precious"
+    # a delete removes the link, never the target
+    (root / "best_model.zip").symlink_to(outside / "target.zip")
+    assert st.delete("best_model.zip") and not os.path.lexists(root / "best_model.zip")
+    st2 = root / "x.json"
+    st2.symlink_to(outside / "target.zip")
+    st.write_atomic("x.json", b"summary")
+    assert not st2.is_symlink() and (outside / "target.zip").read_bytes() == b"precious"
+
+
+def test_outward_symlinked_folder_refused_for_reads_and_writes(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / CK).symlink_to(outside)
+    st = LocalStorage(root)
+    for call in (
+        lambda: st.stage(f"{CK}/model_iter_0.zip", b"x"),
+        lambda: st.write_atomic(f"{CK}/metrics_iter_0.json", b"x"),
+        lambda: st.delete(f"{CK}/anything"),
+        lambda: st.read_bytes(f"{CK}/anything"),
+        lambda: st.listdir(CK),
+    ):
+        with pytest.raises(UnsafePathError, match="outside"):
+            call()
+    assert list(outside.iterdir()) == []
+
+
+def test_inward_symlinks_and_a_symlinked_root_are_fine(tmp_path):
+    real = tmp_path / "real"
+    st0 = LocalStorage(real)
+    _commit(st0, 0, b"m0")
+    (real / "alias.zip").symlink_to(real / CK / "model_iter_0.zip")
+    (tmp_path / "via-link").symlink_to(real)
+    st = LocalStorage(tmp_path / "via-link")
+    assert st.read_bytes("alias.zip") == b"m0"
+    _commit(st, 1, b"m1")
+    assert (real / CK / "model_iter_1.zip").read_bytes() == b"m1"
+
+
+# -- sweep ---------------------------------------------------------------------------------------
+def test_sweep_rolls_back_a_dead_writers_intent(tmp_path):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"keep")
+    dead = _dead_pid()
+    ck = tmp_path / CK
+    (ck / "model_iter_1.zip").write_bytes(b"renamed, no record yet")
+    (ck / ".intent-iter-1.json").write_text(
+        json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"], "pid": dead})
+    )
+    host = socket.gethostname()
+    (ck / f".vecnormalize_iter_1.pkl.tmp-{host}-{dead}-0123abcd").write_bytes(b"staged")
+    (ck / f".metrics_iter_1.json.tmp-{host}-{dead}-89abcdef").write_bytes(b"{}")
+    (tmp_path / f".best_model.zip.tmp-{host}-{dead}-00000000").write_bytes(b"")
+    removed = st.sweep()
+    assert f"{CK}/model_iter_1.zip" in removed and len(removed) == 5
+    assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+
+
+def test_sweep_keeps_a_committed_iteration_named_by_a_leftover_intent(tmp_path):
+    st = LocalStorage(tmp_path)
+    _commit(st, 1, b"committed")
+    (tmp_path / CK / ".intent-iter-1.json").write_text(
+        json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"], "pid": 1})
+    )
+    assert st.sweep() == [f"{CK}/.intent-iter-1.json"]
+    assert st.read_bytes(f"{CK}/model_iter_1.zip") == b"committed"
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[]", b'{"record": 3}', b'{"record": "../../x", "artifacts": []}'])
+def test_sweep_removes_a_corrupt_intent_and_nothing_else(tmp_path, content):
+    st = LocalStorage(tmp_path)
+    _commit(st, 0)
+    (tmp_path / CK / ".intent-iter-0.json").write_bytes(content)
+    st.sweep()
+    assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+
+
+def test_sweep_spares_live_and_recent_foreign_temporaries(tmp_path):
+    st = LocalStorage(tmp_path, temp_grace=3600)
+    ck = tmp_path / CK
+    ck.mkdir()
+    host = socket.gethostname()
+    live = ck / f".model_iter_0.zip.tmp-{host}-{os.getpid()}-0123abcd"
+    foreign_new = ck / ".model_iter_1.zip.tmp-other-host-1-0123abcd"
+    foreign_old = ck / ".model_iter_2.zip.tmp-other-host-1-0123abce"
+    unrelated = ck / ".notes"
+    for p in (live, foreign_new, foreign_old, unrelated):
+        p.write_bytes(b"x")
+    old = time.time() - 7200
+    os.utime(foreign_old, (old, old))
+    assert st.sweep() == [f"{CK}/{foreign_old.name}"]
+    assert live.exists() and foreign_new.exists() and unrelated.exists()
+
+
+def test_sweep_of_a_missing_root_does_nothing(tmp_path):
+    assert LocalStorage(tmp_path / "nope").sweep() == []
+    assert not (tmp_path / "nope").exists()
+
+
+# -- locking -------------------------------------------------------------------------------------
+def test_lock_excludes_another_process(tmp_path):
+    st = LocalStorage(tmp_path, lock_timeout=0.3)
+    st.sweep()  # creates the root
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import sys, time
+                from filelock import FileLock
+                with FileLock({str(tmp_path / ".lock")!r}):
+                    print("held", flush=True)
+                    sys.stdin.readline()
+                """
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        staged = [st.stage(f"{CK}/model_iter_0.zip", b"m")]
+        with pytest.raises(CommitError, match="could not lock"):
+            st.publish(staged, f"{CK}/metrics_iter_0.json", b"{}")
+        st.discard(staged)
+    finally:
+        holder.communicate("go\n", timeout=30)
+    _commit(st, 0)  # released: the commit goes through
+    assert st.exists(f"{CK}/metrics_iter_0.json")
+
+
+def test_a_forged_intent_cannot_delete_committed_or_foreign_files(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"keep")
+    root = tmp_path / "repo"
+    st = LocalStorage(root)
+    _commit(st, 0, b"committed 0")
+    st.write_atomic("best_model.zip", b"best")
+    forged = {
+        "record": f"{CK}/metrics_iter_7.json",
+        "artifacts": [
+            f"{CK}/model_iter_0.zip",  # another iteration's committed model
+            f"{CK}/metrics_iter_0.json",
+            "best_model.zip",  # another folder
+            "../outside.txt",  # outside the root
+            f"{CK}/../best_model.zip",
+            17,
+        ],
+    }
+    (root / CK / ".intent-iter-7.json").write_text(json.dumps(forged))
+    # and an intent whose record is not its own iteration's
+    (root / CK / ".intent-iter-8.json").write_text(
+        json.dumps({"record": f"{CK}/metrics_iter_0.json", "artifacts": [f"{CK}/model_iter_0.zip"]})
+    )
+    assert sorted(st.sweep()) == [f"{CK}/.intent-iter-7.json", f"{CK}/.intent-iter-8.json"]
+    assert _files(root) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+    assert outside.read_bytes() == b"keep"
