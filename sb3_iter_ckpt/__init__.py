@@ -1,6 +1,13 @@
-"""sb3-iter-ckpt: keep every walk-forward iteration's best Stable-Baselines3 model."""
+"""sb3-iter-ckpt: keep every walk-forward iteration's best Stable-Baselines3 model.
 
-from sb3_iter_ckpt.callback import IterationCheckpointCallback
+The callback (which imports SB3 and torch) is loaded on first use, so reading a repository
+(``sb3-iter-ckpt list``) starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from sb3_iter_ckpt.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -13,8 +20,20 @@ from sb3_iter_ckpt.errors import (
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem
+from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult
 from sb3_iter_ckpt.version import __version__
+
+if TYPE_CHECKING:
+    from sb3_iter_ckpt.callback import IterationCheckpointCallback
+
+
+def __getattr__(name: str) -> Any:
+    if name == "IterationCheckpointCallback":
+        from sb3_iter_ckpt.callback import IterationCheckpointCallback
+
+        return IterationCheckpointCallback
+    raise AttributeError(f"module 'sb3_iter_ckpt' has no attribute {name!r}")
+
 
 __all__ = [
     "Checkpoint",
@@ -27,6 +46,7 @@ __all__ = [
     "IntegrityError",
     "IterationCheckpointCallback",
     "Problem",
+    "PruneResult",
     "RecordError",
     "SignatureError",
     "UnsafePathError",

@@ -14,12 +14,14 @@ from sb3_iter_ckpt.repository import CheckpointRepository
 def list_checkpoints(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every iteration as the seed listed it: iteration, model path, size, metrics (placeholders too)."""
     repo = CheckpointRepository(results_dir)
+    on_disk = {name: st.size for name, st in repo.storage.listdir(repo.checkpoints_dir.name).items()}
     return [
         {
             "iteration": ck.iteration,
             "model_path": None if ck.model_path is None else str(ck.model_path),
             "has_model": ck.has_model,
-            "size_mb": round(ck.size_bytes / 1e6, 3),
+            # unadopted legacy files have no recorded size: the size on disk, as the seed reported
+            "size_mb": round((ck.size_bytes or sum(on_disk.get(a.file, 0) for a in ck.artifacts.values())) / 1e6, 3),
             "metrics": ck.metrics,
             "reason": ck.reason,
             "verified": ck.verified,

@@ -5,6 +5,7 @@ It never touches a file itself: every read, write, rename and delete goes throug
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import hmac
 import importlib
@@ -28,21 +29,40 @@ from sb3_iter_ckpt.errors import (
     CheckpointNotFound,
     CommitError,
     IntegrityError,
+    RecordError,
     SignatureError,
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.storage import FileStat, LocalStorage, Source, Staged, Storage
+from sb3_iter_ckpt.storage import FileStat, Source, Staged, Storage, display_root, storage_for, strip_attempt
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
 
+#: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
+LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
+
 #: Environment variable holding the HMAC signing key (see ``signing_key``).
 SIGNING_KEY_ENV = "SB3_ITER_CKPT_SIGNING_KEY"
 
 _CK = rec.CHECKPOINTS_DIR
+_RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
+
+#: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
+#: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
+_LOAD_ERRORS = (
+    zipfile.BadZipFile,
+    KeyError,
+    EOFError,
+    pickle.UnpicklingError,
+    ValueError,
+    RuntimeError,
+    AssertionError,
+    AttributeError,
+    TypeError,
+)
 
 
 @dataclass(frozen=True)
@@ -115,8 +135,13 @@ class CheckpointRepository:
           best_model.zip, best_vecnormalize.pkl
           training_summary.json, checkpoint_summary.json
 
-    :param root: The experiment folder (``results/{experiment_id}``), a str or ``os.PathLike``.
-    :param storage: Where the files live; default ``LocalStorage(root)``.
+    :param root: The experiment folder (``results/{experiment_id}``), a str or ``os.PathLike``; or a URL:
+        ``s3://bucket/prefix`` (needs the ``s3`` extra), ``memory://name``, any fsspec URL (then
+        ``self.root`` is a ``RemoteRoot``, a URL string that joins with ``/``).
+    :param storage: Where the files live; default ``storage_for(root, storage_options)``:
+        ``LocalStorage`` for a path or ``file://``, ``FsspecStorage`` for other URLs.
+    :param storage_options: Options of a URL root's filesystem (``key``, ``secret``, ``endpoint_url``...);
+        default: the JSON object in ``SB3_ITER_CKPT_STORAGE_OPTIONS``.
     :param signing_key: Key (bytes or str) for HMAC-signing records; default from the
         ``SB3_ITER_CKPT_SIGNING_KEY`` environment variable. With a key, ``load`` refuses
         unsigned or wrongly signed checkpoints.
@@ -129,18 +154,23 @@ class CheckpointRepository:
         root: str | os.PathLike[str],
         *,
         storage: Storage | None = None,
+        storage_options: dict[str, Any] | None = None,
         signing_key: bytes | str | None = None,
         sweep: bool = True,
         verbose: int = 0,
     ) -> None:
         if isinstance(root, CheckpointRepository):
             raise CheckpointError("pass the repository itself, not a repository as a root")
-        self.root = Path(os.fspath(root)) if storage is None else Path(storage.url)
-        self.storage: Storage = storage if storage is not None else LocalStorage(root)
+        if storage is not None and storage_options:
+            raise CheckpointError("pass storage_options or a storage, not both")
+        self.storage: Storage = storage if storage is not None else storage_for(root, storage_options)
+        self.root = display_root(self.storage, root if storage is None else None)
         key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
         self._key: bytes | None = key.encode() if isinstance(key, str) else key
         self.verbose = verbose
         self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
+        self._prefetched: dict[str, bytes | Exception | None] = {}
+        self._ck_local: Path | str | None = None
         self._best_linked: tuple[str | None, str | None] = (None, None)
         if sweep:
             try:
@@ -154,7 +184,7 @@ class CheckpointRepository:
         return f"CheckpointRepository({str(self.root)!r})"
 
     @property
-    def checkpoints_dir(self) -> Path:
+    def checkpoints_dir(self) -> Path | str:
         return self.root / _CK
 
     def exists(self) -> bool:
@@ -163,9 +193,14 @@ class CheckpointRepository:
 
     # -- reading -----------------------------------------------------------------------------------
     def _records_listing(self) -> dict[str, FileStat]:
-        return {n: st for n, st in self.storage.listdir(_CK).items() if rec.parse_record_name(n) is not None}
+        listing = self.storage.listdir(_CK, prefixes=_RECORD_PREFIXES)
+        return {n: st for n, st in listing.items() if rec.parse_record_name(n) is not None}
 
     def _model_path(self, file: str) -> Path | str:
+        if "/" not in file and file not in (".", "..") and "\x00" not in file and "\\" not in file:
+            if self._ck_local is None:
+                self._ck_local = self.storage.local_path(_CK) or f"{self.storage.url}/{_CK}"
+            return self._ck_local / file if isinstance(self._ck_local, Path) else f"{self._ck_local}/{file}"
         name = f"{_CK}/{file}"
         return self.storage.local_path(name) or f"{self.storage.url}/{name}"
 
@@ -174,7 +209,9 @@ class CheckpointRepository:
         if cached is not None and cached[0] == st:
             return cached[1]
         try:
-            data = self.storage.read_bytes(f"{_CK}/{name}")
+            data = self._prefetched.pop(name, None)
+            if not isinstance(data, bytes):
+                data = self.storage.read_bytes(f"{_CK}/{name}")
             result: Checkpoint | CheckpointError = rec.parse(name, data, model_path_for=self._model_path)
         except CheckpointError as exc:
             result = exc
@@ -186,6 +223,10 @@ class CheckpointRepository:
         listing = self._records_listing()
         for stale in set(self._cache) - set(listing):
             del self._cache[stale]
+        todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
+        if len(todo) > 1:  # a cold open: read them in one go (one folder check instead of one per file)
+            read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
+            self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
         good: dict[int, Checkpoint] = {}
         bad: dict[str, CheckpointError] = {}
         dups: dict[int, list[str]] = {}
@@ -200,9 +241,22 @@ class CheckpointRepository:
                 if prev.has_model:  # a model record wins over a placeholder of the same iteration
                     continue
             good[parsed.iteration] = parsed
+        if any(not c.verified for c in good.values()):
+            # The seed's script could leave a model_iter_{i}.zip without metrics: in such a folder list it
+            # (unverified, no metrics) as the seed did. In a folder of ours a file without record is not ours.
+            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
+            for i in self._orphan_models():
+                if i not in good and i not in bad_its:
+                    good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
         return good, bad, dups
 
-    def list(self) -> list[Checkpoint]:
+    def _orphan_models(self) -> builtins.list[int]:
+        """Iterations of ``model_iter_{i}.zip`` files that no record names."""
+        names = self.storage.listdir(_CK)
+        found = [int(m.group(1)) for n in names if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+        return sorted(i for i in found if rec.record_name(i) not in names and rec.placeholder_name(i) not in names)
+
+    def list(self) -> builtins.list[Checkpoint]:
         """Every committed iteration, in iteration order, placeholders included.
 
         Records that cannot be read are left out with a warning; ``verify()`` lists them.
@@ -225,26 +279,32 @@ class CheckpointRepository:
     def __contains__(self, iteration: object) -> bool:
         return isinstance(iteration, int) and self.has(iteration)
 
-    def iterations(self) -> list[int]:
+    def iterations(self) -> builtins.list[int]:
         return sorted(self._scan()[0])
 
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
         iteration = _check_iteration(iteration)
         listing = self._records_listing()
-        return rec.record_name(iteration) in listing or rec.placeholder_name(iteration) in listing
+        if rec.record_name(iteration) in listing or rec.placeholder_name(iteration) in listing:
+            return True
+        if rec.artifact_name("model", iteration) not in self.storage.listdir(_CK):
+            return False
+        return iteration in self._scan()[0]  # a legacy model zip without a metrics file
 
     def get(self, iteration: int) -> Checkpoint:
         """The checkpoint of ``iteration``; ``CheckpointNotFound`` if absent, ``RecordError`` if unreadable."""
         iteration = _check_iteration(iteration)
         listing = self._records_listing()
-        found: list[Checkpoint] = []
+        found: builtins.list[Checkpoint] = []
         for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
             if name in listing:
                 parsed = self._parse(name, listing[name])
                 if isinstance(parsed, CheckpointError):
                     raise parsed
                 found.append(parsed)
+        if not found and (orphan := self._scan()[0].get(iteration)) is not None:
+            found.append(orphan)  # a legacy model zip without a metrics file
         if not found:
             raise CheckpointNotFound(
                 f"no checkpoint for iteration {iteration} in {self.checkpoints_dir} "
@@ -264,17 +324,28 @@ class CheckpointRepository:
         return good[max(good)] if good else None
 
     def next_iteration(self) -> int:
-        """The next free iteration number: one past the highest committed (or unreadable) record."""
+        """The next free iteration number: one past the highest committed (or unreadable) record.
+
+        A ``model_iter_{i}.zip`` without a record (a legacy or a stranger's file) counts too: never overwrite it.
+        """
         its = [p[0] for n in self._records_listing() if (p := rec.parse_record_name(n)) is not None]
+        its += self._orphan_models()
         return max(its) + 1 if its else 0
 
     def default_selection(self) -> tuple[str, str]:
-        """(monitor, mode) recorded by the latest iteration's callback, else ``("mean_reward", "max")``."""
+        """(monitor, mode) recorded by the latest iteration's callback.
+
+        Without a recorded rule (a seed folder): the first of ``mean_reward``,
+        ``validation_performance``, ``combined_performance`` present in the records, maximized.
+        """
         good = self._scan()[0]
         for i in sorted(good, reverse=True):
             sel = good[i].selection
             if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
                 return sel["monitor"], sel["mode"]
+        for key in LEGACY_MONITORS:
+            if any(ck.score(key) is not None for ck in good.values()):
+                return key, "max"
         return "mean_reward", "max"
 
     def best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
@@ -318,13 +389,12 @@ class CheckpointRepository:
         return data
 
     def _signature(self, ck_record: Mapping[str, Any]) -> str:
+        # The whole record is signed (artifact hashes, metrics, selection...), so an edited metric
+        # cannot promote another model to "best" unnoticed.
         assert self._key is not None
-        payload = json.dumps(
-            {"iteration": ck_record.get("iteration"), "artifacts": ck_record.get("artifacts")},
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
+        unsigned = {k: v for k, v in ck_record.items() if k != "signature"}
+        payload = json.dumps(rec.to_jsonable(unsigned), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
 
     def _check_signature(self, ck: Checkpoint) -> None:
         if self._key is None:
@@ -332,7 +402,8 @@ class CheckpointRepository:
         sig = ck.record.get("signature")
         if not isinstance(sig, str):
             raise SignatureError(f"iteration {ck.iteration} is not signed and a signing key is configured; not loaded")
-        if not hmac.compare_digest(sig, self._signature(ck.record)):
+        # compare_digest raises TypeError on non-ASCII str: a forged non-ASCII value is just wrong
+        if not (sig.isascii() and hmac.compare_digest(sig, self._signature(ck.record))):
             raise SignatureError(f"iteration {ck.iteration} has a wrong signature; not loaded")
 
     @staticmethod
@@ -390,12 +461,14 @@ class CheckpointRepository:
         algo_path = algo if algo is not None else ck.record.get("algorithm")
         if algo_path is None:
             algo_path = self._guess_algorithm(data)
+        if not isinstance(algo_path, (str, type)):
+            raise CheckpointError(f"iteration {iteration}: algorithm {algo_path!r} is not a class path; pass algo=")
         cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else algo_path
         if env is not None and "vecnormalize" in ck.artifacts:
             env = self._wrap_vecnormalize(ck, env, verify)
         try:
             return cls.load(io.BytesIO(data), env=env, device=device, **kwargs)
-        except (zipfile.BadZipFile, KeyError, EOFError, pickle.UnpicklingError, ValueError, RuntimeError) as exc:
+        except _LOAD_ERRORS as exc:
             if isinstance(exc, ValueError) and "observation" in str(exc).lower():
                 raise  # an env mismatch is the caller's to see as SB3 reports it
             raise IntegrityError(f"iteration {iteration}'s model cannot be loaded (corrupt zip?): {exc}") from exc
@@ -438,11 +511,11 @@ class CheckpointRepository:
         return self.load(best.iteration, env=env, device=device, verify=verify, **kwargs)
 
     # -- integrity ---------------------------------------------------------------------------------
-    def verify(self) -> list[Problem]:
+    def verify(self) -> builtins.list[Problem]:
         """Check every record and artifact; return the problems found (empty when healthy)."""
         good, bad, dups = self._scan()
         problems = [
-            Problem(rec.parse_record_name(n)[0] if rec.parse_record_name(n) else None, n, str(e))
+            Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
             for n, e in sorted(bad.items())
         ]
         for i, names in sorted(dups.items()):
@@ -466,7 +539,7 @@ class CheckpointRepository:
         problems += self._verify_best(good)
         return problems
 
-    def _verify_best(self, good: Mapping[int, Checkpoint]) -> list[Problem]:
+    def _verify_best(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
         try:
             summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
         except (IntegrityError, ValueError):
@@ -510,6 +583,7 @@ class CheckpointRepository:
         timesteps: int | None = None,
         extra: Mapping[str, Any] | None = None,
         overwrite: bool = False,
+        idempotent: bool = False,
     ) -> Checkpoint:
         """Durably commit one iteration: artifacts first, the metrics record last (the commit marker).
 
@@ -524,6 +598,8 @@ class CheckpointRepository:
         :param timesteps: ``num_timesteps`` of the chosen snapshot.
         :param extra: More record fields (selection rule, algorithm, window bounds, lineage...).
         :param overwrite: Replace an already committed iteration instead of raising.
+        :param idempotent: For retries: when the iteration is already committed (by an earlier attempt
+            or another writer that won the race), return that record instead of raising.
         :return: The committed ``Checkpoint``.
         """
         iteration = _check_iteration(iteration)
@@ -531,6 +607,8 @@ class CheckpointRepository:
             raise CheckpointError("a placeholder needs a reason")
         if model is None and (vecnormalize is not None or replay_buffer is not None):
             raise CheckpointError("a placeholder holds no artifacts")
+        if idempotent and not overwrite and self.has(iteration):
+            return self.get(iteration)
         self.ensure_free([iteration], overwrite)
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
         replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
@@ -559,6 +637,11 @@ class CheckpointRepository:
                 else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
                 replace=replace,
             )
+        except CheckpointExistsError:
+            self.storage.discard(list(staged.values()))  # another writer's record won
+            if idempotent:
+                return self.get(iteration)
+            raise
         except OSError as exc:
             self.storage.discard(list(staged.values()))
             raise _commit_error(exc, f"iteration {iteration} to {self.checkpoints_dir}") from exc
@@ -570,9 +653,9 @@ class CheckpointRepository:
             print(f"sb3-iter-ckpt: committed iteration {iteration} {kind} to {self.checkpoints_dir}")
         return rec.parse(name, data, model_path_for=self._model_path)
 
-    def _files_of(self, iteration: int) -> list[str]:
+    def _files_of(self, iteration: int) -> builtins.list[str]:
         """Every file this repository recorded for ``iteration`` (records first)."""
-        files: list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
+        files: builtins.list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
         for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
             try:
                 parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
@@ -612,15 +695,20 @@ class CheckpointRepository:
         monitor, mode = monitor or d_monitor, mode or d_mode
         cks = self.list()
         best = self.best(monitor, mode)
-        scores = [(c.iteration, s) for c in cks if c.has_model and (s := c.score(monitor)) is not None]
-        perf = None
-        if scores:
-            lo = min(scores, key=lambda t: t[1])
-            hi = max(scores, key=lambda t: t[1])
-            perf = {"min": lo[1], "min_iteration": lo[0], "max": hi[1], "max_iteration": hi[0]}
+        from sb3_iter_ckpt.analysis import performance_range
+        from sb3_iter_ckpt.retention import is_pruned
+
+        # Same definition as the analysis: every record with a finite value, ties to the later iteration.
+        perf = performance_range(cks, monitor)
         best_info = None
         if best is not None:
             best_model_ok = self.storage.exists(rec.BEST_MODEL) and self._best_linked[1] == best.sha256
+            if not best_model_ok and best.sha256 and self.storage.exists(rec.BEST_MODEL):
+                # linked by an earlier process (a fresh repository object): check the file itself
+                try:
+                    best_model_ok = self.storage.hash_file(rec.BEST_MODEL)[0] == best.sha256
+                except (IntegrityError, UnsafePathError):
+                    best_model_ok = False
             best_info = {
                 "iteration": best.iteration,
                 "score": best.score(monitor),
@@ -636,7 +724,8 @@ class CheckpointRepository:
             "checkpoints_dir": _CK,
             "total_checkpoints": sum(c.has_model for c in cks),
             "total_iterations": len(cks),
-            "placeholders": sum(not c.has_model for c in cks),
+            "placeholders": sum(not c.has_model and not is_pruned(c) for c in cks),
+            "pruned": sum(is_pruned(c) for c in cks),
             "iterations": [c.iteration for c in cks],
             "monitor": monitor,
             "mode": mode,
@@ -652,10 +741,25 @@ class CheckpointRepository:
         return summary
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
-        """After a commit: update the best model link, then both summaries (in that order)."""
-        self.update_best(monitor, mode)
-        self.write_training_summary(monitor, mode)
-        self.write_summary(monitor, mode)
+        """After a commit: update the best model link, then both summaries (in that order).
+
+        Under the commit lock, so that concurrent writers leave one consistent best. Crash-safe:
+        before ``best_model.zip`` changes, ``training_summary.json`` stops naming it, so a kill
+        between the two never leaves a summary naming a file that holds another model.
+        A failed write (disk full, I/O error, permission denied) raises ``CommitError``.
+        """
+        try:
+            with self.storage.lock():
+                best = self.best(monitor, mode)
+                key = (best.record_file, best.sha256) if best is not None else (None, None)
+                if key != self._best_linked or not self.storage.exists(rec.BEST_MODEL):
+                    self._best_linked = (None, None)
+                    self.write_training_summary(monitor, mode)
+                self.update_best(monitor, mode)
+                self.write_training_summary(monitor, mode)
+                self.write_summary(monitor, mode)
+        except OSError as exc:
+            raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc
 
     # -- experiment metadata files -------------------------------------------------------------------
     def read_metadata(self, name: str) -> dict[str, Any] | None:
@@ -686,13 +790,18 @@ class CheckpointRepository:
         best = self.best(monitor, mode)
         result = plan(cks, policy, best_iteration=best.iteration if best else None)
         # Files of an unadopted legacy folder were not written by us: never delete them.
-        unverified = {c.iteration for c in cks if not c.verified}
-        if unverified & set(result.remove):
+        saved = {c.iteration: "unverified" for c in cks if not c.verified and c.iteration in result.remove}
+        # A monitor/mode given for keep_best_k must not unprotect the best by the recorded selection
+        # (the one best_model.zip and training_summary.json name).
+        recorded = self.best() if (monitor, mode) != (None, None) else None
+        if recorded is not None and recorded.iteration in result.remove:
+            saved[recorded.iteration] = "best"
+        if saved:
             protected = dict(result.protected)
-            protected.update({i: "unverified" for i in unverified & set(result.remove)})
+            protected.update(saved)
             result = RetentionPlan(
-                keep=tuple(sorted(set(result.keep) | (unverified & set(result.remove)))),
-                remove=tuple(i for i in result.remove if i not in unverified),
+                keep=tuple(sorted(set(result.keep) | set(saved))),
+                remove=tuple(i for i in result.remove if i not in saved),
                 protected=dict(sorted(protected.items())),
             )
         return result
@@ -721,7 +830,8 @@ class CheckpointRepository:
         :param keep_every_n: Keep iterations with ``i % n == 0``.
         :param keep_last_n: Keep the last n iterations with a model.
         :param keep_best_k: Keep the k best by ``monitor``/``mode``.
-        :param monitor: Metric for ``keep_best_k`` and for "the best"; default as recorded.
+        :param monitor: Metric for ``keep_best_k``; default as recorded. Its best is protected, and so is
+            the best by the recorded selection (the one ``best_model.zip`` names).
         :param mode: ``"max"`` or ``"min"``; default as recorded.
         :param dry_run: Only return the plan.
         :param remove_records: Delete the metrics records of pruned iterations too.
@@ -739,7 +849,7 @@ class CheckpointRepository:
             )
         with self.storage.lock():
             the_plan = self.plan_retention(chosen, monitor, mode)
-            removed: list[str] = []
+            removed: builtins.list[str] = []
             freed = 0
             if not dry_run:
                 for i in the_plan.remove:
@@ -747,10 +857,10 @@ class CheckpointRepository:
                     removed += files
                     freed += size
         if not dry_run and the_plan.remove:
-            self.refresh(monitor, mode)
+            self.refresh()  # the recorded selection: keep_best_k's monitor does not redefine "the best"
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
 
-    def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[list[str], int]:
+    def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[builtins.list[str], int]:
         # State before delete: the record stops naming the artifacts first, so a crash in
         # between leaves unreferenced files, never a record pointing at a missing file.
         record_name = f"{_CK}/{ck.record_file}"
@@ -769,7 +879,9 @@ class CheckpointRepository:
             self.storage.write_atomic(record_name, rec.dumps(pruned))
         removed = [record_name] if remove_record else []
         freed = 0
-        for art in ck.artifacts.values():
+        for kind, art in ck.artifacts.items():
+            if kind not in rec.ARTIFACT_NAMES or strip_attempt(art.file) != rec.artifact_name(kind, ck.iteration):
+                continue  # a hand-edited record naming another file: not a file this repository wrote
             if self.storage.delete(f"{_CK}/{art.file}"):
                 removed.append(f"{_CK}/{art.file}")
                 freed += art.size or 0
@@ -831,14 +943,14 @@ class CheckpointRepository:
         return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame(rows)
 
     # -- legacy folders -------------------------------------------------------------------------------
-    def adopt(self) -> list[int]:
+    def adopt(self) -> builtins.list[int]:
         """Record sha256 and size for files of a folder written by the seed's script.
 
         Legacy records (no ``schema_version``) are rewritten in the current schema, keeping their
         metrics; a ``model_iter_{i}.zip`` that has no record at all gets one with empty metrics.
         From then on those files are verified like any other. Returns the adopted iterations.
         """
-        adopted: list[int] = []
+        adopted: builtins.list[int] = []
         with self.storage.lock():
             good, _, _ = self._scan()
             listing = self.storage.listdir(_CK)

@@ -67,7 +67,7 @@ __all__ = [
     "ranked",
 ]
 
-#: Reasons found in :attr:`RetentionPlan.protected`.
+#: Reasons found in ``RetentionPlan.protected``.
 PROTECT_BEST = "best"
 PROTECT_LATEST = "latest"
 PROTECT_PLACEHOLDER = "placeholder"
@@ -110,8 +110,8 @@ def ranked(
 ) -> list[tuple[Checkpoint, float]]:
     """The checkpoints with a model and a finite ``monitor`` score, best first.
 
-    Scores come from :meth:`Checkpoint.score` (missing, NaN, inf and non-numeric values have none and
-    are left out). Equal scores are ordered later iteration first.
+    Scores come from :meth:`~sb3_iter_ckpt.record.Checkpoint.score` (missing, NaN, inf and non-numeric
+    values have none and are left out). Equal scores are ordered later iteration first.
 
     :param checkpoints: The history (any order; placeholders are ignored).
     :param monitor: Metric name; a dotted name looks into nested metrics (``"validation.sharpe"``).

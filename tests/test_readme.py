@@ -30,3 +30,17 @@ def test_readme_has_exactly_two_setup_commands():
     assert "sb3-iter-ckpt walk-forward" in commands[0]
     assert "pytest" in commands[1]
     assert all("pip install torch==2.13.0" in c for c in commands)
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's Python blocks, in order, in one namespace, as a new user would paste them."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    assert len(blocks) >= 2
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    repo = namespace["repo"]
+    assert repo.iterations() == [0, 1, 2] and namespace["report"]["counts"]["total"] == 3
+    assert (tmp_path / "results" / "1003" / "checkpoint_summary.json").is_file()
