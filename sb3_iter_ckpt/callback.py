@@ -6,7 +6,6 @@ iteration boundary asks the repository to commit it. It does no file I/O itself.
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 import warnings
@@ -23,6 +22,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
 from sb3_iter_ckpt.record import Checkpoint, as_score, get_metric
 from sb3_iter_ckpt.repository import CheckpointRepository
+from sb3_iter_ckpt.snapshot import ModelSnapshot, copy_replay_buffer
+from sb3_iter_ckpt.writer import AsyncWriter
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.retention import RetentionPolicy
@@ -36,10 +37,22 @@ class _Snapshot:
 
     score: float
     metrics: dict[str, Any]
-    model: bytes
+    model: bytes | ModelSnapshot  # a ModelSnapshot is a writer Source: serialized only at commit
     vecnormalize: bytes | None
     timesteps: int
     evaluation: int
+
+
+@dataclass
+class _Pending:
+    """One iteration's commit, prepared at its boundary (what the writer thread needs, nothing live)."""
+
+    iteration: int
+    best: _Snapshot | None
+    extra: dict[str, Any]
+    replay: Callable[[Any], None] | None
+    last_metrics: dict[str, Any]
+    reason: str
 
 
 def _qualname(obj: Any) -> str:
@@ -57,8 +70,8 @@ class IterationCheckpointCallback(BaseCallback):
     :param repository: A ``CheckpointRepository`` or a path to one (``results/{experiment_id}``).
     :param iteration: Number of the first iteration this callback writes; None: the next free one.
         Each further boundary (or ``learn()`` call with the same callback) takes the next number.
-    :param eval_env: Validation environment (``gym.Env`` or ``VecEnv``); None: use the statistics
-        of the training episodes finished since the last evaluation.
+    :param eval_env: Validation environment (``gym.Env``, ``VecEnv`` or a gymnasium env id); None: use the
+        statistics of the training episodes finished since the last evaluation.
     :param eval_freq: Evaluate every ``eval_freq`` timesteps (timesteps, not calls: ``n_envs``
         does not change the schedule).
     :param n_eval_episodes: Episodes per evaluation with ``evaluate_policy``.
@@ -79,6 +92,13 @@ class IterationCheckpointCallback(BaseCallback):
         when possible and training goes on; ``"raise"``: the error stops training.
     :param metadata: Extra JSON-serializable fields stored in every record (window bounds, config...).
         A callable ``metadata(iteration) -> dict`` is called at each boundary.
+    :param async_commit: Write and fsync each iteration in a background thread, so training is blocked
+        at the boundary only while the state is copied (the replay buffer's arrays, for off-policy
+        algorithms). The commit protocol and its crash-safety are the same; iterations are committed in
+        order, one at a time. A background error surfaces at the next boundary or at training end (a
+        warning and ``errors`` with ``on_error="warn"``, the exception with ``"raise"``), never lost;
+        training end (and ``close()``) waits for the writer. While a write is pending, do not use the
+        same ``CheckpointRepository`` object from other code; ``committed`` is filled when it finishes.
     :param verbose: Verbosity level: 0 no output, 1 a line per iteration, 2 a line per evaluation.
     """
 
@@ -86,7 +106,7 @@ class IterationCheckpointCallback(BaseCallback):
         self,
         repository: CheckpointRepository | str | Any,
         iteration: int | None = None,
-        eval_env: gym.Env | VecEnv | None = None,
+        eval_env: gym.Env | VecEnv | str | None = None,
         eval_freq: int = 10_000,
         n_eval_episodes: int = 5,
         evaluator: Evaluator | None = None,
@@ -102,8 +122,11 @@ class IterationCheckpointCallback(BaseCallback):
         on_error: str = "warn",
         metadata: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
         verbose: int = 0,
+        async_commit: bool = False,
     ) -> None:
         super().__init__(verbose=verbose)
+        self.async_commit = bool(async_commit)
+        self._writer: AsyncWriter | None = None
         if mode not in ("max", "min"):
             raise CheckpointError(f"mode must be 'max' or 'min', got {mode!r}")
         if on_error not in ("warn", "raise"):
@@ -118,7 +141,8 @@ class IterationCheckpointCallback(BaseCallback):
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
         self.iteration = None if iteration is None else int(iteration)
-        self.eval_env = eval_env
+        # A string is a gymnasium env id, so YAML configs (RL Zoo) can name a validation env.
+        self.eval_env = gym.make(eval_env) if isinstance(eval_env, str) else eval_env
         self.eval_freq = int(eval_freq)
         self.n_eval_episodes = int(n_eval_episodes)
         self.evaluator = evaluator
@@ -146,8 +170,20 @@ class IterationCheckpointCallback(BaseCallback):
         if self.eval_env is not None and self.evaluator is None:
             env = self.eval_env
             self._eval_vec_env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])  # type: ignore
+        if (
+            self.eval_env is not None
+            and self.model.get_vec_normalize_env() is not None
+            and not isinstance(self.eval_env, VecNormalize)
+        ):
+            # As SB3's EvalCallback: the policy would see raw observations during evaluation.
+            warnings.warn(
+                "training uses VecNormalize but eval_env is not wrapped in VecNormalize: evaluation sees "
+                "unnormalized observations; wrap eval_env in VecNormalize(..., training=False, norm_reward=False)",
+                stacklevel=2,
+            )
 
     def _on_training_start(self) -> None:
+        self.wait()  # async: a write left by an earlier learn() that raised finishes (and surfaces) first
         if self._current is None:
             self._current = self.iteration if self.iteration is not None else self.repository.next_iteration()
         total = int(self.locals.get("total_timesteps", self.model.num_timesteps))
@@ -186,6 +222,10 @@ class IterationCheckpointCallback(BaseCallback):
         return True
 
     def _on_training_end(self) -> None:
+        self._close_window()
+        self.wait()  # async: training ends once the last iteration is durable; its errors surface here
+
+    def _close_window(self) -> None:
         # Idempotent: launchers may call this twice; an empty window makes no iteration.
         if not self._window_open:
             return
@@ -283,10 +323,9 @@ class IterationCheckpointCallback(BaseCallback):
             print(f"sb3-iter-ckpt: eval at {self.num_timesteps} timesteps: {self.monitor}={score}")
         return True
 
-    def _snapshot_model(self) -> bytes:
-        buf = io.BytesIO()
-        self.model.save(buf)
-        return buf.getvalue()
+    def _snapshot_model(self) -> ModelSnapshot:
+        # A copy of what model.save() would write now; the zip is only built at commit.
+        return ModelSnapshot.capture(self.model)
 
     def _snapshot_vecnormalize(self) -> bytes | None:
         vn = self.model.get_vec_normalize_env() if self.save_vecnormalize else None
@@ -300,6 +339,9 @@ class IterationCheckpointCallback(BaseCallback):
         assert self._current is not None
         iteration = self._current
         self._current += 1
+        if self.async_commit:
+            self._submit(iteration)
+            return
         ck = self._commit(iteration)
         if ck is not None:
             self.committed.append(ck)
@@ -341,58 +383,135 @@ class IterationCheckpointCallback(BaseCallback):
             extra["metadata"] = dict(meta)
         return extra
 
-    def _commit(self, iteration: int) -> Checkpoint | None:
+    def _prepare(self, iteration: int, copy_state: bool = False) -> _Pending:
+        """What committing ``iteration`` needs, taken now; ``copy_state``: copied for a later write."""
         best = self._best
-        extra = self._extra(iteration)
-        try:
-            if best is None:
-                # A placeholder keeps the last evaluation's metrics, so the analysis still sees them.
-                return self.repository.commit(
-                    iteration, metrics=self._last_metrics, reason=self._reason(), extra=extra, overwrite=self.overwrite
-                )
-            replay = None
-            if self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+        replay = None
+        if best is not None and self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+            if copy_state:
+                from stable_baselines3.common.save_util import save_to_pkl
+
+                buffer = copy_replay_buffer(self.model.replay_buffer)
+                replay = lambda f: save_to_pkl(f, buffer)  # noqa: E731 - what model.save_replay_buffer writes
+            else:
                 model = self.model
                 replay = lambda f: model.save_replay_buffer(f)  # noqa: E731
-            return self.repository.commit(
-                iteration,
-                metrics=best.metrics,
-                model=best.model,
-                vecnormalize=best.vecnormalize,
-                replay_buffer=replay,
-                timesteps=best.timesteps,
-                extra=extra,
-                overwrite=self.overwrite,
-            )
+        return _Pending(iteration, best, self._extra(iteration), replay, dict(self._last_metrics), self._reason())
+
+    def _commit(self, iteration: int) -> Checkpoint | None:
+        p = self._prepare(iteration)
+        try:
+            return self._write(p)
         except CheckpointExistsError:
             raise  # another writer owns this iteration: a conflict, not a fault to ride out
         except (CheckpointError, OSError) as exc:
-            if self.on_error == "raise":
-                raise
-            self.errors.append(exc)
-            warnings.warn(f"iteration {iteration} could not be committed, training goes on: {exc}", stacklevel=2)
-            try:
-                extra["error"] = str(exc)
-                return self.repository.commit(
-                    iteration,
-                    metrics=best.metrics if best else self._last_metrics,
-                    reason="save_failed",
-                    extra=extra,
-                    overwrite=self.overwrite,
-                )
-            except (CheckpointError, OSError) as exc2:
-                self.errors.append(exc2)
-                warnings.warn(
-                    f"not even a placeholder for iteration {iteration} could be written: {exc2}", stacklevel=2
-                )
-                return None
+            return self._commit_failed(p, exc)
 
-    def _after_commit(self, ck: Checkpoint) -> None:
-        """Only once the iteration is durable: retention, best link, summaries, logging."""
+    def _write(self, p: _Pending) -> Checkpoint:
+        if p.best is None:
+            # A placeholder keeps the last evaluation's metrics, so the analysis still sees them.
+            return self.repository.commit(
+                p.iteration, metrics=p.last_metrics, reason=p.reason, extra=p.extra, overwrite=self.overwrite
+            )
+        best = p.best
+        return self.repository.commit(
+            p.iteration,
+            metrics=best.metrics,
+            model=best.model,
+            vecnormalize=best.vecnormalize,
+            replay_buffer=p.replay,
+            timesteps=best.timesteps,
+            extra=p.extra,
+            overwrite=self.overwrite,
+        )
+
+    def _commit_failed(self, p: _Pending, exc: BaseException) -> Checkpoint | None:
+        iteration, best, extra = p.iteration, p.best, p.extra
+        if self.on_error == "raise":
+            raise exc
+        self.errors.append(exc)
+        warnings.warn(f"iteration {iteration} could not be committed, training goes on: {exc}", stacklevel=3)
         try:
-            if self.retention is not None:
-                self.repository.prune(self.retention, monitor=self.monitor, mode=self.mode)
-            self.repository.refresh(self.monitor, self.mode)
+            extra["error"] = str(exc)
+            return self.repository.commit(
+                iteration,
+                metrics=best.metrics if best else p.last_metrics,
+                reason="save_failed",
+                extra=extra,
+                overwrite=self.overwrite,
+            )
+        except (CheckpointError, OSError) as exc2:
+            self.errors.append(exc2)
+            warnings.warn(f"not even a placeholder for iteration {iteration} could be written: {exc2}", stacklevel=3)
+            return None
+
+    # -- asynchronous commit (async_commit=True) -------------------------------------------------------
+    def _submit(self, iteration: int) -> None:
+        self._surface()  # errors of earlier background commits surface at this boundary
+        p = self._prepare(iteration, copy_state=True)
+        if self._writer is None:
+            self._writer = AsyncWriter(max_pending=1)
+        self._writer.submit(lambda: self._background_commit(p), label=p)
+
+    def _background_commit(self, p: _Pending) -> tuple[Checkpoint, BaseException | None]:
+        """In the writer thread: file I/O only (commit, then retention and summaries)."""
+        ck = self._write(p)
+        try:
+            self._housekeeping()
+        except (CheckpointError, OSError) as exc:
+            return ck, exc
+        return ck, None
+
+    def _surface(self) -> None:
+        """In the training thread: results and errors of finished background commits, in order."""
+        if self._writer is None:
+            return
+        fatal: BaseException | None = None
+        for job in self._writer.collect():
+            p: _Pending = job.label
+            try:
+                if job.error is None:
+                    ck, after = job.result
+                else:
+                    exc = job.error
+                    if isinstance(exc, CheckpointExistsError) or not isinstance(exc, (CheckpointError, OSError)):
+                        raise exc
+                    self._writer.wait()  # the repository is used from this thread now
+                    ck, after = self._commit_failed(p, exc), "now"
+                    if ck is None:
+                        continue
+                self.committed.append(ck)
+                self._after_commit(ck, after)
+            except BaseException as exc:  # keep handling the other jobs; the first error is raised
+                fatal = fatal or exc
+        if fatal is not None:
+            raise fatal
+
+    def wait(self) -> None:
+        """Wait for background commits (``async_commit``) and surface their results and errors."""
+        if self._writer is not None:
+            self._writer.wait()
+        self._surface()
+
+    close = wait
+
+    def _housekeeping(self) -> None:
+        # Without retention=, a repository subclass's retention_policy() hook still applies.
+        if self.retention is not None or self.repository.retention_policy() is not None:
+            self.repository.prune(self.retention, monitor=self.monitor, mode=self.mode)
+        self.repository.refresh(self.monitor, self.mode)
+
+    def _after_commit(self, ck: Checkpoint, housekeeping: BaseException | str | None = "now") -> None:
+        """Only once the iteration is durable: retention, best link, summaries, logging.
+
+        ``housekeeping``: ``"now"`` to run retention and summaries here; None when the writer thread
+        already did; the exception it met there.
+        """
+        try:
+            if isinstance(housekeeping, BaseException):
+                raise housekeeping
+            if housekeeping == "now":
+                self._housekeeping()
         except (CheckpointError, OSError) as exc:
             if self.on_error == "raise":
                 raise
@@ -400,7 +519,7 @@ class IterationCheckpointCallback(BaseCallback):
             warnings.warn(f"after committing iteration {ck.iteration}: {exc}", stacklevel=2)
         self.logger.record("checkpoint/iteration", ck.iteration)
         self.logger.record("checkpoint/has_model", int(ck.has_model))
-        self.logger.record("checkpoint/n_evaluations", self._n_evals)
+        self.logger.record("checkpoint/n_evaluations", ck.record.get("n_evaluations", self._n_evals))
         score = ck.score(self.monitor)
         if score is not None:
             self.logger.record("checkpoint/score", score)

@@ -1,0 +1,111 @@
+# ruff: noqa: B023  (closures are called within their loop iteration)
+"""3. Cost of one commit at the boundary (temp + fsync + rename + create-only record), against model.save(path).
+
+Also reported: the repository refresh that follows a commit (best-model hard link, two summaries),
+and what the disk does for a plain write + fsync of the same bytes (MB/s).
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as c  # noqa: E402
+
+
+def main() -> int:
+    args = c.parser(__doc__).parse_args()
+    c.header("3. Cost of one commit", args)
+    c.setup_torch()
+    from stable_baselines3 import PPO, SAC
+
+    from sb3_iter_ckpt import CheckpointRepository
+    from sb3_iter_ckpt.snapshot import ModelSnapshot
+
+    repeats = args.repeats or (3 if args.quick else 30)
+    models = {
+        "PPO MLP (CartPole)": PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu", seed=0),
+        "SAC MLP (Pendulum)": SAC(
+            "MlpPolicy", "Pendulum-v1", buffer_size=1000, learning_starts=32, device="cpu", seed=0
+        ),
+    }
+    if not args.quick:
+        models["PPO MLP 2x1024 (CartPole)"] = PPO(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_steps=64,
+            batch_size=64,
+            device="cpu",
+            seed=0,
+            policy_kwargs=dict(net_arch=[1024, 1024]),
+        )
+    rows = []
+    ratios = {}
+    for label, model in models.items():
+        model.learn(64)
+        snap = ModelSnapshot.capture(model)
+        data = snap.to_bytes()
+        folder = c.tmpdir("commit")
+        repo = CheckpointRepository(folder / "repo")
+        counter = iter(range(10**6))
+        metrics = {"mean_reward": 1.0}
+
+        def commit() -> None:
+            i = next(counter)
+            repo.commit(i, metrics=metrics, model=ModelSnapshot.capture(model), timesteps=64)  # zip built here
+
+        def commit_refresh() -> None:
+            i = next(counter)
+            repo.commit(i, metrics=metrics, model=ModelSnapshot.capture(model), timesteps=64)
+            repo.refresh("mean_reward", "max")
+
+        def save_fsync() -> None:
+            p = folder / "saved_fsync.zip"
+            buf = io.BytesIO()
+            model.save(buf)
+            c.fsync_write(p, buf.getvalue())
+
+        times = c.interleaved(
+            {
+                "commit": commit,
+                "commit_refresh": commit_refresh,
+                "save": lambda: model.save(folder / "saved.zip"),
+                "save_fsync": save_fsync,
+                "disk": lambda: c.fsync_write(folder / "raw.bin", data),
+            },
+            repeats,
+        )
+        save = c.median(times["save"])
+        save_fsync_t = c.median(times["save_fsync"])
+        mb = len(data) / 1e6
+        ratios[label] = (c.median(times["commit"]) / save, c.median(times["commit"]) / save_fsync_t)
+        for key, name in (
+            ("commit", "ours: repo.commit (zip built from the snapshot, fsync, rename, record)"),
+            ("commit_refresh", "ours: commit + refresh (best link, 2 summaries)"),
+            ("save", "model.save(path), no fsync"),
+            ("save_fsync", "model.save + write + fsync"),
+            ("disk", "disk: plain write + fsync of the zip bytes"),
+        ):
+            m = c.median(times[key])
+            rows.append([label, f"{mb:.2f}", name, c.spread(times[key]), f"{m / save:.2f}", f"{mb / m:.0f}"])
+    c.table(
+        f"One commit: ms, median (IQR) of {repeats} interleaved repeats",
+        ["model", "zip MB", "variant", "ms", "x model.save(path)", "MB/s"],
+        rows,
+    )
+    worst_plain = max(r[0] for r in ratios.values())
+    worst_fsync = max(r[1] for r in ratios.values())
+    c.goal(
+        "3 commit",
+        worst_plain <= 1.2,
+        f"commit / model.save(path): up to {worst_plain:.2f}; commit / (model.save + fsync): up to {worst_fsync:.2f}"
+        " (goal <= 1.2)",
+    )
+    c.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
