@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,59 @@ def _ck_dict(ck: Any) -> dict[str, Any]:
 # -- repository location --------------------------------------------------------------------------------
 def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.storage import is_url
 
     if args.path is not None:
-        root = Path(args.path)
+        root: Path | str = args.path if is_url(args.path) else Path(args.path)
     elif args.experiment_id is not None:
-        root = Path(args.results_dir) / str(args.experiment_id)
+        root = _experiment_root(args.results_dir, args.experiment_id)
     else:
         raise UsageError(
             "say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]"
         )
+    options = _storage_options(args)
+    if isinstance(root, str):  # a URL root (s3://...): options from --storage-option or the environment
+        repo = CheckpointRepository(root, storage_options=options)
+        if must_exist and not repo.storage.listdir("checkpoints"):
+            raise CheckpointNotFound(
+                f"no checkpoint repository at {root} (nothing under checkpoints/); check the URL and storage options"
+            )
+        return repo
+    if options is not None:
+        raise UsageError("--storage-option applies to URL roots (s3://...), not to a local folder")
     if must_exist and not (root / "checkpoints").is_dir():
         raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
     return CheckpointRepository(root)
+
+
+def _experiment_root(results_dir: str, experiment_id: Any) -> Path | str:
+    from sb3_iter_ckpt.storage import is_url
+
+    if is_url(results_dir):
+        return f"{results_dir.rstrip('/')}/{experiment_id}"
+    return Path(results_dir) / str(experiment_id)
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--storage-option KEY=VALUE`` pairs over ``SB3_ITER_CKPT_STORAGE_OPTIONS``; None when no flag is given.
+
+    A VALUE that parses as JSON is taken as such (``false``, ``3``, ``{"region_name": "eu-west-1"}``), else as text.
+    """
+    pairs = getattr(args, "storage_option", None)
+    if not pairs:
+        return None
+    from sb3_iter_ckpt.storage import storage_options_from_env
+
+    options = storage_options_from_env()
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--storage-option takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
 
 
 def _monitor(args: argparse.Namespace) -> str | None:
@@ -303,16 +345,27 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_walk_forward(args: argparse.Namespace) -> int:
+    import importlib.util
+
     import torch
 
     from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
+    from sb3_iter_ckpt.executors import make_executor
     from sb3_iter_ckpt.repository import CheckpointRepository
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
+    if args.workers is not None and args.executor == "sequential":
+        raise UsageError("--workers needs --executor process or --executor ray")
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
     if args.threads:
         torch.set_num_threads(args.threads)
-    os.environ.setdefault("SB3_LOGDIR", str(Path(args.results_dir) / str(args.experiment_id) / "logs"))
+    root = _experiment_root(args.results_dir, args.experiment_id)
+    logs = Path(tempfile.gettempdir()) / "sb3-iter-ckpt" / str(args.experiment_id) if isinstance(root, str) else root
+    os.environ.setdefault("SB3_LOGDIR", str(logs / "logs"))
     if args.data:
         try:
             prices = load_prices_csv(args.data, date_column=args.date_column, close_column=args.close_column)
@@ -328,8 +381,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         mode=args.window_mode,
         max_windows=args.iterations,
     )
-    root = Path(args.results_dir) / str(args.experiment_id)
-    repo = CheckpointRepository(root)
+    repo = CheckpointRepository(root, storage_options=_storage_options(args))
     algo_kwargs: dict[str, Any] = {}
     if args.algo.lower() in ("ppo", "a2c"):
         algo_kwargs["n_steps"] = args.n_steps
@@ -347,14 +399,22 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         warm_start=args.warm_start,
         progress=not args.json,
+        executor=make_executor(
+            args.executor, args.workers, address=args.ray_address, torch_threads=args.threads or None
+        ),
+        torch_threads=args.threads or None,
     )
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
     if not args.json:
         print(
             f"walk-forward on {source}: {len(runner.windows)} window(s), {args.total_timesteps} timesteps each, "
-            f"{args.algo.upper()}, results in {root}"
+            f"{args.algo.upper()}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
+            f"results in {root}"
         )
-    result = runner.run()
+    try:
+        result = runner.run()
+    finally:
+        runner.executor.close()
     if args.json:
         _emit_json(
             {
@@ -402,12 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    def storage_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--storage-option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="an option of an s3:// (or other URL) root's filesystem, e.g. endpoint_url=http://...; repeatable; "
+            "over the JSON object in SB3_ITER_CKPT_STORAGE_OPTIONS",
+        )
+
     def repo_parser(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
         p.add_argument("--results-dir", default="results", help="folder holding experiments (default: results)")
         p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
         p.add_argument("--json", action="store_true", help="machine-readable output")
+        storage_option(p)
         return p
 
     def selection(p: argparse.ArgumentParser) -> None:
@@ -476,7 +546,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-seed", type=int, default=0)
     p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
+    p.add_argument(
+        "--executor",
+        choices=["sequential", "process", "ray"],
+        default="sequential",
+        help="where windows train: this process, a local process pool, or Ray tasks (default: sequential)",
+    )
+    p.add_argument("--workers", type=_positive_int, help="windows at once for process/ray (default: the CPUs)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--json", action="store_true")
+    storage_option(p)
     p.set_defaults(func=cmd_walk_forward)
     return parser
 
@@ -504,6 +583,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sb3-iter-ckpt: {exc}", file=sys.stderr)
         return EXIT_MISMATCH
     except CheckpointError as exc:
+        print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as exc:  # e.g. object storage unreachable or access denied
         print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -6,17 +6,19 @@ One call (or ``sb3-iter-ckpt walk-forward``) replaces the hand-written loop of t
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import functools
 import hashlib
 import json
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from sb3_iter_ckpt.callback import IterationCheckpointCallback
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
+from sb3_iter_ckpt.executors import Executor, RepositoryRef, WindowSpec, forwarded_env, make_executor
 from sb3_iter_ckpt.record import Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
@@ -58,12 +60,15 @@ class WalkForwardResult:
     :param trained: Iterations trained by this call.
     :param skipped: Iterations already committed by an earlier run with the same configuration.
     :param best: The overall best checkpoint, or None.
+    :param outcomes: For each trained iteration, what its worker reported: ``seconds``, ``pid``, ``host``,
+        ``status`` (``"exists"``: an earlier attempt of the same window had committed it).
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
     trained: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     best: Checkpoint | None = None
+    outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class WalkForwardRunner:
@@ -95,6 +100,14 @@ class WalkForwardRunner:
     :param retention: Optional retention policy applied after each commit.
     :param progress: Show a progress bar over iterations.
     :param verbose: Verbosity level: 0 none, 1 a line per iteration.
+    :param executor: Where windows train: ``"sequential"`` (default, this process), ``"process"`` (a local
+        process pool of ``n_jobs`` workers), ``"ray"`` (Ray tasks, ``[ray]`` extra) or an
+        ``sb3_iter_ckpt.executors.Executor`` (e.g. ``RayExecutor(address=...)``; not closed by the runner).
+        Each worker commits its own iteration; with ``warm_start`` the windows still run one after another.
+        Not part of the fingerprint: a run may be resumed with another executor.
+    :param n_jobs: Workers of the ``"process"`` or ``"ray"`` executor (default: the CPU count).
+    :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
+        torch's setting alone). The same seeds give the same records whichever executor ran them.
     """
 
     def __init__(
@@ -119,6 +132,9 @@ class WalkForwardRunner:
         retention: Any = None,
         progress: bool = True,
         verbose: int = 0,
+        executor: str | Executor | None = None,
+        n_jobs: int | None = None,
+        torch_threads: int | None = 1,
     ) -> None:
         if int(total_timesteps) <= 0:
             raise CheckpointError(f"total_timesteps must be positive, got {total_timesteps}")
@@ -144,6 +160,9 @@ class WalkForwardRunner:
         self.retention = retention
         self.progress = progress
         self.verbose = verbose
+        self.executor = executor
+        self.n_jobs = n_jobs
+        self.torch_threads = torch_threads
         self._values = np.asarray(getattr(prices, "to_numpy", lambda: prices)(), dtype=np.float64)
         if splitter.n_windows(len(self._values)) == 0:
             raise CheckpointError(
@@ -207,104 +226,180 @@ class WalkForwardRunner:
     def _segment(self, start: int, stop: int) -> Any:
         return self.prices.iloc[start:stop] if hasattr(self.prices, "iloc") else self.prices[start:stop]
 
-    def _env(self, segment: Any, seed: int) -> Any:
-        if self.make_env is not None:
-            return self.make_env(segment, seed)
-        from sb3_iter_ckpt.envs.trading import TradingEnv
-
-        return TradingEnv(segment, **self.env_kwargs)
-
     def _history(self) -> int:
         return int(self.env_kwargs.get("window_size", 10))
 
-    def _model(self, venv: Any, seed: int, previous: Checkpoint | None) -> Any:
-        if previous is not None:
-            return self.repository.load(previous.iteration, env=venv, seed=seed)
-        if self.make_model is not None:
-            return self.make_model(venv, seed)
-        cls = _algo_class(self.algo)
-        kwargs = {"device": "cpu", **self.algo_kwargs}
-        return cls("MlpPolicy", venv, seed=seed, **kwargs)
-
-    def _evaluator(self, train_env: Any) -> Callable[[Any, Any], dict[str, Any]]:
-        from sb3_iter_ckpt.envs.trading import evaluate_trading
-        from sb3_iter_ckpt.metrics import trading_metrics
-
-        ppy = self.periods_per_year
-
-        def evaluate(model: Any, val_env: Any) -> dict[str, Any]:
-            val = evaluate_trading(model, val_env, periods_per_year=ppy)
-            train = evaluate_trading(model, train_env, periods_per_year=ppy)
-            returns = list(train_env.unwrapped.episode_returns()) + list(val_env.unwrapped.episode_returns())
-            positions = list(train_env.unwrapped.episode_positions()) + list(val_env.unwrapped.episode_positions())
-            combined = trading_metrics(returns, positions=positions, periods_per_year=ppy)
-            return {"validation": val, "train": train, "combined": combined, "mean_reward": val.get("mean_reward")}
-
-        return evaluate
+    def _spec(self, window: Window, fingerprint: str, warm_from: int | None, in_process: bool) -> WindowSpec:
+        """The picklable unit of work of one window (see ``sb3_iter_ckpt.executors.train_window``)."""
+        i, history = window.iteration, self._history()
+        seed = self.seed + i
+        return WindowSpec(
+            iteration=i,
+            train_prices=self._segment(window.train_start, window.train_stop),
+            val_prices=self._segment(max(0, window.val_start - history), window.val_stop),
+            seed=seed,
+            total_timesteps=self.total_timesteps,
+            repository=self.repository if in_process else RepositoryRef.of(self.repository),
+            metadata={
+                "window": window.to_dict(),
+                "fingerprint": fingerprint,
+                "seed": seed,
+                "periods_per_year": self.periods_per_year,
+            },
+            algo=self.algo,
+            algo_kwargs=self.algo_kwargs,
+            env_kwargs=self.env_kwargs,
+            make_env=self.make_env,
+            make_model=self.make_model,
+            eval_freq=self.eval_freq,
+            monitor=self.monitor,
+            mode=self.mode,
+            min_score=self.min_score,
+            retention=self.retention,
+            periods_per_year=self.periods_per_year,
+            warm_start_from=warm_from,
+            torch_threads=self.torch_threads,
+            env=forwarded_env(),
+            verbose=self.verbose,
+        )
 
     # -- the loop ---------------------------------------------------------------------------------------------
     def run(self, max_iterations: int | None = None) -> WalkForwardResult:
         """Train every window not yet committed; return what was trained, skipped and the best.
 
+        The windows go to the runner's ``executor``; each worker commits its own iteration. The
+        driver (this call) checks the fingerprint, submits only the windows without a record, shows
+        one progress bar and, at the end, refreshes the best model link and the summaries once.
+
         :param max_iterations: Only the first N windows.
         """
-        from stable_baselines3.common.env_util import make_vec_env
-        from tqdm.auto import tqdm
+        return run_many(
+            [self], executor=self.executor, n_jobs=self.n_jobs, max_iterations=max_iterations, progress=self.progress
+        )[0]
 
-        self._check_resume()
-        windows = self.windows[:max_iterations] if max_iterations else self.windows
-        result = WalkForwardResult()
-        fp = self.fingerprint()
-        history = self._history()
-        bar = tqdm(windows, desc="walk-forward", unit="iter", disable=not self.progress)
-        previous: Checkpoint | None = None
-        for window in bar:
+
+class _Run:
+    """The driver's state for one runner: windows left, windows done, what is in flight."""
+
+    def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
+        if runner.make_model is None:
+            _algo_class(runner.algo)  # an unknown algorithm fails here, not in a worker
+        runner._check_resume()
+        self.runner = runner
+        self.fingerprint = runner.fingerprint()
+        self.windows = runner.windows[:max_iterations] if max_iterations else runner.windows
+        self.result = WalkForwardResult()
+        self.done: dict[int, Checkpoint] = {}
+        self.todo: deque[Window] = deque()
+        self.in_flight = 0
+        repo = runner.repository
+        for window in self.windows:
             i = window.iteration
-            if self.repository.has(i):
-                ck = self.repository.get(i)
-                result.skipped.append(i)
-                result.checkpoints.append(ck)
-                previous = ck if ck.has_model else previous
-                continue
-            seed = self.seed + i
-            train_seg = self._segment(window.train_start, window.train_stop)
-            val_seg = self._segment(max(0, window.val_start - history), window.val_stop)
-            venv = make_vec_env(lambda s=train_seg, sd=seed: self._env(s, sd), n_envs=1, seed=seed)
-            val_env = self._env(val_seg, seed)
-            train_eval_env = self._env(train_seg, seed)
-            warm = previous if (self.warm_start and previous is not None) else None
-            model = self._model(venv, seed, warm)
-            metadata = {
-                "window": window.to_dict(),
-                "fingerprint": fp,
-                "seed": seed,
-                "periods_per_year": self.periods_per_year,
-                "lineage": {"warm_start_from": warm.iteration if warm else None},
-            }
-            cb = IterationCheckpointCallback(
-                self.repository,
-                iteration=i,
-                eval_env=val_env,
-                evaluator=self._evaluator(train_eval_env),
-                eval_freq=self.eval_freq,
-                monitor=self.monitor,
-                mode=self.mode,
-                min_score=self.min_score,
-                retention=self.retention,
-                metadata=metadata,
-                verbose=self.verbose,
-            )
-            model.learn(self.total_timesteps, callback=cb, reset_num_timesteps=True)
-            venv.close()
-            ck = self.repository.get(i)
-            result.trained.append(i)
-            result.checkpoints.append(ck)
-            if ck.has_model:
-                previous = ck
-            score = ck.score(self.monitor)
-            bar.set_postfix({"iter": i, self.monitor: "-" if score is None else f"{score:.3f}"})
-        result.best = self.repository.best(self.monitor, self.mode)
+            if repo.has(i):
+                self.done[i] = repo.get(i)
+                self.result.skipped.append(i)
+            else:
+                self.todo.append(window)
+
+    def next_spec(self, in_process: bool) -> tuple[Window, WindowSpec] | None:
+        """The next window to submit, or None (nothing left, or a warm-started chain is busy)."""
+        if not self.todo or (self.runner.warm_start and self.in_flight):
+            return None
+        window = self.todo.popleft()
+        warm_from = None
+        if self.runner.warm_start:  # the latest earlier iteration with a model (all earlier ones are done)
+            warm_from = max((i for i, ck in self.done.items() if i < window.iteration and ck.has_model), default=None)
+        self.in_flight += 1
+        return window, self.runner._spec(window, self.fingerprint, warm_from, in_process)
+
+    def finish(self, window: Window, outcome: dict[str, Any]) -> Checkpoint:
+        self.in_flight -= 1
+        ck = self.runner.repository.get(window.iteration)
+        self.done[window.iteration] = ck
+        self.result.trained.append(window.iteration)
+        self.result.outcomes[window.iteration] = outcome
+        return ck
+
+    def close(self) -> WalkForwardResult:
+        runner, result = self.runner, self.result
+        result.trained.sort()
+        result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
+        if result.trained:  # the workers refreshed as they went; once more sees every iteration
+            runner.repository.refresh(runner.monitor, runner.mode)
+        result.best = runner.repository.best(runner.monitor, runner.mode)
         return result
+
+
+def run_many(
+    runners: Sequence[WalkForwardRunner],
+    executor: str | Executor | None = None,
+    n_jobs: int | None = None,
+    *,
+    max_iterations: int | None = None,
+    progress: bool = True,
+) -> list[WalkForwardResult]:
+    """Run several walk-forward runners (seeds, configurations) on one executor, with one progress bar.
+
+    Windows of different runners run in parallel; so do the windows of one runner, except with
+    ``warm_start``, where each window waits for the previous one: a warm-started runner is one chain,
+    and parallelism comes from running several chains at once. Each runner needs its own repository.
+
+    :param executor: As ``WalkForwardRunner``'s ``executor`` (default ``"sequential"``); an
+        ``Executor`` object is left open for the caller.
+    :param n_jobs: Workers of a named executor.
+    :param max_iterations: Only the first N windows of each runner.
+    """
+    from tqdm.auto import tqdm
+
+    roots = [str(r.repository.root) for r in runners]
+    if len(set(roots)) != len(roots):
+        raise CheckpointError("each runner of run_many needs its own repository (another --experiment-id)")
+    threads = runners[0].torch_threads if runners else 1
+    pool = make_executor(executor, n_jobs, torch_threads=threads)
+    owned = pool is not executor
+    runs = [_Run(r, max_iterations) for r in runners]
+    if any(run.todo for run in runs):
+        pool.start()  # e.g. Ray: join the cluster, learn how many windows may run at once
+    total = sum(len(r.windows) for r in runs)
+    skipped = sum(len(r.result.skipped) for r in runs)
+    bar = tqdm(total=total, initial=skipped, desc="walk-forward", unit="iter", disable=not progress)
+    pending: dict[cf.Future, tuple[_Run, Window]] = {}
+    limit = max(1, pool.workers)
+    try:
+        while True:
+            added = True
+            while added and len(pending) < limit:  # round-robin over the runs, up to `limit` in flight
+                added = False
+                for run in runs:
+                    if len(pending) >= limit:
+                        break
+                    nxt = run.next_spec(pool.in_process)
+                    if nxt is not None:
+                        pending[pool.submit(nxt[1])] = (run, nxt[0])
+                        added = True
+            if not pending:
+                break
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for future in sorted(finished, key=lambda f: pending[f][1].iteration):
+                run, window = pending.pop(future)
+                try:
+                    outcome = future.result()
+                except cf.BrokenExecutor as exc:
+                    raise CheckpointError(
+                        f"a worker process died while training window {window.iteration} ({exc}); the windows "
+                        "committed so far are kept: run again to train only the missing ones"
+                    ) from exc
+                ck = run.finish(window, outcome)
+                score = ck.score(run.runner.monitor)
+                bar.update(1)
+                bar.set_postfix({"iter": ck.iteration, run.runner.monitor: "-" if score is None else f"{score:.3f}"})
+    finally:
+        for future in pending:
+            future.cancel()
+        bar.close()
+        if owned:
+            pool.close()
+    return [run.close() for run in runs]
 
 
 def run_walk_forward(
@@ -319,4 +414,11 @@ def run_walk_forward(
     return WalkForwardRunner(prices, splitter, repository, total_timesteps, **kwargs).run(max_iterations)
 
 
-__all__: Sequence[str] = ["ALGORITHMS", "RUN_FILE", "WalkForwardResult", "WalkForwardRunner", "run_walk_forward"]
+__all__: Sequence[str] = [
+    "ALGORITHMS",
+    "RUN_FILE",
+    "WalkForwardResult",
+    "WalkForwardRunner",
+    "run_many",
+    "run_walk_forward",
+]
