@@ -1,6 +1,6 @@
 """Price data for walk-forward runs: a seeded synthetic generator, a strict CSV loader and a fingerprint.
 
-This module needs pandas (``pip install sb3-iter-ckpt[pandas]``); the rest of the package does not import it.
+It uses pandas (a dependency of the package) for dates and CSV parsing.
 """
 
 from __future__ import annotations
@@ -162,9 +162,7 @@ def load_prices_csv(
     try:
         frame = pd.read_csv(p)
     except pd.errors.EmptyDataError as exc:
-        raise DataError(
-            f"{p}: file is empty (expected a header with {date_column!r} and {close_column!r})"
-        ) from exc
+        raise DataError(f"{p}: file is empty (expected a header with {date_column!r} and {close_column!r})") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"{p}: cannot read as CSV: {exc}") from exc
 
@@ -187,9 +185,7 @@ def load_prices_csv(
     close = pd.to_numeric(raw_close, errors="coerce").astype(np.float64)
     bad_close = ~np.isfinite(close.to_numpy())
     if bad_close.any():
-        raise DataError(
-            f"{p}: missing or non-numeric values in column {close_col!r} ({_rows(bad_close, raw_close)})"
-        )
+        raise DataError(f"{p}: missing or non-numeric values in column {close_col!r} ({_rows(bad_close, raw_close)})")
     non_positive = close.to_numpy() <= 0
     if non_positive.any():
         raise DataError(f"{p}: close prices must be > 0 ({_rows(non_positive, raw_close)})")

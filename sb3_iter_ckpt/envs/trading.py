@@ -88,9 +88,7 @@ class TradingEnv(gym.Env):
             )
         if not (math.isfinite(transaction_cost) and transaction_cost >= 0):
             raise ValueError(f"transaction_cost must be finite and >= 0, got {transaction_cost!r}")
-        if max_steps is not None and (
-            isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1
-        ):
+        if max_steps is not None and (isinstance(max_steps, bool) or int(max_steps) != max_steps or max_steps < 1):
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
         if not (math.isfinite(periods_per_year) and periods_per_year > 0):
             raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
