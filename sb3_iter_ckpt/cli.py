@@ -301,7 +301,10 @@ def cmd_plot(args: argparse.Namespace) -> int:
     pts = [(c.iteration, c.score(metric)) for c in cks if c.has_model or c.reason == "pruned"]
     pts = [(i, s) for i, s in pts if s is not None]
     if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=metric)
+        # NaN where an iteration has no value, so the line breaks there instead of bridging a placeholder
+        xs = [c.iteration for c in cks]
+        values = dict(pts)
+        ax.plot(xs, [values.get(i, float("nan")) for i in xs], marker="o", label=metric)
     holes = [c.iteration for c in cks if not c.has_model and c.reason != "pruned"]
     for j, c in enumerate(c for c in cks if c.iteration in holes):
         ax.axvline(
