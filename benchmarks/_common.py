@@ -145,3 +145,26 @@ def disk_bytes(folder: Path) -> tuple[int, int]:
             apparent += st.st_size
             allocated += st.st_blocks * 512
     return apparent, allocated
+
+
+def sample_models(quick: bool) -> dict[str, Any]:
+    """The models the improvement and commit benchmarks measure: small PPO and SAC, and a 25 MB PPO."""
+    from stable_baselines3 import PPO, SAC
+
+    models: dict[str, Any] = {
+        "PPO MLP (CartPole)": PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu", seed=0),
+        "SAC MLP (Pendulum)": SAC(
+            "MlpPolicy", "Pendulum-v1", buffer_size=1000, learning_starts=32, device="cpu", seed=0
+        ),
+    }
+    if not quick:
+        models["PPO MLP 2x1024 (CartPole)"] = PPO(
+            "MlpPolicy",
+            "CartPole-v1",
+            n_steps=64,
+            batch_size=64,
+            device="cpu",
+            seed=0,
+            policy_kwargs=dict(net_arch=[1024, 1024]),
+        )
+    return models

@@ -21,28 +21,12 @@ def main() -> int:
     args = c.parser(__doc__).parse_args()
     c.header("2. Cost of one improvement", args)
     c.setup_torch()
-    from stable_baselines3 import PPO, SAC
 
     from sb3_iter_ckpt.snapshot import ModelSnapshot
 
     repeats = args.repeats or (5 if args.quick else 200)
     steps = 64 if args.quick else 256
-    models = {
-        "PPO MLP (CartPole)": PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, device="cpu", seed=0),
-        "SAC MLP (Pendulum)": SAC(
-            "MlpPolicy", "Pendulum-v1", buffer_size=1000, learning_starts=32, device="cpu", seed=0
-        ),
-    }
-    if not args.quick:
-        models["PPO MLP 2x1024 (CartPole)"] = PPO(
-            "MlpPolicy",
-            "CartPole-v1",
-            n_steps=64,
-            batch_size=64,
-            device="cpu",
-            seed=0,
-            policy_kwargs=dict(net_arch=[1024, 1024]),
-        )
+    models = c.sample_models(args.quick)
     rows = []
     worst = float("inf")
     for label, model in models.items():
