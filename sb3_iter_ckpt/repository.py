@@ -15,6 +15,7 @@ import os
 import pickle
 import platform
 import re
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -49,6 +50,10 @@ SIGNING_KEY_ENV = "SB3_ITER_CKPT_SIGNING_KEY"
 
 _CK = rec.CHECKPOINTS_DIR
 _RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
+# A folder unchanged for this long is past any file system's timestamp granularity: a later change
+# is bound to give it another change time, so a scan made then can be reused while it keeps it.
+_SETTLED_NS = 2_000_000_000
+_Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
 
 #: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
 #: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
@@ -135,6 +140,12 @@ class CheckpointRepository:
           best_model.zip, best_vecnormalize.pkl
           training_summary.json, checkpoint_summary.json
 
+    The records are the truth and are read again when they change: a repository sees what other
+    processes commit, replace or prune at its next call. Parsed records are kept between calls; on
+    a local folder that has not changed for 2 seconds, a call costs one ``stat`` of ``checkpoints/``.
+    A record edited *in place* by another program (no file created, renamed or removed) is seen by
+    ``verify()`` and by a new repository object.
+
     :param root: The experiment folder (``results/{experiment_id}``), a str or ``os.PathLike``; or a URL:
         ``s3://bucket/prefix`` (needs the ``s3`` extra), ``memory://name``, any fsspec URL (then
         ``self.root`` is a ``RemoteRoot``, a URL string that joins with ``/``).
@@ -170,6 +181,7 @@ class CheckpointRepository:
         self.verbose = verbose
         self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
         self._prefetched: dict[str, bytes | Exception | None] = {}
+        self._settled: tuple[tuple[int, ...], _Scan] | None = None
         self._ck_local: Path | str | None = None
         self._best_linked: tuple[str | None, str | None] = (None, None)
         if sweep:
@@ -218,8 +230,25 @@ class CheckpointRepository:
         self._cache[name] = (st, result)
         return result
 
-    def _scan(self) -> tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]:
-        """Parse every record (cached by size/mtime/inode): (by iteration, errors by file, duplicates)."""
+    def _scan(self, recheck: bool = False) -> _Scan:
+        """Parse every record: (by iteration, errors by file, duplicates); treat the result as read-only.
+
+        Every write of this package creates, replaces or removes a name in ``checkpoints/``, which
+        changes the folder's version: while it keeps the version of a scan made once it had settled,
+        that scan is reused without a system call per record. Otherwise each record is stat-checked
+        and only new or changed ones are parsed. ``recheck`` (``verify()``) always stat-checks.
+        """
+        version = self.storage.folder_version(_CK)
+        if not recheck and version is not None and self._settled is not None and self._settled[0] == version[0]:
+            return self._settled[1]
+        self._settled = None
+        result = self._scan_records()
+        if version is not None and time.time_ns() - version[1] > _SETTLED_NS:
+            self._settled = (version[0], result)
+        return result
+
+    def _scan_records(self) -> _Scan:
+        """Parse every record (cached by size/mtime/inode)."""
         listing = self._records_listing()
         for stale in set(self._cache) - set(listing):
             del self._cache[stale]
@@ -513,7 +542,7 @@ class CheckpointRepository:
     # -- integrity ---------------------------------------------------------------------------------
     def verify(self) -> builtins.list[Problem]:
         """Check every record and artifact; return the problems found (empty when healthy)."""
-        good, bad, dups = self._scan()
+        good, bad, dups = self._scan(recheck=True)
         problems = [
             Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
             for n, e in sorted(bad.items())
@@ -952,7 +981,7 @@ class CheckpointRepository:
         """
         adopted: builtins.list[int] = []
         with self.storage.lock():
-            good, _, _ = self._scan()
+            good = dict(self._scan()[0])
             listing = self.storage.listdir(_CK)
             orphan_models = [int(m.group(1)) for n in listing if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
             for i in sorted(set(orphan_models) - set(good)):

@@ -142,6 +142,13 @@ class Storage(ABC):
         :param prefixes: Only names starting with one of these (filtered before any stat).
         """
 
+    def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
+        """``(token, changed_ns)`` of ``folder``: the token changes whenever a name in it is created,
+        removed or replaced; ``changed_ns`` is when it last did. ``None`` where the backend cannot
+        tell (object stores), and the caller then checks every file.
+        """
+        return None
+
     def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
         """``read_bytes`` of each name; a failure is returned in place of its bytes, not raised."""
         out: dict[str, bytes | Exception] = {}

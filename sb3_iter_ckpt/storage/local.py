@@ -126,6 +126,15 @@ class LocalStorage(Storage):
             raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
         return out
 
+    def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
+        path = self.root if folder in ("", ".") else self._path(folder)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        # ctime too: a tool that restores a folder's mtime (rsync -a, cp -p) cannot restore its ctime.
+        return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size), st.st_ctime_ns
+
     def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
         """Read many files of one folder: the folder is checked once, each file opened without following
         a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""

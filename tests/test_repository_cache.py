@@ -1,0 +1,132 @@
+"""The listing cache: a settled ``checkpoints/`` folder is not re-stat'ed per record, yet every change
+made by this package (or by a tool that creates, replaces or removes names) is seen at the next call."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+
+from sb3_iter_ckpt import CheckpointRepository
+from sb3_iter_ckpt import repository as repository_mod
+
+
+@pytest.fixture
+def settle(monkeypatch):
+    """Shorten the settling delay (2 s) to 50 ms, still well above any file system's clock tick here."""
+    monkeypatch.setattr(repository_mod, "_SETTLED_NS", 50_000_000)
+
+    def wait() -> None:
+        time.sleep(0.1)
+
+    return wait
+
+
+def _commit(repo: CheckpointRepository, i: int, score: float) -> None:
+    repo.commit(i, metrics={"mean_reward": score}, model=f"model {i}".encode())
+
+
+def _scores(repo: CheckpointRepository) -> dict[int, float | None]:
+    return {c.iteration: c.metrics.get("mean_reward") for c in repo.list()}
+
+
+def test_a_settled_folder_is_served_without_a_listing(tmp_path, settle, mocker):
+    repo = CheckpointRepository(tmp_path)
+    for i in range(3):
+        _commit(repo, i, float(i))
+    settle()
+    assert _scores(repo) == {0: 0.0, 1: 1.0, 2: 2.0}  # a full scan, remembered: the folder has settled
+    spy = mocker.spy(repo.storage, "listdir")
+    assert _scores(repo) == {0: 0.0, 1: 1.0, 2: 2.0}
+    assert repo.best().iteration == 2 and len(repo) == 3
+    assert spy.call_count == 0
+
+
+def test_a_recently_changed_folder_is_checked_record_by_record(tmp_path, mocker):
+    repo = CheckpointRepository(tmp_path)
+    _commit(repo, 0, 1.0)
+    repo.list()
+    spy = mocker.spy(repo.storage, "listdir")
+    repo.list()  # changed less than 2 s ago: the change time cannot yet be trusted to move again
+    assert spy.call_count == 1
+
+
+def test_every_change_of_another_writer_is_seen_after_settling(tmp_path, settle):
+    reader = CheckpointRepository(tmp_path)
+    writer = CheckpointRepository(tmp_path)
+    _commit(writer, 0, 1.0)
+    _commit(writer, 1, 2.0)
+    settle()
+    assert _scores(reader) == {0: 1.0, 1: 2.0}
+
+    _commit(writer, 2, 3.0)  # a new record
+    assert _scores(reader) == {0: 1.0, 1: 2.0, 2: 3.0}
+    settle()
+    reader.list()
+
+    writer.prune(keep_last_n=1, remove_records=True)  # records removed (best and latest are 2)
+    assert _scores(reader) == {2: 3.0}
+    settle()
+    reader.list()
+
+    writer.commit(2, metrics={"mean_reward": 0.5}, model=b"replaced", overwrite=True)  # a record replaced
+    assert _scores(reader) == {2: 0.5}
+    settle()
+    reader.list()
+
+    ck = tmp_path / "checkpoints"
+    shutil.copy2(ck / "metrics_iter_2.json", tmp_path / "copy.json")
+    (ck / "metrics_iter_2.json").unlink()
+    assert _scores(reader) == {}
+    settle()
+    reader.list()
+    os.replace(tmp_path / "copy.json", ck / "metrics_iter_2.json")  # restored by a rename from outside
+    assert _scores(reader) == {2: 0.5}
+
+
+def test_a_folder_whose_mtime_is_restored_is_still_seen_changed(tmp_path, settle):
+    repo = CheckpointRepository(tmp_path)
+    _commit(repo, 0, 1.0)
+    settle()
+    repo.list()
+    ck = tmp_path / "checkpoints"
+    before = os.stat(ck)
+    _commit(CheckpointRepository(tmp_path), 1, 2.0)
+    os.utime(ck, ns=(before.st_atime_ns, before.st_mtime_ns))  # as rsync -a or cp -p would leave it
+    assert os.stat(ck).st_mtime_ns == before.st_mtime_ns
+    assert _scores(repo) == {0: 1.0, 1: 2.0}
+
+
+def test_verify_rechecks_a_record_edited_in_place(tmp_path, settle):
+    repo = CheckpointRepository(tmp_path)
+    _commit(repo, 0, 1.0)
+    _commit(repo, 1, 2.0)
+    settle()
+    assert len(repo.list()) == 2
+    path = tmp_path / "checkpoints" / "metrics_iter_1.json"
+    with open(path, "r+b") as f:  # in place: no name in the folder changes
+        f.seek(0)
+        f.write(b"not json")
+    problems = repo.verify()
+    assert [(p.iteration, p.file) for p in problems] == [(1, "metrics_iter_1.json")]
+    # The stat-checked scan of verify() is the one list() reuses from then on.
+    with pytest.warns(UserWarning, match="unreadable record"):
+        assert [c.iteration for c in repo.list()] == [0]
+    assert len(CheckpointRepository(tmp_path).verify()) == 1
+
+
+def test_a_record_edited_in_place_is_seen_by_a_new_repository(tmp_path, settle):
+    repo = CheckpointRepository(tmp_path)
+    _commit(repo, 0, 1.0)
+    settle()
+    repo.list()
+    path = tmp_path / "checkpoints" / "metrics_iter_0.json"
+    data = json.loads(path.read_text())
+    data["metrics"]["mean_reward"] = 7.0
+    with open(path, "r+") as f:
+        f.write(json.dumps(data))
+        f.truncate()
+    assert _scores(CheckpointRepository(tmp_path)) == {0: 7.0}
