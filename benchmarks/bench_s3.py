@@ -155,7 +155,7 @@ def main() -> int:
             for label, fn in (
                 ("open + list (cold: every record read)", None),
                 ("list again (warm: records cached)", lambda r: r.list()),
-                ("has(i) (one listing)", lambda r: r.has(n_listing // 2)),
+                ("has(i) (local: 3 stats; s3: one listing)", lambda r: r.has(n_listing // 2)),
                 ("best()", lambda r: r.best()),
             ):
                 if fn is None:

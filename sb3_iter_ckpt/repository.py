@@ -314,21 +314,23 @@ class CheckpointRepository:
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
         iteration = _check_iteration(iteration)
-        listing = self._records_listing()
-        if rec.record_name(iteration) in listing or rec.placeholder_name(iteration) in listing:
+        names = [rec.record_name(iteration), rec.placeholder_name(iteration), rec.artifact_name("model", iteration)]
+        found = self.storage.stat_many([f"{_CK}/{n}" for n in names])
+        if f"{_CK}/{names[0]}" in found or f"{_CK}/{names[1]}" in found:
             return True
-        if rec.artifact_name("model", iteration) not in self.storage.listdir(_CK):
+        if f"{_CK}/{names[2]}" not in found:
             return False
         return iteration in self._scan()[0]  # a legacy model zip without a metrics file
 
     def get(self, iteration: int) -> Checkpoint:
         """The checkpoint of ``iteration``; ``CheckpointNotFound`` if absent, ``RecordError`` if unreadable."""
         iteration = _check_iteration(iteration)
-        listing = self._records_listing()
+        names = (rec.record_name(iteration), rec.placeholder_name(iteration))
+        stats = self.storage.stat_many([f"{_CK}/{n}" for n in names])
         found: builtins.list[Checkpoint] = []
-        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
-            if name in listing:
-                parsed = self._parse(name, listing[name])
+        for name in names:
+            if (st := stats.get(f"{_CK}/{name}")) is not None:
+                parsed = self._parse(name, st)
                 if isinstance(parsed, CheckpointError):
                     raise parsed
                 found.append(parsed)

@@ -130,3 +130,15 @@ def test_a_record_edited_in_place_is_seen_by_a_new_repository(tmp_path, settle):
         f.write(json.dumps(data))
         f.truncate()
     assert _scores(CheckpointRepository(tmp_path)) == {0: 7.0}
+
+
+def test_commit_has_and_get_cost_no_listing_of_the_folder(tmp_path, mocker):
+    """Their cost must not grow with the number of iterations already committed."""
+    repo = CheckpointRepository(tmp_path)
+    for i in range(5):
+        _commit(repo, i, float(i))
+    spy = mocker.spy(repo.storage, "listdir")
+    _commit(repo, 5, 5.0)
+    assert repo.has(5) and not repo.has(6) and 6 not in repo
+    assert repo.get(5).metrics == {"mean_reward": 5.0}
+    assert spy.call_count == 0

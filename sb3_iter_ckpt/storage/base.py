@@ -142,6 +142,22 @@ class Storage(ABC):
         :param prefixes: Only names starting with one of these (filtered before any stat).
         """
 
+    def stat_many(self, names: Sequence[str]) -> dict[str, FileStat]:
+        """``FileStat`` of those of ``names`` that exist, as ``listdir`` would report them.
+
+        Default: one listing per folder (one request on an object store, where a missing key can
+        cost two). Local storage stats the names themselves, whatever the size of the folder.
+        """
+        folders: dict[str, list[str]] = {}
+        for name in names:
+            folder, _, base = name.rpartition("/")
+            folders.setdefault(folder, []).append(base)
+        out: dict[str, FileStat] = {}
+        for folder, bases in folders.items():
+            listing = self.listdir(folder or ".", prefixes=tuple(bases))
+            out.update({f"{folder}/{b}" if folder else b: listing[b] for b in bases if b in listing})
+        return out
+
     def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
         """``(token, changed_ns)`` of ``folder``: the token changes whenever a name in it is created,
         removed or replaced; ``changed_ns`` is when it last did. ``None`` where the backend cannot

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -124,6 +125,25 @@ class LocalStorage(Storage):
             pass
         except OSError as exc:  # not a folder, permission denied, I/O error
             raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+        return out
+
+    def stat_many(self, names: Sequence[str]) -> dict[str, FileStat]:
+        out: dict[str, FileStat] = {}
+        checked: set[str] = set()
+        for name in names:
+            rel = check_name(name)
+            folder = str(rel.parent)
+            if folder not in checked and folder != ".":
+                self._path(folder)  # a folder pointing outside the root is refused, as by listdir
+                checked.add(folder)
+            try:
+                st = os.lstat(self.root.joinpath(*rel.parts))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise CheckpointError(f"cannot stat {name} in {self.root}: {exc.strerror or exc}") from exc
+            if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                out[name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
         return out
 
     def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
