@@ -311,6 +311,32 @@ def test_sweep_of_a_missing_root_does_nothing(tmp_path):
     assert not (tmp_path / "nope").exists()
 
 
+def test_opening_a_clean_folder_writes_nothing_not_even_a_lock(tmp_path):
+    from sb3_iter_ckpt import CheckpointRepository
+
+    ck = tmp_path / CK
+    ck.mkdir()
+    (ck / "model_iter_0.zip").write_bytes(b"a seed script's model")
+    (ck / "metrics_iter_0.json").write_text('{"iteration": 0}')
+    (ck / ".notes").write_text("a user's hidden file")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    repo = CheckpointRepository(tmp_path)
+    assert [c.iteration for c in repo.list()] == [0]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # no .lock, nothing touched
+
+
+def test_a_leftover_is_still_swept_at_open_under_the_lock(tmp_path, mocker):
+    from sb3_iter_ckpt import CheckpointRepository
+
+    ck = tmp_path / CK
+    ck.mkdir()
+    leftover = ck / f".model_iter_0.zip.tmp-{socket.gethostname()}-{_dead_pid()}-0123abcd"
+    leftover.write_bytes(b"partial")
+    lock = mocker.spy(LocalStorage, "lock")
+    CheckpointRepository(tmp_path)
+    assert not leftover.exists() and lock.call_count == 1
+
+
 # -- locking -------------------------------------------------------------------------------------
 def test_lock_excludes_another_process(tmp_path):
     st = LocalStorage(tmp_path, lock_timeout=0.3)

@@ -374,11 +374,20 @@ class LocalStorage(Storage):
     def sweep(self, folders: Sequence[str] = ("", "checkpoints")) -> list[str]:
         if not self.root.is_dir():
             return []
-        removed: list[str] = []
         now = time.time_ns()
+
+        def leftovers(folder: str) -> dict[str, FileStat]:
+            listing = self.listdir(folder, prefixes=(".",))  # intents and temporaries are hidden names
+            return {n: st for n, st in listing.items() if _INTENT_RE.match(n) or self._is_stale_temp(n, st, now)}
+
+        # A look without the lock first: opening a clean folder (a finished run, a seed script's
+        # folder, a read-only copy) creates no lock file and writes nothing.
+        if not any(leftovers(folder) for folder in folders):
+            return []
+        removed: list[str] = []
         with self.lock():
             for folder in folders:
-                listing = self.listdir(folder)
+                listing = leftovers(folder)
                 prefix = f"{folder}/" if folder else ""
                 for name in listing:
                     if _INTENT_RE.match(name):
