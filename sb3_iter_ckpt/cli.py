@@ -432,7 +432,11 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     for ck in result.checkpoints:
         window = ck.record.get("metadata", {}).get("window", {})
         dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
-        where = ck.model_path if ck.has_model else f"placeholder ({ck.reason}) {repo.checkpoints_dir / ck.record_file}"
+        # Every path under the root as the user gave it (not the resolved absolute model path).
+        model = ck.artifacts.get("model")
+        where = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
+        if not ck.has_model:
+            where = f"placeholder ({ck.reason}) {where}"
         score = ck.score(args.monitor)
         skipped = " (resumed)" if ck.iteration in result.skipped else ""
         print(f"  iteration {ck.iteration} val {dates}: {args.monitor}={_fmt(score)} -> {where}{skipped}")

@@ -67,6 +67,9 @@ def test_walk_forward_prints_where_every_checkpoint_went(experiment):
     assert "3 window(s)" in out
     for i in range(3):
         assert f"iteration {i} val " in out
+        line = next(ln for ln in out.splitlines() if f"iteration {i} val " in ln)
+        rel = Path("results", "1003", "checkpoints")  # as given (relative), models and placeholders alike
+        assert f"-> {rel / f'model_iter_{i}.zip'}" in line or f") {rel / f'no_model_iter_{i}.json'}" in line, line
     root = work / "results" / "1003"
     assert (root / "training_summary.json").is_file() and (root / "checkpoint_summary.json").is_file()
     assert len(list((root / "checkpoints").glob("*_iter_*.json"))) == 3
