@@ -11,7 +11,7 @@ import pickle
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +26,8 @@ from sb3_iter_ckpt.snapshot import ModelSnapshot, copy_replay_buffer
 from sb3_iter_ckpt.writer import AsyncWriter
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+
     from sb3_iter_ckpt.retention import RetentionPolicy
 
 Evaluator = Callable[[Any, Any], Mapping[str, Any]]
@@ -169,7 +171,7 @@ class IterationCheckpointCallback(BaseCallback):
     def _init_callback(self) -> None:
         if self.eval_env is not None and self.evaluator is None:
             env = self.eval_env
-            self._eval_vec_env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])  # type: ignore
+            self._eval_vec_env = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
         if (
             self.eval_env is not None
             and self.model.get_vec_normalize_env() is not None
@@ -242,13 +244,16 @@ class IterationCheckpointCallback(BaseCallback):
             return dict(self.evaluator(self.model, env))
         if self._eval_vec_env is not None:
             self._sync_normalization(self._eval_vec_env)
-            rewards, lengths = evaluate_policy(
-                self.model,
-                self._eval_vec_env,
-                n_eval_episodes=self.n_eval_episodes,
-                deterministic=self.deterministic,
-                return_episode_rewards=True,
-                warn=False,
+            rewards, lengths = cast(
+                "tuple[list[float], list[int]]",
+                evaluate_policy(
+                    self.model,
+                    self._eval_vec_env,
+                    n_eval_episodes=self.n_eval_episodes,
+                    deterministic=self.deterministic,
+                    return_episode_rewards=True,
+                    warn=False,
+                ),
             )
             return {
                 "mean_reward": float(np.mean(rewards)),
@@ -258,14 +263,14 @@ class IterationCheckpointCallback(BaseCallback):
             }
         if not self._episodes:
             return None
-        rewards = [float(ep["r"]) for ep in self._episodes]
-        lengths = [float(ep["l"]) for ep in self._episodes]
+        ep_rewards = [float(ep["r"]) for ep in self._episodes]
+        ep_lengths = [float(ep["l"]) for ep in self._episodes]
         self._episodes = []
         return {
-            "mean_reward": float(np.mean(rewards)),
-            "std_reward": float(np.std(rewards)),
-            "mean_ep_length": float(np.mean(lengths)),
-            "n_episodes": len(rewards),
+            "mean_reward": float(np.mean(ep_rewards)),
+            "std_reward": float(np.std(ep_rewards)),
+            "mean_ep_length": float(np.mean(ep_lengths)),
+            "n_episodes": len(ep_rewards),
         }
 
     def _sync_normalization(self, eval_env: Any) -> None:
@@ -391,10 +396,10 @@ class IterationCheckpointCallback(BaseCallback):
             if copy_state:
                 from stable_baselines3.common.save_util import save_to_pkl
 
-                buffer = copy_replay_buffer(self.model.replay_buffer)
+                buffer = copy_replay_buffer(cast("OffPolicyAlgorithm", self.model).replay_buffer)
                 replay = lambda f: save_to_pkl(f, buffer)  # noqa: E731 - what model.save_replay_buffer writes
             else:
-                model = self.model
+                model = cast("OffPolicyAlgorithm", self.model)
                 replay = lambda f: model.save_replay_buffer(f)  # noqa: E731
         return _Pending(iteration, best, self._extra(iteration), replay, dict(self._last_metrics), self._reason())
 

@@ -390,6 +390,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         algo_kwargs["n_steps"] = args.n_steps
     if args.algo.lower() == "ppo":
         algo_kwargs["batch_size"] = min(64, args.n_steps)
+    executor = make_executor(args.executor, args.workers, address=args.ray_address, torch_threads=args.threads or None)
     runner = WalkForwardRunner(
         prices,
         splitter,
@@ -402,9 +403,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         monitor=args.monitor,
         warm_start=args.warm_start,
         progress=not args.json,
-        executor=make_executor(
-            args.executor, args.workers, address=args.ray_address, torch_threads=args.threads or None
-        ),
+        executor=executor,
         torch_threads=args.threads or None,
     )
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
@@ -417,7 +416,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     try:
         result = runner.run()
     finally:
-        runner.executor.close()
+        executor.close()
     if args.json:
         _emit_json(
             {
@@ -434,16 +433,16 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
         # Every path under the root as the user gave it (not the resolved absolute model path).
         model = ck.artifacts.get("model")
-        where = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
-        if not ck.has_model:
-            where = f"placeholder ({ck.reason}) {where}"
+        path = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
+        where = str(path) if ck.has_model else f"placeholder ({ck.reason}) {path}"
         score = ck.score(args.monitor)
         skipped = " (resumed)" if ck.iteration in result.skipped else ""
         print(f"  iteration {ck.iteration} val {dates}: {args.monitor}={_fmt(score)} -> {where}{skipped}")
+    shown = repo.root  # a Path or an s3:// URL, both join with /
     if result.best is not None:
-        print(f"best: iteration {result.best.iteration} -> {root / 'best_model.zip'}")
-    print(f"summaries: {root / 'training_summary.json'}, {root / 'checkpoint_summary.json'}")
-    print(f"next: sb3-iter-ckpt list {root}   |   sb3-iter-ckpt plot {root} --out {root / 'progress.png'}")
+        print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
+    print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
+    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt plot {shown} --out {shown / 'progress.png'}")
     return EXIT_OK
 
 

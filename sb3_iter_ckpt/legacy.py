@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sb3_iter_ckpt.record import CHECKPOINTS_DIR
 from sb3_iter_ckpt.repository import CheckpointRepository
 
 
 def list_checkpoints(results_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every iteration as the seed listed it: iteration, model path, size, metrics (placeholders too)."""
     repo = CheckpointRepository(results_dir)
-    on_disk = {name: st.size for name, st in repo.storage.listdir(repo.checkpoints_dir.name).items()}
+    on_disk = {name: st.size for name, st in repo.storage.listdir(CHECKPOINTS_DIR).items()}
     return [
         {
             "iteration": ck.iteration,

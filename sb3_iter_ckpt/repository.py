@@ -21,7 +21,7 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.errors import (
@@ -35,7 +35,16 @@ from sb3_iter_ckpt.errors import (
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.storage import FileStat, Source, Staged, Storage, display_root, storage_for, strip_attempt
+from sb3_iter_ckpt.storage import (
+    FileStat,
+    RemoteRoot,
+    Source,
+    Staged,
+    Storage,
+    display_root,
+    storage_for,
+    strip_attempt,
+)
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -196,7 +205,7 @@ class CheckpointRepository:
         return f"CheckpointRepository({str(self.root)!r})"
 
     @property
-    def checkpoints_dir(self) -> Path | str:
+    def checkpoints_dir(self) -> Path | RemoteRoot:
         return self.root / _CK
 
     def exists(self) -> bool:
@@ -494,7 +503,7 @@ class CheckpointRepository:
             algo_path = self._guess_algorithm(data)
         if not isinstance(algo_path, (str, type)):
             raise CheckpointError(f"iteration {iteration}: algorithm {algo_path!r} is not a class path; pass algo=")
-        cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else algo_path
+        cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else cast("type[BaseAlgorithm]", algo_path)
         if env is not None and "vecnormalize" in ck.artifacts:
             env = self._wrap_vecnormalize(ck, env, verify)
         try:

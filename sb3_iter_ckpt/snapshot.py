@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import io
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import torch
 
@@ -161,7 +161,9 @@ class ModelSnapshot:
             return
         from stable_baselines3.common.save_util import save_to_zip_file
 
-        save_to_zip_file(f, data=self.data, params=self.params, pytorch_variables=self.pytorch_variables)
+        save_to_zip_file(
+            cast(io.BufferedIOBase, f), data=self.data, params=self.params, pytorch_variables=self.pytorch_variables
+        )
 
     __call__ = write  # a writer ``Source`` for ``CheckpointRepository.commit`` / ``Storage.stage``
 

@@ -294,3 +294,22 @@ def test_cli_on_an_s3_root(url, opts, s3_endpoint, capsys, tmp_path):
     assert f"{url}/checkpoint_summary.json" in capsys.readouterr().out
     assert cli.main(["show", url, "1", *flags]) == 0 and f"model {url}/checkpoints/" in capsys.readouterr().out
     assert cli.main(["verify", str(tmp_path), "--storage-option=key=x"]) == cli.EXIT_USAGE
+
+
+def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, capsys):
+    from sb3_iter_ckpt import cli
+
+    results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    tiny = ["--n-prices", "300", "--train-size", "120", "--val-size", "60", "--iterations", "2"]
+    tiny += ["--total-timesteps", "64", "--n-steps", "32", "--eval-freq", "32"]
+    argv = ["walk-forward", "--experiment-id", "7", "--results-dir", results, *tiny]
+    argv.append(f"--storage-option=endpoint_url={s3_endpoint}")
+    assert cli.main(argv) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    root = f"{results}/7"
+    assert f"-> {root}/checkpoints/" in out and f"summaries: {root}/training_summary.json" in out
+    repo = CheckpointRepository(root, storage_options={"endpoint_url": s3_endpoint})
+    assert repo.iterations() == [0, 1] and repo.verify() == []
+    assert cli.main([*argv, "--json"]) == cli.EXIT_OK  # the same configuration again: nothing retrained
+    report = json.loads(capsys.readouterr().out)
+    assert report["trained"] == [] and report["skipped"] == [0, 1]

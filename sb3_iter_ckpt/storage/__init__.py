@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any
 
 from sb3_iter_ckpt.errors import CheckpointError
@@ -77,10 +78,8 @@ def storage_for(root: str | os.PathLike[str], storage_options: dict[str, Any] | 
     return FsspecStorage(text, storage_options if storage_options is not None else storage_options_from_env())
 
 
-def display_root(storage: Storage, given: str | os.PathLike[str] | None = None) -> Any:
+def display_root(storage: Storage, given: str | os.PathLike[str] | None = None) -> Path | RemoteRoot:
     """What ``CheckpointRepository.root`` shows: a ``Path`` for local roots, a ``RemoteRoot`` URL else."""
-    from pathlib import Path
-
     if isinstance(storage, LocalStorage):
         return Path(os.fspath(given)) if given is not None and not is_url(given) else Path(storage.url)
     return RemoteRoot(storage.url)

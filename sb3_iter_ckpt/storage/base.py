@@ -89,7 +89,7 @@ class _HashingWriter(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, b) -> int:  # type: ignore[override]
+    def write(self, b) -> int:
         mv = memoryview(b).cast("B")
         self.raw.write(mv)
         self.hash.update(mv)

@@ -225,9 +225,9 @@ class FsspecStorage(Storage):
         fd, local = tempfile.mkstemp(prefix="sb3-iter-ckpt-upload-")
         try:
             with open(fd, "wb") as f:
-                hw = _HashingWriter(f)  # type: ignore[arg-type]
+                hw = _HashingWriter(f)
                 buffered = io.BufferedWriter(hw, buffer_size=_CHUNK)
-                source(buffered)  # type: ignore[arg-type]
+                source(buffered)
                 buffered.flush()
             self.fs.put_file(local, path)
         except BaseException:
@@ -371,8 +371,8 @@ class FsspecStorage(Storage):
         attempts: dict[int, set[str]] = {}
         old: dict[int, list[str]] = {}
         for name, st in listing.items():
-            if (r := _RECORD_RE.match(name)) is not None:
-                records.setdefault(int(r.group(2)), []).append(name)
+            if (rm := _RECORD_RE.match(name)) is not None:
+                records.setdefault(int(rm.group(2)), []).append(name)
             elif (m := ATTEMPT_RE.match(name)) is not None:
                 it = int(m["iteration"])
                 attempts.setdefault(it, set()).add(m["attempt"])

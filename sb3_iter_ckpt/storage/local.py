@@ -213,7 +213,7 @@ class LocalStorage(Storage):
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     hw.write(source)
                 else:
-                    source(io.BufferedWriter(hw, buffer_size=_CHUNK))  # type: ignore[arg-type]
+                    source(io.BufferedWriter(hw, buffer_size=_CHUNK))
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())
