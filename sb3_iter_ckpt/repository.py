@@ -151,7 +151,8 @@ class CheckpointRepository:
 
     The records are the truth and are read again when they change: a repository sees what other
     processes commit, replace or prune at its next call. Parsed records are kept between calls; on
-    a local folder that has not changed for 2 seconds, a call costs one ``stat`` of ``checkpoints/``.
+    a local file system (ext4, xfs, btrfs, tmpfs... not NFS, SMB or FUSE mounts, whose folder times
+    may be cached or frozen) a folder that has not changed for 2 seconds costs one ``stat`` per call.
     A record edited *in place* by another program (no file created, renamed or removed) is seen by
     ``verify()`` and by a new repository object.
 
@@ -247,12 +248,16 @@ class CheckpointRepository:
         that scan is reused without a system call per record. Otherwise each record is stat-checked
         and only new or changed ones are parsed. ``recheck`` (``verify()``) always stat-checks.
         """
+        # The clock is read before the folder: a change after that stat is then more than 2 s past the
+        # folder's change time, so even a file system with 1-second timestamps gives it another version.
+        now = time.time_ns()
         version = self.storage.folder_version(_CK)
-        if not recheck and version is not None and self._settled is not None and self._settled[0] == version[0]:
-            return self._settled[1]
+        settled = self._settled  # read once: another thread may reset it
+        if not recheck and version is not None and settled is not None and settled[0] == version[0]:
+            return settled[1]
         self._settled = None
         result = self._scan_records()
-        if version is not None and time.time_ns() - version[1] > _SETTLED_NS:
+        if version is not None and now - version[1] > _SETTLED_NS:
             self._settled = (version[0], result)
         return result
 

@@ -7,11 +7,15 @@ import json
 import os
 import shutil
 import time
+import types
+from pathlib import Path
 
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
 from sb3_iter_ckpt import repository as repository_mod
+from sb3_iter_ckpt.storage import LocalStorage
+from sb3_iter_ckpt.storage.local import _has_local_folder_times
 
 
 @pytest.fixture
@@ -142,3 +146,66 @@ def test_commit_has_and_get_cost_no_listing_of_the_folder(tmp_path, mocker):
     assert repo.has(5) and not repo.has(6) and 6 not in repo
     assert repo.get(5).metrics == {"mean_reward": 5.0}
     assert spy.call_count == 0
+
+
+def test_a_scan_is_settled_by_the_clock_read_before_the_folder(tmp_path, monkeypatch):
+    """A change landing after the listing, in the same timestamp tick, during a scan longer than 2 s."""
+    clock = {"ns": 10 * 10**9}
+    monkeypatch.setattr(repository_mod, "time", types.SimpleNamespace(time_ns=lambda: clock["ns"]))
+
+    class OneTick(LocalStorage):  # coarse timestamps: both commits below leave the folder's version as is
+        def folder_version(self, folder):
+            return (1,), 9 * 10**9  # changed 1 s before the clock
+
+    writer = CheckpointRepository(tmp_path)
+    reader = CheckpointRepository(tmp_path, storage=OneTick(tmp_path))
+    _commit(writer, 0, 1.0)
+    scan = reader._scan_records
+
+    def slow_scan():
+        result = scan()
+        _commit(writer, 1, 2.0)
+        clock["ns"] += 2_100_000_000
+        return result
+
+    reader._scan_records = slow_scan
+    assert [c.iteration for c in reader.list()] == [0]
+    reader._scan_records = scan
+    assert [c.iteration for c in reader.list()] == [0, 1]
+
+
+def test_folder_times_are_trusted_only_on_local_file_systems(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "/dev/vda / ext4 rw 0 0\n"
+        "server:/export /mnt/nfs nfs4 rw 0 0\n"
+        "s3fs /mnt/my\\040bucket fuse.s3fs rw 0 0\n"
+        "tmpfs /mnt/nfs/scratch tmpfs rw 0 0\n"
+    )
+    assert _has_local_folder_times(Path("/home/user/results"), str(mounts))
+    assert not _has_local_folder_times(Path("/mnt/nfs/results"), str(mounts))
+    assert not _has_local_folder_times(Path("/mnt/my bucket/results"), str(mounts))
+    assert _has_local_folder_times(Path("/mnt/nfs/scratch/results"), str(mounts))  # the longest mount point wins
+    assert not _has_local_folder_times(Path("/"), str(tmp_path / "no-such-file"))  # unknown: not trusted
+
+
+def test_without_trusted_folder_times_every_call_stat_checks_the_records(tmp_path, settle, mocker):
+    storage = LocalStorage(tmp_path)
+    storage._local_times = False  # as on NFS or a FUSE mount
+    repo = CheckpointRepository(tmp_path, storage=storage)
+    _commit(repo, 0, 1.0)
+    settle()
+    repo.list()
+    spy = mocker.spy(storage, "listdir")
+    assert _scores(repo) == {0: 1.0}
+    assert spy.call_count == 1
+
+
+def test_a_checkpoints_file_instead_of_a_folder_is_a_clear_error(tmp_path):
+    from sb3_iter_ckpt import CheckpointError
+
+    (tmp_path / "checkpoints").write_text("not a folder")
+    repo = CheckpointRepository(tmp_path)
+    for call in (lambda: repo.has(0), lambda: repo.get(0), repo.list):
+        with pytest.raises(CheckpointError, match="checkpoints"):
+            call()

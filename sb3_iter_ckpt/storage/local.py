@@ -42,6 +42,29 @@ from sb3_iter_ckpt.storage.base import (
     check_name,
 )
 
+# File systems whose folder times change with every entry created, renamed or removed, and are not
+# served from a cache of another host's state (NFS attribute caching, FUSE object-store mounts).
+_LOCAL_FS_TYPES = frozenset(
+    {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "zfs", "f2fs", "jfs", "reiserfs", "bcachefs", "overlay"}
+)
+
+
+def _has_local_folder_times(path: Path, mounts_file: str = "/proc/self/mounts") -> bool:
+    """Whether ``path`` is on a file system listed above (Linux: ``/proc/self/mounts``; elsewhere: no)."""
+    try:
+        with open(mounts_file, encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) >= 3]
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    best, fstype = "", ""
+    for point, kind in mounts:
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)  # "\040" is a space
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, fstype = point, kind
+    return fstype in _LOCAL_FS_TYPES
+
 
 class LocalStorage(Storage):
     """A repository on a local (POSIX) file system.
@@ -58,6 +81,7 @@ class LocalStorage(Storage):
         self.lock_timeout = lock_timeout
         self.temp_grace = temp_grace
         self._lock: FileLock | None = None
+        self._local_times: bool | None = None
 
     @property
     def url(self) -> str:
@@ -138,15 +162,19 @@ class LocalStorage(Storage):
                 checked.add(folder)
             try:
                 st = os.lstat(self.root.joinpath(*rel.parts))
-            except (FileNotFoundError, NotADirectoryError):
+            except FileNotFoundError:
                 continue
-            except OSError as exc:
+            except OSError as exc:  # a folder in the name that is a file, permission denied, I/O error
                 raise CheckpointError(f"cannot stat {name} in {self.root}: {exc.strerror or exc}") from exc
             if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
                 out[name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
         return out
 
     def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
+        if self._local_times is None:
+            self._local_times = _has_local_folder_times(self.root)
+        if not self._local_times:
+            return None
         path = self.root if folder in ("", ".") else self._path(folder)
         try:
             st = os.stat(path)
