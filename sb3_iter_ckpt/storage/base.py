@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from sb3_iter_ckpt.errors import UnsafePathError
+from sb3_iter_ckpt.errors import CheckpointExistsError, UnsafePathError
 
 #: A source of bytes for ``stage``: the bytes themselves, or a writer that fills a binary file object.
 Source = bytes | Callable[[BinaryIO], None]
@@ -97,6 +97,13 @@ class _HashingWriter(io.RawIOBase):
         return len(mv)
 
 
+def already_committed(name: str, where: str) -> CheckpointExistsError:
+    """What ``publish`` raises when one of its ``conflicts`` exists."""
+    return CheckpointExistsError(
+        f"{name} already exists in {where}: the iteration is committed (pass overwrite=True to replace it)"
+    )
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -145,8 +152,9 @@ class Storage(ABC):
     def stat_many(self, names: Sequence[str]) -> dict[str, FileStat]:
         """``FileStat`` of those of ``names`` that exist, as ``listdir`` would report them.
 
-        Default: one listing per folder (one request on an object store, where a missing key can
-        cost two). Local storage stats the names themselves, whatever the size of the folder.
+        Default: one listing per folder (on an object store, one request per 1,000 keys, where each
+        missing key could cost two). Local storage stats the names themselves, whatever the size of
+        the folder.
         """
         folders: dict[str, list[str]] = {}
         for name in names:

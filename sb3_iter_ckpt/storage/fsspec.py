@@ -52,6 +52,7 @@ from sb3_iter_ckpt.storage.base import (
     Staged,
     Storage,
     _HashingWriter,
+    already_committed,
     check_name,
 )
 
@@ -290,10 +291,7 @@ class FsspecStorage(Storage):
             self.delete(name)
         for name in conflicts:
             if name != record and self.exists(name):  # the record itself: the create-only write decides
-                raise CheckpointExistsError(
-                    f"{name} already exists in {self._url}: the iteration is committed "
-                    "(pass overwrite=True to replace it)"
-                )
+                raise already_committed(name, self._url)
         started = [self._staged_at[s.temp] for s in staged if s.temp in self._staged_at]
         if started and time.time() - min(started) > self.temp_grace / 2:
             raise CommitError(

@@ -39,6 +39,7 @@ from sb3_iter_ckpt.storage.base import (
     _HashingWriter,
     _pid_alive,
     _token,
+    already_committed,
     check_name,
 )
 
@@ -300,10 +301,7 @@ class LocalStorage(Storage):
             try:
                 for name in conflicts:
                     if self.root.joinpath(*check_name(name).parts).exists():
-                        raise CheckpointExistsError(
-                            f"{name} already exists in {self.root}: the iteration is committed "
-                            "(pass overwrite=True to replace it)"
-                        )
+                        raise already_committed(name, str(self.root))
                 for name in replace:
                     self.delete(name)
                 self._mkdirs(folder)
@@ -420,8 +418,8 @@ class LocalStorage(Storage):
                 for name in listing:
                     if _INTENT_RE.match(name):
                         removed += self._rollback_intent(prefix + name)
-                for name, st in listing.items():
-                    if name.startswith(".") and self._is_stale_temp(name, st, now):
+                for name in listing:
+                    if not _INTENT_RE.match(name):  # a stale temporary
                         with contextlib.suppress(OSError):  # one undeletable file must not stop the rest
                             if self.delete(prefix + name):
                                 removed.append(prefix + name)
