@@ -38,6 +38,35 @@ def make_ppo():
     return factory
 
 
+@pytest.fixture(scope="session")
+def prices():
+    """Seeded synthetic prices: four walk-forward windows of 150 training and 60 validation days."""
+    from sb3_iter_ckpt.data import synthetic_prices
+
+    return synthetic_prices(420, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_algo():
+    return dict(n_steps=64, batch_size=64, n_epochs=1)
+
+
+@pytest.fixture
+def make_runner(tiny_algo):
+    """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)``."""
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    def factory(prices, root, **kw):
+        params = dict(total_timesteps=128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7)
+        params.update(kw)
+        total = params.pop("total_timesteps")
+        splitter = params.pop("splitter", WalkForwardSplitter(train_size=150, val_size=60))
+        return WalkForwardRunner(prices, splitter, root, total, **params)
+
+    return factory
+
+
 @pytest.fixture
 def eval_env():
     env = gym.make("CartPole-v1")

@@ -12,17 +12,8 @@ import zipfile
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository
-from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.executors import ProcessExecutor, make_executor
-from sb3_iter_ckpt.splitter import WalkForwardSplitter
-from sb3_iter_ckpt.walkforward import WalkForwardRunner, run_many
-
-ALGO = dict(n_steps=64, batch_size=64, n_epochs=1)
-
-
-@pytest.fixture(scope="module")
-def prices():
-    return synthetic_prices(420, seed=3)
+from sb3_iter_ckpt.walkforward import run_many
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +21,6 @@ def pool():
     executor = ProcessExecutor(2)
     yield executor
     executor.close()
-
-
-def _runner(prices, root, **kw):
-    params = dict(total_timesteps=128, algo_kwargs=ALGO, eval_freq=64, progress=False, seed=7)
-    params.update(kw)
-    total = params.pop("total_timesteps")
-    return WalkForwardRunner(prices, WalkForwardSplitter(train_size=150, val_size=60), root, total, **params)
 
 
 def _records(root):
@@ -65,19 +49,21 @@ def _best(root):
     return best.iteration
 
 
-def test_pool_gives_the_sequential_records_and_a_resume_trains_only_missing_windows(prices, tmp_path, pool):
+def test_pool_gives_the_sequential_records_and_a_resume_trains_only_missing_windows(
+    prices, tmp_path, pool, make_runner
+):
     import os
 
-    seq = _runner(prices, tmp_path / "seq").run()
+    seq = make_runner(prices, tmp_path / "seq").run()
     assert seq.trained == [0, 1, 2, 3]
 
-    first = _runner(prices, tmp_path / "par", executor=pool).run(max_iterations=2)
+    first = make_runner(prices, tmp_path / "par", executor=pool).run(max_iterations=2)
     assert first.trained == [0, 1]
     assert {o["pid"] for o in first.outcomes.values()}.isdisjoint({os.getpid()}), "windows ran in the driver"
     ckdir = tmp_path / "par" / "checkpoints"
     mtimes = {p.name: p.stat().st_mtime_ns for p in ckdir.iterdir()}
 
-    again = _runner(prices, tmp_path / "par", executor=pool).run()
+    again = make_runner(prices, tmp_path / "par", executor=pool).run()
     assert again.skipped == [0, 1] and again.trained == [2, 3]
     for name, mtime in mtimes.items():
         assert (ckdir / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
@@ -89,9 +75,9 @@ def test_pool_gives_the_sequential_records_and_a_resume_trains_only_missing_wind
     assert not [p.name for p in ckdir.iterdir() if ".tmp" in p.name], "leftover temporary files"
 
 
-def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, tmp_path, pool):
-    _runner(prices, tmp_path / "seq", warm_start=True).run(max_iterations=3)
-    chains = [_runner(prices, tmp_path / f"chain{s}", warm_start=True, seed=s) for s in (7, 8)]
+def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, tmp_path, pool, make_runner):
+    make_runner(prices, tmp_path / "seq", warm_start=True).run(max_iterations=3)
+    chains = [make_runner(prices, tmp_path / f"chain{s}", warm_start=True, seed=s) for s in (7, 8)]
     results = run_many(chains, executor=pool, max_iterations=3, progress=False)
     for result in results:
         lineage = [c.record["metadata"]["lineage"]["warm_start_from"] for c in result.checkpoints]
@@ -102,16 +88,16 @@ def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, 
     assert _records(tmp_path / "chain8") != _records(tmp_path / "seq")
 
 
-def test_bad_parallel_configurations_are_refused_before_training(prices, tmp_path, pool):
+def test_bad_parallel_configurations_are_refused_before_training(prices, tmp_path, pool, make_runner):
     with pytest.raises(CheckpointError, match="module-level functions"):
-        _runner(prices, tmp_path / "a", executor=pool, make_env=lambda seg, seed: None).run()
+        make_runner(prices, tmp_path / "a", executor=pool, make_env=lambda seg, seed: None).run()
     assert not (tmp_path / "a" / "checkpoints").exists() or not any((tmp_path / "a" / "checkpoints").iterdir())
     with pytest.raises(CheckpointError, match="unknown executor"):
         make_executor("threads")
     with pytest.raises(CheckpointError, match="needs executor"):
         make_executor("sequential", 2)
     with pytest.raises(CheckpointError, match="own repository"):
-        run_many([_runner(prices, tmp_path / "b"), _runner(prices, tmp_path / "b", seed=1)], progress=False)
+        run_many([make_runner(prices, tmp_path / "b"), make_runner(prices, tmp_path / "b", seed=1)], progress=False)
     with pytest.raises(CheckpointError, match="fork"):
         ProcessExecutor(2, mp_context="fork")
 

@@ -22,13 +22,8 @@ os.environ.update(RAY_ENV)
 ray = pytest.importorskip("ray")
 
 from sb3_iter_ckpt import CheckpointRepository  # noqa: E402
-from sb3_iter_ckpt.data import synthetic_prices  # noqa: E402
 from sb3_iter_ckpt.envs.trading import TradingEnv  # noqa: E402
 from sb3_iter_ckpt.executors import RayExecutor  # noqa: E402
-from sb3_iter_ckpt.splitter import WalkForwardSplitter  # noqa: E402
-from sb3_iter_ckpt.walkforward import WalkForwardRunner  # noqa: E402
-
-ALGO = dict(n_steps=64, batch_size=64, n_epochs=1)
 
 
 def _descendants(pid: int) -> set[int]:
@@ -110,26 +105,14 @@ def ray_cluster(tmp_path_factory):
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def prices():
-    return synthetic_prices(420, seed=3)
-
-
-def _runner(prices, root, **kw):
-    params = dict(total_timesteps=128, algo_kwargs=ALGO, eval_freq=64, progress=False, seed=7)
-    params.update(kw)
-    total = params.pop("total_timesteps")
-    return WalkForwardRunner(prices, WalkForwardSplitter(train_size=150, val_size=60), root, total, **params)
-
-
 def _metrics(root):
     return {ck.iteration: (ck.metrics, ck.timesteps, ck.record["metadata"]) for ck in CheckpointRepository(root).list()}
 
 
-def test_ray_gives_the_sequential_records(prices, tmp_path, ray_cluster):
-    seq = _runner(prices, tmp_path / "seq").run(max_iterations=3)
+def test_ray_gives_the_sequential_records(prices, tmp_path, ray_cluster, make_runner):
+    seq = make_runner(prices, tmp_path / "seq").run(max_iterations=3)
     executor = RayExecutor(2)
-    par = _runner(prices, tmp_path / "ray", executor=executor).run(max_iterations=3)
+    par = make_runner(prices, tmp_path / "ray", executor=executor).run(max_iterations=3)
     executor.close()  # joined the fixture's Ray: leaves it running
     assert ray.is_initialized()
     assert par.trained == [0, 1, 2]
@@ -159,16 +142,16 @@ def dying_env(segment, seed, *, marker: str, kill_seed: int):
     return _DyingEnv(segment, marker=marker, die=seed == kill_seed)
 
 
-def test_killed_worker_is_retried_once_and_resume_trains_only_missing(prices, tmp_path, ray_cluster):
+def test_killed_worker_is_retried_once_and_resume_trains_only_missing(prices, tmp_path, ray_cluster, make_runner):
     marker = tmp_path / "killed"
     make_env = functools.partial(dying_env, marker=str(marker), kill_seed=7 + 2)  # dies in iteration 2
     root = tmp_path / "run"
-    first = _runner(prices, root, make_env=make_env, executor=RayExecutor(2)).run(max_iterations=2)
+    first = make_runner(prices, root, make_env=make_env, executor=RayExecutor(2)).run(max_iterations=2)
     assert first.trained == [0, 1] and not marker.exists()
     ckdir = root / "checkpoints"
     mtimes = {p.name: p.stat().st_mtime_ns for p in ckdir.iterdir()}
 
-    again = _runner(prices, root, make_env=make_env, executor=RayExecutor(2, max_retries=2)).run()
+    again = make_runner(prices, root, make_env=make_env, executor=RayExecutor(2, max_retries=2)).run()
     assert again.skipped == [0, 1] and again.trained == [2, 3]
     assert marker.exists(), "the worker was not killed"
     assert again.outcomes[2]["pid"] != int(marker.read_text()), "iteration 2 was not retried in a new worker"

@@ -7,26 +7,11 @@ import pytest
 from sb3_iter_ckpt import CheckpointRepository, ConfigMismatchError
 from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
-from sb3_iter_ckpt.walkforward import RUN_FILE, WalkForwardRunner, run_walk_forward
-
-ALGO = dict(n_steps=64, batch_size=64, n_epochs=1)
+from sb3_iter_ckpt.walkforward import RUN_FILE, run_walk_forward
 
 
-@pytest.fixture(scope="module")
-def prices():
-    return synthetic_prices(420, seed=3)
-
-
-def _runner(prices, root, **kw):
-    params = dict(total_timesteps=128, algo_kwargs=ALGO, eval_freq=64, progress=False, seed=7)
-    params.update(kw)
-    total = params.pop("total_timesteps")
-    splitter = params.pop("splitter", WalkForwardSplitter(train_size=150, val_size=60))
-    return WalkForwardRunner(prices, splitter, root, total, **params)
-
-
-def test_every_window_committed_with_window_bounds_and_trading_metrics(prices, repo_root):
-    result = _runner(prices, repo_root).run()
+def test_every_window_committed_with_window_bounds_and_trading_metrics(prices, repo_root, make_runner):
+    result = make_runner(prices, repo_root).run()
     repo = CheckpointRepository(repo_root)
     assert result.trained == [0, 1, 2, 3] and result.skipped == []
     assert repo.iterations() == [0, 1, 2, 3]
@@ -44,57 +29,50 @@ def test_every_window_committed_with_window_bounds_and_trading_metrics(prices, r
     assert repo.verify() == []
 
 
-def test_resume_skips_completed_and_refuses_another_configuration(prices, repo_root):
-    first = _runner(prices, repo_root).run(max_iterations=2)
+def test_resume_skips_completed_and_refuses_another_configuration(prices, repo_root, make_runner, tiny_algo):
+    first = make_runner(prices, repo_root).run(max_iterations=2)
     assert first.trained == [0, 1]
     mtimes = {p.name: p.stat().st_mtime_ns for p in (repo_root / "checkpoints").iterdir()}
-    second = _runner(prices, repo_root).run()
+    second = make_runner(prices, repo_root).run()
     assert second.skipped == [0, 1] and second.trained == [2, 3]
     for name, mtime in mtimes.items():
         assert (repo_root / "checkpoints" / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
     with pytest.raises(ConfigMismatchError, match="seed"):
-        _runner(prices, repo_root, seed=8).run()
+        make_runner(prices, repo_root, seed=8).run()
     with pytest.raises(ConfigMismatchError, match="data_sha256"):
-        _runner(synthetic_prices(420, seed=4), repo_root).run()
+        make_runner(synthetic_prices(420, seed=4), repo_root).run()
     with pytest.raises(ConfigMismatchError, match="algo_kwargs"):
-        _runner(prices, repo_root, algo_kwargs=dict(ALGO, n_epochs=2)).run()
+        make_runner(prices, repo_root, algo_kwargs=dict(tiny_algo, n_epochs=2)).run()
 
 
-def test_foreign_repository_is_refused(prices, repo_root, make_ppo):
+def test_foreign_repository_is_refused(prices, repo_root, make_ppo, make_runner):
     from sb3_iter_ckpt import IterationCheckpointCallback
 
     make_ppo().learn(64, callback=IterationCheckpointCallback(str(repo_root), eval_freq=32))
     with pytest.raises(ConfigMismatchError, match="not written by this walk-forward"):
-        _runner(prices, repo_root).run()
+        make_runner(prices, repo_root).run()
 
 
-def test_same_seeds_give_the_same_records(prices, tmp_path):
-    a = run_walk_forward(
-        prices,
-        WalkForwardSplitter(150, 60),
-        tmp_path / "a",
-        128,
-        algo_kwargs=ALGO,
-        eval_freq=64,
-        progress=False,
-        max_iterations=2,
-    )
-    b = run_walk_forward(
-        prices,
-        WalkForwardSplitter(150, 60),
-        tmp_path / "b",
-        128,
-        algo_kwargs=ALGO,
-        eval_freq=64,
-        progress=False,
-        max_iterations=2,
+def test_same_seeds_give_the_same_records(prices, tmp_path, tiny_algo):
+    a, b = (
+        run_walk_forward(
+            prices,
+            WalkForwardSplitter(150, 60),
+            tmp_path / name,
+            128,
+            algo_kwargs=tiny_algo,
+            eval_freq=64,
+            progress=False,
+            max_iterations=2,
+        )
+        for name in ("a", "b")
     )
     assert [c.metrics for c in a.checkpoints] == [c.metrics for c in b.checkpoints]
     assert [c.timesteps for c in a.checkpoints] == [c.timesteps for c in b.checkpoints]
 
 
-def test_warm_start_records_lineage(prices, repo_root):
-    result = _runner(prices, repo_root, warm_start=True).run(max_iterations=3)
+def test_warm_start_records_lineage(prices, repo_root, make_runner):
+    result = make_runner(prices, repo_root, warm_start=True).run(max_iterations=3)
     lineage = [c.record["metadata"]["lineage"]["warm_start_from"] for c in result.checkpoints]
     models = [c.iteration for c in result.checkpoints if c.has_model]
     assert lineage[0] is None
@@ -104,9 +82,9 @@ def test_warm_start_records_lineage(prices, repo_root):
         assert parent == expected
 
 
-def test_anchored_windows_and_dqn(prices, repo_root):
+def test_anchored_windows_and_dqn(prices, repo_root, make_runner):
     splitter = WalkForwardSplitter(train_size=200, val_size=100, mode="anchored")
-    result = _runner(
+    result = make_runner(
         prices,
         repo_root,
         splitter=splitter,
@@ -118,12 +96,12 @@ def test_anchored_windows_and_dqn(prices, repo_root):
     assert all(c.record["algorithm"].endswith("DQN") for c in result.checkpoints)
 
 
-def test_bad_arguments(prices, repo_root):
+def test_bad_arguments(prices, repo_root, make_runner):
     from sb3_iter_ckpt import CheckpointError
 
     with pytest.raises(CheckpointError):
-        _runner(prices, repo_root, total_timesteps=0)
+        make_runner(prices, repo_root, total_timesteps=0)
     with pytest.raises(CheckpointError, match="unknown algorithm"):
-        _runner(prices, repo_root, algo="nope").run()
+        make_runner(prices, repo_root, algo="nope").run()
     with pytest.raises(CheckpointError, match="no window"):
-        _runner(prices[:100], repo_root)
+        make_runner(prices[:100], repo_root)
