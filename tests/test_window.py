@@ -57,3 +57,20 @@ def test_an_object_store_repository_travels_with_its_storage():
         fs = fsspec.filesystem("memory")
         if fs.exists(url):
             fs.rm(url, recursive=True)
+
+
+def test_the_moved_names_stay_importable_from_their_old_modules():
+    from sb3_iter_ckpt import algorithms, executors, walkforward, window
+
+    for name in ("RepositoryRef", "WindowSpec", "train_window"):
+        assert name in executors.__all__ and getattr(executors, name) is getattr(window, name)
+    assert "ALGORITHMS" in walkforward.__all__ and walkforward.ALGORITHMS is algorithms.ALGORITHMS
+
+
+def test_an_unknown_algorithm_is_a_clear_error():
+    from sb3_iter_ckpt.algorithms import algorithm_class
+    from sb3_iter_ckpt.errors import CheckpointError
+
+    assert algorithm_class("PPO").__name__ == "PPO"
+    with pytest.raises(CheckpointError, match="unknown algorithm 'nope'"):
+        algorithm_class("nope")
