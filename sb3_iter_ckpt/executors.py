@@ -1,9 +1,10 @@
 """Where the walk-forward windows train: in this process, in a local process pool, or as Ray tasks.
 
-The unit of work is :func:`train_window`: it takes a :class:`WindowSpec` (plain, picklable data: the
-window's price segments, the configuration, a reference to the repository), trains that one window
-and commits its iteration to the repository itself. The driver (``WalkForwardRunner.run``) only
-schedules windows, gathers what the workers committed and shows the progress bar.
+Scheduling only. The unit of work is ``sb3_iter_ckpt.window.train_window``: it takes a ``WindowSpec``
+(plain, picklable data), trains that one window and commits its iteration to the repository itself.
+The driver (``WalkForwardRunner.run``) only schedules windows, gathers what the workers committed
+and shows the progress bar. ``WindowSpec``, ``train_window`` and ``RepositoryRef`` are importable
+from here too (they lived here before ``window`` took them).
 
 Executors share one small interface: ``submit(spec) -> concurrent.futures.Future`` (the future's
 result is :func:`train_window`'s outcome dict), ``workers`` (how many windows may run at once) and
@@ -20,7 +21,7 @@ result is :func:`train_window`'s outcome dict), ``workers`` (how many windows ma
   node must see the same repository, e.g. a shared file system or object storage).
 
 A retried or duplicated window is committed exactly once: the record is published create-only, and
-:func:`train_window` returns the existing record when its iteration is already committed.
+``train_window`` returns the existing record when its iteration is already committed.
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import pickle
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
+from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.window import RepositoryRef, WindowSpec, train_window
 
 __all__ = [
     "EXECUTORS",
@@ -58,190 +58,17 @@ FORWARDED_ENV = ("SB3_LOGDIR",)
 LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-@dataclass(frozen=True)
-class RepositoryRef:
-    """How a worker opens the driver's repository: its root, its storage (None: local files), its key."""
-
-    root: str
-    storage: Any = None
-    signing_key: bytes | None = None
-
-    @classmethod
-    def of(cls, repository: Any) -> RepositoryRef:
-        from sb3_iter_ckpt.storage.local import LocalStorage
-
-        storage = repository.storage
-        local = type(storage) is LocalStorage
-        return cls(
-            str(storage.root if local else repository.root),
-            None if local else storage,
-            getattr(repository, "_key", None),
-        )
-
-    def open(self) -> Any:
-        from sb3_iter_ckpt.repository import CheckpointRepository
-
-        return CheckpointRepository(self.root, storage=self.storage, signing_key=self.signing_key)
-
-
-@dataclass
-class WindowSpec:
-    """Everything one window's training needs, as plain data (no live env, model or repository).
-
-    ``repository`` is a :class:`RepositoryRef` (a worker opens it) or, in this process only, the
-    driver's ``CheckpointRepository`` itself. ``warm_start_from``: the iteration whose model this one
-    starts from (None: a fresh model). ``metadata``: the record's ``metadata`` (window, fingerprint,
-    seed...; ``lineage`` is added here).
-    """
-
-    iteration: int
-    train_prices: Any
-    val_prices: Any
-    seed: int
-    total_timesteps: int
-    repository: Any
-    metadata: dict[str, Any]
-    algo: str = "ppo"
-    algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    make_env: Callable[[Any, int], Any] | None = None
-    make_model: Callable[[Any, int], Any] | None = None
-    eval_freq: int = 1
-    monitor: str = "validation.sharpe"
-    mode: str = "max"
-    min_score: Any = None
-    retention: Any = None
-    periods_per_year: float = 252
-    warm_start_from: int | None = None
-    torch_threads: int | None = 1
-    env: dict[str, str] = field(default_factory=dict)
-    verbose: int = 0
-
-
 def forwarded_env() -> dict[str, str]:
     """The driver's ``FORWARDED_ENV`` variables, paths made absolute (a worker's folder may differ)."""
     return {k: os.path.abspath(os.environ[k]) for k in FORWARDED_ENV if os.environ.get(k)}
 
 
-# -- the unit of work ----------------------------------------------------------------------------------------
-def _pin_threads(n: int | None) -> Callable[[], None]:
-    if not n:
-        return lambda: None
-    import torch
-
-    old = torch.get_num_threads()
-    if old == n:
-        return lambda: None
-    torch.set_num_threads(n)
-    return lambda: torch.set_num_threads(old)
-
-
-def _make_env(spec: WindowSpec, segment: Any) -> Any:
-    if spec.make_env is not None:
-        return spec.make_env(segment, spec.seed)
-    from sb3_iter_ckpt.envs.trading import TradingEnv
-
-    return TradingEnv(segment, **spec.env_kwargs)
-
-
-def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
-    if spec.warm_start_from is not None:
-        return repo.load(spec.warm_start_from, env=venv, seed=spec.seed)
-    if spec.make_model is not None:
-        return spec.make_model(venv, spec.seed)
-    from sb3_iter_ckpt.walkforward import _algo_class
-
-    cls = _algo_class(spec.algo)
-    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **spec.algo_kwargs})
-
-
-def _evaluator(train_env: Any, ppy: float) -> Callable[[Any, Any], dict[str, Any]]:
-    from sb3_iter_ckpt.envs.trading import evaluate_trading
-    from sb3_iter_ckpt.metrics import trading_metrics
-
-    def evaluate(model: Any, val_env: Any) -> dict[str, Any]:
-        val = evaluate_trading(model, val_env, periods_per_year=ppy)
-        train = evaluate_trading(model, train_env, periods_per_year=ppy)
-        returns = list(train_env.unwrapped.episode_returns()) + list(val_env.unwrapped.episode_returns())
-        positions = list(train_env.unwrapped.episode_positions()) + list(val_env.unwrapped.episode_positions())
-        combined = trading_metrics(returns, positions=positions, periods_per_year=ppy)
-        return {"validation": val, "train": train, "combined": combined, "mean_reward": val.get("mean_reward")}
-
-    return evaluate
-
-
-def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, Any]:
-    ck = repo.get(spec.iteration)
-    return {
-        "iteration": spec.iteration,
-        "status": status,  # "trained", or "exists": committed by an earlier attempt or another worker
-        "record_file": ck.record_file,
-        "has_model": ck.has_model,
-        "score": ck.score(spec.monitor),
-        "seconds": time.perf_counter() - t0,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-    }
-
-
-def train_window(spec: WindowSpec) -> dict[str, Any]:
-    """Train one walk-forward window and commit its iteration; return a small outcome dict.
-
-    Idempotent: when the iteration is already committed (an earlier attempt got that far before its
-    worker died, or another worker won a race) nothing is trained and the existing record is reported
-    with ``status="exists"``. Torch is pinned to ``spec.torch_threads`` threads while it runs.
-    """
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from sb3_iter_ckpt.callback import IterationCheckpointCallback
-    from sb3_iter_ckpt.repository import CheckpointRepository
-
-    t0 = time.perf_counter()
-    for key, value in spec.env.items():
-        os.environ[key] = value
-    restore = _pin_threads(spec.torch_threads)
-    try:
-        repo = spec.repository if isinstance(spec.repository, CheckpointRepository) else spec.repository.open()
-        if repo.has(spec.iteration):
-            return _outcome(spec, repo, "exists", t0)
-        seed = spec.seed
-        venv = make_vec_env(lambda: _make_env(spec, spec.train_prices), n_envs=1, seed=seed)
-        val_env = _make_env(spec, spec.val_prices)
-        train_eval_env = _make_env(spec, spec.train_prices)
-        model = _make_model(spec, repo, venv)
-        metadata = dict(spec.metadata, lineage={"warm_start_from": spec.warm_start_from})
-        cb = IterationCheckpointCallback(
-            repo,
-            iteration=spec.iteration,
-            eval_env=val_env,
-            evaluator=_evaluator(train_eval_env, spec.periods_per_year),
-            eval_freq=spec.eval_freq,
-            monitor=spec.monitor,
-            mode=spec.mode,
-            min_score=spec.min_score,
-            retention=spec.retention,
-            metadata=metadata,
-            verbose=spec.verbose,
-        )
-        try:
-            model.learn(spec.total_timesteps, callback=cb, reset_num_timesteps=True)
-        except CheckpointExistsError:
-            if not repo.has(spec.iteration):
-                raise
-            return _outcome(spec, repo, "exists", t0)  # another attempt committed it first
-        finally:
-            venv.close()
-        return _outcome(spec, repo, "trained", t0)
-    finally:
-        restore()
-
-
 # -- executors -------------------------------------------------------------------------------------------------
 class Executor:
-    """Interface: ``submit(spec) -> Future`` of :func:`train_window`'s outcome; ``workers``; ``close()``.
+    """Interface: ``submit(spec) -> Future`` of ``train_window``'s outcome; ``workers``; ``close()``.
 
     ``in_process`` executors receive the driver's live repository in ``spec.repository`` (nothing is
-    pickled); the others receive a :class:`RepositoryRef`.
+    pickled); the others receive a ``RepositoryRef``.
     """
 
     name = "executor"

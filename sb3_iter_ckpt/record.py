@@ -1,6 +1,6 @@
 """The metrics record: the one file that makes an iteration visible, and its in-memory view ``Checkpoint``.
 
-Pure code: names, (de)serialization and validation. No file I/O here (see ``storage.py``).
+Pure code: names, (de)serialization and validation. No file I/O here (that is the ``storage`` package).
 """
 
 from __future__ import annotations

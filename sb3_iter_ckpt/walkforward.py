@@ -17,31 +17,19 @@ from typing import Any
 
 import numpy as np
 
+from sb3_iter_ckpt.algorithms import ALGORITHMS, algorithm_class
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
-from sb3_iter_ckpt.executors import Executor, RepositoryRef, WindowSpec, forwarded_env, make_executor
+from sb3_iter_ckpt.executors import Executor, forwarded_env, make_executor
 from sb3_iter_ckpt.record import Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
+from sb3_iter_ckpt.window import RepositoryRef, WindowSpec
 
 #: Name of the run description the runner keeps at the repository root (resume gate).
 RUN_FILE = "walk_forward.json"
 
-#: Algorithms the built-in discrete-action trading env supports, by short name.
-ALGORITHMS = {"ppo": "stable_baselines3.PPO", "a2c": "stable_baselines3.A2C", "dqn": "stable_baselines3.DQN"}
-
 MakeEnv = Callable[[Any, int], Any]
 MakeModel = Callable[[Any, int], Any]
-
-
-def _algo_class(name: str) -> Any:
-    import importlib
-
-    path = ALGORITHMS.get(name.lower(), name)
-    module, _, cls = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise CheckpointError(f"unknown algorithm {name!r}; use one of {sorted(ALGORITHMS)} or an import path") from exc
 
 
 def _name_of(fn: Any) -> str | None:
@@ -230,7 +218,7 @@ class WalkForwardRunner:
         return int(self.env_kwargs.get("window_size", 10))
 
     def _spec(self, window: Window, fingerprint: str, warm_from: int | None, in_process: bool) -> WindowSpec:
-        """The picklable unit of work of one window (see ``sb3_iter_ckpt.executors.train_window``)."""
+        """The picklable unit of work of one window (see ``sb3_iter_ckpt.window.train_window``)."""
         i, history = window.iteration, self._history()
         seed = self.seed + i
         return WindowSpec(
@@ -283,7 +271,7 @@ class _Run:
 
     def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
         if runner.make_model is None:
-            _algo_class(runner.algo)  # an unknown algorithm fails here, not in a worker
+            algorithm_class(runner.algo)  # an unknown algorithm fails here, not in a worker
         runner._check_resume()
         self.runner = runner
         self.fingerprint = runner.fingerprint()
@@ -330,6 +318,35 @@ class _Run:
         return result
 
 
+_Pending = dict[cf.Future, tuple[_Run, Window]]
+
+
+def _submit(runs: Sequence[_Run], pool: Executor, pending: _Pending) -> bool:
+    """Round-robin over the runs, up to ``pool.workers`` windows in flight; whether any is in flight."""
+    limit = max(1, pool.workers)
+    added = True
+    while added and len(pending) < limit:
+        added = False
+        for run in runs:
+            if len(pending) >= limit:
+                break
+            nxt = run.next_spec(pool.in_process)
+            if nxt is not None:
+                pending[pool.submit(nxt[1])] = (run, nxt[0])
+                added = True
+    return bool(pending)
+
+
+def _outcome(future: cf.Future, window: Window) -> dict[str, Any]:
+    try:
+        return future.result()
+    except cf.BrokenExecutor as exc:
+        raise CheckpointError(
+            f"a worker process died while training window {window.iteration} ({exc}); the windows "
+            "committed so far are kept: run again to train only the missing ones"
+        ) from exc
+
+
 def run_many(
     runners: Sequence[WalkForwardRunner],
     executor: str | Executor | None = None,
@@ -363,33 +380,13 @@ def run_many(
     total = sum(len(r.windows) for r in runs)
     skipped = sum(len(r.result.skipped) for r in runs)
     bar = tqdm(total=total, initial=skipped, desc="walk-forward", unit="iter", disable=not progress)
-    pending: dict[cf.Future, tuple[_Run, Window]] = {}
-    limit = max(1, pool.workers)
+    pending: _Pending = {}
     try:
-        while True:
-            added = True
-            while added and len(pending) < limit:  # round-robin over the runs, up to `limit` in flight
-                added = False
-                for run in runs:
-                    if len(pending) >= limit:
-                        break
-                    nxt = run.next_spec(pool.in_process)
-                    if nxt is not None:
-                        pending[pool.submit(nxt[1])] = (run, nxt[0])
-                        added = True
-            if not pending:
-                break
+        while _submit(runs, pool, pending):
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: pending[f][1].iteration):
                 run, window = pending.pop(future)
-                try:
-                    outcome = future.result()
-                except cf.BrokenExecutor as exc:
-                    raise CheckpointError(
-                        f"a worker process died while training window {window.iteration} ({exc}); the windows "
-                        "committed so far are kept: run again to train only the missing ones"
-                    ) from exc
-                ck = run.finish(window, outcome)
+                ck = run.finish(window, _outcome(future, window))
                 score = ck.score(run.runner.monitor)
                 bar.update(1)
                 bar.set_postfix({"iter": ck.iteration, run.runner.monitor: "-" if score is None else f"{score:.3f}"})

@@ -236,6 +236,10 @@ class Storage(ABC):
         """A local path for ``name`` when the backend has one (for display), else None."""
         return None
 
+    def reopen_root(self) -> str | None:
+        """The root from which another process opens this same storage, or None: send it this object."""
+        return None
+
 
 #: An attempt-unique artifact name on object storage: ``model_iter_3.<16 hex>.zip``.
 ATTEMPT_RE = re.compile(

@@ -109,6 +109,10 @@ class LocalStorage(Storage):
     def local_path(self, name: str) -> Path | None:
         return self.root.joinpath(*check_name(name).parts)
 
+    def reopen_root(self) -> str | None:
+        # A subclass may behave differently from what a reopen by path builds: it is sent as is.
+        return str(self.root) if type(self) is LocalStorage else None
+
     def _fsync_dir(self, folder: Path) -> None:
         fd = os.open(folder, os.O_RDONLY)
         try:

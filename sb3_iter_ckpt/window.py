@@ -1,0 +1,192 @@
+"""The unit of work of one walk-forward window: train it, evaluate it, commit its iteration.
+
+:func:`train_window` takes a :class:`WindowSpec` (plain, picklable data: the window's price
+segments, the configuration, a :class:`RepositoryRef` to the repository), builds the envs and the
+model, trains with an ``IterationCheckpointCallback`` whose evaluator reports the trading metrics,
+and commits the iteration to the repository itself. It runs wherever an executor puts it (this
+process, a pool worker, a Ray task; see ``sb3_iter_ckpt.executors``).
+
+A retried or duplicated window is committed exactly once: the record is published create-only, and
+:func:`train_window` returns the existing record when its iteration is already committed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sb3_iter_ckpt.errors import CheckpointExistsError
+
+__all__ = ["RepositoryRef", "WindowSpec", "train_window"]
+
+
+@dataclass(frozen=True)
+class RepositoryRef:
+    """How a worker opens the driver's repository: its root, its storage (None: local files), its key."""
+
+    root: str
+    storage: Any = None
+    signing_key: bytes | None = None
+
+    @classmethod
+    def of(cls, repository: Any) -> RepositoryRef:
+        storage = repository.storage
+        root = storage.reopen_root()
+        if root is not None:  # a worker rebuilds the storage from its root
+            return cls(root, None, getattr(repository, "_key", None))
+        return cls(str(repository.root), storage, getattr(repository, "_key", None))
+
+    def open(self) -> Any:
+        from sb3_iter_ckpt.repository import CheckpointRepository
+
+        return CheckpointRepository(self.root, storage=self.storage, signing_key=self.signing_key)
+
+
+@dataclass
+class WindowSpec:
+    """Everything one window's training needs, as plain data (no live env, model or repository).
+
+    ``repository`` is a :class:`RepositoryRef` (a worker opens it) or, in this process only, the
+    driver's ``CheckpointRepository`` itself. ``warm_start_from``: the iteration whose model this one
+    starts from (None: a fresh model). ``metadata``: the record's ``metadata`` (window, fingerprint,
+    seed...; ``lineage`` is added here).
+    """
+
+    iteration: int
+    train_prices: Any
+    val_prices: Any
+    seed: int
+    total_timesteps: int
+    repository: Any
+    metadata: dict[str, Any]
+    algo: str = "ppo"
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    make_env: Callable[[Any, int], Any] | None = None
+    make_model: Callable[[Any, int], Any] | None = None
+    eval_freq: int = 1
+    monitor: str = "validation.sharpe"
+    mode: str = "max"
+    min_score: Any = None
+    retention: Any = None
+    periods_per_year: float = 252
+    warm_start_from: int | None = None
+    torch_threads: int | None = 1
+    env: dict[str, str] = field(default_factory=dict)
+    verbose: int = 0
+
+
+def _pin_threads(n: int | None) -> Callable[[], None]:
+    if not n:
+        return lambda: None
+    import torch
+
+    old = torch.get_num_threads()
+    if old == n:
+        return lambda: None
+    torch.set_num_threads(n)
+    return lambda: torch.set_num_threads(old)
+
+
+def _make_env(spec: WindowSpec, segment: Any) -> Any:
+    if spec.make_env is not None:
+        return spec.make_env(segment, spec.seed)
+    from sb3_iter_ckpt.envs.trading import TradingEnv
+
+    return TradingEnv(segment, **spec.env_kwargs)
+
+
+def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
+    if spec.warm_start_from is not None:
+        return repo.load(spec.warm_start_from, env=venv, seed=spec.seed)
+    if spec.make_model is not None:
+        return spec.make_model(venv, spec.seed)
+    from sb3_iter_ckpt.algorithms import algorithm_class
+
+    cls = algorithm_class(spec.algo)
+    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **spec.algo_kwargs})
+
+
+def _evaluator(train_env: Any, ppy: float) -> Callable[[Any, Any], dict[str, Any]]:
+    from sb3_iter_ckpt.envs.trading import evaluate_trading
+    from sb3_iter_ckpt.metrics import trading_metrics
+
+    def evaluate(model: Any, val_env: Any) -> dict[str, Any]:
+        val = evaluate_trading(model, val_env, periods_per_year=ppy)
+        train = evaluate_trading(model, train_env, periods_per_year=ppy)
+        returns = list(train_env.unwrapped.episode_returns()) + list(val_env.unwrapped.episode_returns())
+        positions = list(train_env.unwrapped.episode_positions()) + list(val_env.unwrapped.episode_positions())
+        combined = trading_metrics(returns, positions=positions, periods_per_year=ppy)
+        return {"validation": val, "train": train, "combined": combined, "mean_reward": val.get("mean_reward")}
+
+    return evaluate
+
+
+def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, Any]:
+    ck = repo.get(spec.iteration)
+    return {
+        "iteration": spec.iteration,
+        "status": status,  # "trained", or "exists": committed by an earlier attempt or another worker
+        "record_file": ck.record_file,
+        "has_model": ck.has_model,
+        "score": ck.score(spec.monitor),
+        "seconds": time.perf_counter() - t0,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
+
+
+def train_window(spec: WindowSpec) -> dict[str, Any]:
+    """Train one walk-forward window and commit its iteration; return a small outcome dict.
+
+    Idempotent: when the iteration is already committed (an earlier attempt got that far before its
+    worker died, or another worker won a race) nothing is trained and the existing record is reported
+    with ``status="exists"``. Torch is pinned to ``spec.torch_threads`` threads while it runs.
+    """
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_iter_ckpt.callback import IterationCheckpointCallback
+    from sb3_iter_ckpt.repository import CheckpointRepository
+
+    t0 = time.perf_counter()
+    for key, value in spec.env.items():
+        os.environ[key] = value
+    restore = _pin_threads(spec.torch_threads)
+    try:
+        repo = spec.repository if isinstance(spec.repository, CheckpointRepository) else spec.repository.open()
+        if repo.has(spec.iteration):
+            return _outcome(spec, repo, "exists", t0)
+        seed = spec.seed
+        venv = make_vec_env(lambda: _make_env(spec, spec.train_prices), n_envs=1, seed=seed)
+        val_env = _make_env(spec, spec.val_prices)
+        train_eval_env = _make_env(spec, spec.train_prices)
+        model = _make_model(spec, repo, venv)
+        metadata = dict(spec.metadata, lineage={"warm_start_from": spec.warm_start_from})
+        cb = IterationCheckpointCallback(
+            repo,
+            iteration=spec.iteration,
+            eval_env=val_env,
+            evaluator=_evaluator(train_eval_env, spec.periods_per_year),
+            eval_freq=spec.eval_freq,
+            monitor=spec.monitor,
+            mode=spec.mode,
+            min_score=spec.min_score,
+            retention=spec.retention,
+            metadata=metadata,
+            verbose=spec.verbose,
+        )
+        try:
+            model.learn(spec.total_timesteps, callback=cb, reset_num_timesteps=True)
+        except CheckpointExistsError:
+            if not repo.has(spec.iteration):
+                raise
+            return _outcome(spec, repo, "exists", t0)  # another attempt committed it first
+        finally:
+            venv.close()
+        return _outcome(spec, repo, "trained", t0)
+    finally:
+        restore()
