@@ -1,4 +1,4 @@
-"""Walk-forward train/validation windows over a time-ordered data set.
+"""Walk-forward train/validation(/test) windows over a time-ordered data set.
 
 Pure code; pandas is never imported (pandas objects are recognised by duck typing), so the splitter works
 with a plain length as well.
@@ -16,6 +16,13 @@ Layout of iteration ``i`` (``g`` = purge gap, ``s`` = step, ``T`` = train size, 
 so the validation blocks of both modes are identical and the anchored (expanding) train set simply keeps all
 the history. The gap leaves ``g`` observations unused between train and validation, so that labels or
 features that look a few bars ahead cannot leak from the validation period into training.
+
+With a test (trade) part of ``M = test_size`` rows after a gap of ``h = test_gap`` rows::
+
+    test = [val_stop + h, val_stop + h + M)
+
+and ``step`` defaults to ``M``, so the test parts of consecutive windows tile one continuous out-of-sample
+period, with no overlap and no hole. ``test_size=0`` (the default) means no test part, exactly as before.
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["Window", "WalkForwardSplitter"]
+from sb3_iter_ckpt.errors import CheckpointError
+
+__all__ = ["SplitError", "Window", "WalkForwardSplitter"]
 
 Mode = Literal["rolling", "anchored"]
 _MODES = ("rolling", "anchored")
+
+
+class SplitError(CheckpointError, ValueError):
+    """The data is too short for one window (a ``ValueError`` too, as the splitter raised before)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,10 @@ class Window:
     :param train_end_time: ISO timestamp of the last training row, ``train_stop - 1`` (inclusive).
     :param val_start_time: ISO timestamp of ``val_start``.
     :param val_end_time: ISO timestamp of the last validation row, ``val_stop - 1`` (inclusive).
+    :param test_start: first test (trade) position, ``val_stop + test_gap``; None without a test part.
+    :param test_stop: one past the last test position; None without a test part.
+    :param test_start_time: ISO timestamp of ``test_start`` (DatetimeIndex and test part only, else None).
+    :param test_end_time: ISO timestamp of the last test row, ``test_stop - 1`` (inclusive).
     """
 
     iteration: int
@@ -56,6 +73,10 @@ class Window:
     train_end_time: str | None = None
     val_start_time: str | None = None
     val_end_time: str | None = None
+    test_start: int | None = None
+    test_stop: int | None = None
+    test_start_time: str | None = None
+    test_end_time: str | None = None
 
     @property
     def train_slice(self) -> slice:
@@ -68,6 +89,13 @@ class Window:
         return slice(self.val_start, self.val_stop)
 
     @property
+    def test_slice(self) -> slice | None:
+        """``slice(test_start, test_stop)``, or None without a test part."""
+        if self.test_start is None or self.test_stop is None:
+            return None
+        return slice(self.test_start, self.test_stop)
+
+    @property
     def train_size(self) -> int:
         return self.train_stop - self.train_start
 
@@ -75,9 +103,22 @@ class Window:
     def val_size(self) -> int:
         return self.val_stop - self.val_start
 
+    @property
+    def test_size(self) -> int:
+        """Rows in the test part (0 without one)."""
+        return 0 if self.test_start is None or self.test_stop is None else self.test_stop - self.test_start
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-friendly dictionary of the fields."""
-        return asdict(self)
+        """Plain JSON-friendly dictionary of the fields; the ``test_*`` keys only when there is a test part.
+
+        Without a test part the dictionary is the one of windows made before test parts existed, so records
+        that store it keep their bytes.
+        """
+        fields = asdict(self)
+        if self.test_start is None and self.test_stop is None:
+            for key in ("test_start", "test_stop", "test_start_time", "test_end_time"):
+                del fields[key]
+        return fields
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -131,16 +172,19 @@ def _iso(index: Any, pos: int) -> str:
 
 
 class WalkForwardSplitter:
-    """Generate walk-forward (rolling or anchored) train/validation windows.
+    """Generate walk-forward (rolling or anchored) train/validation windows, optionally with a test part.
 
     :param train_size: number of training rows of the first window (of every window in rolling mode).
     :param val_size: number of validation rows per window.
-    :param step: how far each window moves forward; defaults to ``val_size`` so that validation blocks
-        tile the data without overlap.
+    :param step: how far each window moves forward; defaults to ``test_size`` with a test part (the test
+        parts then tile one continuous out-of-sample period), else to ``val_size`` (the validation blocks
+        tile the data).
     :param gap: purge gap, rows skipped between the end of training and the start of validation.
     :param mode: ``"rolling"`` (fixed-length train window that slides) or ``"anchored"`` (train always starts
         at 0 and expands).
     :param max_windows: stop after this many windows (None: as many as fit in the data).
+    :param test_size: rows of the test (trade) part after each validation part; 0 (default): no test part.
+    :param test_gap: rows skipped between the validation part and the test part (needs ``test_size > 0``).
     """
 
     def __init__(
@@ -151,10 +195,17 @@ class WalkForwardSplitter:
         gap: int = 0,
         mode: Mode = "rolling",
         max_windows: int | None = None,
+        test_size: int = 0,
+        test_gap: int = 0,
     ) -> None:
         self.train_size = _check_int("train_size", train_size, 1)
         self.val_size = _check_int("val_size", val_size, 1)
-        self.step = self.val_size if step is None else _check_int("step", step, 1)
+        self.test_size = _check_int("test_size", test_size, 0)
+        self.test_gap = _check_int("test_gap", test_gap, 0)
+        if self.test_gap and not self.test_size:
+            raise ValueError(f"test_gap={self.test_gap} needs a test part: set test_size > 0 or test_gap=0")
+        default_step = self.test_size or self.val_size
+        self.step = default_step if step is None else _check_int("step", step, 1)
         self.gap = _check_int("gap", gap, 0)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
@@ -163,8 +214,9 @@ class WalkForwardSplitter:
 
     @property
     def min_length(self) -> int:
-        """Smallest data length that holds one window."""
-        return self.train_size + self.gap + self.val_size
+        """Smallest data length that holds one window (its test part included)."""
+        test = self.test_gap + self.test_size if self.test_size else 0
+        return self.train_size + self.gap + self.val_size + test
 
     def n_windows(self, length: Any) -> int:
         """Number of windows :meth:`split` yields for data of this length (or this data object).
@@ -191,7 +243,13 @@ class WalkForwardSplitter:
         length, index = _length_and_index(data_or_length)
         count = self.n_windows(length)
         if count == 0:
-            raise ValueError(
+            if self.test_size:
+                raise SplitError(
+                    f"data has {length} rows but one window needs train_size + gap + val_size + test_gap + "
+                    f"test_size = {self.train_size} + {self.gap} + {self.val_size} + {self.test_gap} + "
+                    f"{self.test_size} = {self.min_length}; use a shorter test part (test_size) or more data"
+                )
+            raise SplitError(
                 f"data has {length} rows but one window needs train_size + gap + val_size = "
                 f"{self.train_size} + {self.gap} + {self.val_size} = {self.min_length}"
             )
@@ -206,19 +264,29 @@ class WalkForwardSplitter:
             train_stop = offset + self.train_size
             val_start = train_stop + self.gap
             val_stop = val_start + self.val_size
-            times: dict[str, str | None] = {}
+            extra: dict[str, Any] = {}
             if with_times:
-                times = {
+                extra = {
                     "train_start_time": _iso(index, train_start),
                     "train_end_time": _iso(index, train_stop - 1),
                     "val_start_time": _iso(index, val_start),
                     "val_end_time": _iso(index, val_stop - 1),
                 }
-            yield Window(i, train_start, train_stop, val_start, val_stop, **times)
+            if self.test_size:
+                test_start = val_stop + self.test_gap
+                test_stop = test_start + self.test_size
+                extra.update(test_start=test_start, test_stop=test_stop)
+                if with_times:
+                    extra.update(test_start_time=_iso(index, test_start), test_end_time=_iso(index, test_stop - 1))
+            yield Window(i, train_start, train_stop, val_start, val_stop, **extra)
 
     def to_dict(self) -> dict[str, Any]:
-        """The configuration as a JSON-friendly dict (for a run's configuration fingerprint)."""
-        return {
+        """The configuration as a JSON-friendly dict (for a run's configuration fingerprint).
+
+        The ``test_size``/``test_gap`` keys appear only with a test part, so a splitter without one describes
+        itself (and fingerprints a run) exactly as before test parts existed: old runs resume.
+        """
+        config: dict[str, Any] = {
             "train_size": self.train_size,
             "val_size": self.val_size,
             "step": self.step,
@@ -226,6 +294,9 @@ class WalkForwardSplitter:
             "mode": self.mode,
             "max_windows": self.max_windows,
         }
+        if self.test_size:
+            config.update(test_size=self.test_size, test_gap=self.test_gap)
+        return config
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 
 splitters = st.builds(
@@ -205,3 +207,161 @@ def test_data_too_short_message():
 def test_bad_data(bad):
     with pytest.raises(ValueError):
         WalkForwardSplitter(2, 1).split(bad)
+
+
+# -- test (trade) parts -----------------------------------------------------------------------------------
+
+test_splitters = st.builds(
+    WalkForwardSplitter,
+    train_size=st.integers(1, 60),
+    val_size=st.integers(1, 30),
+    step=st.none() | st.integers(1, 30),
+    gap=st.integers(0, 10),
+    mode=st.sampled_from(["rolling", "anchored"]),
+    max_windows=st.none() | st.integers(1, 8),
+    test_size=st.integers(1, 30),
+    test_gap=st.integers(0, 5),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(splitter=test_splitters, length=st.integers(0, 400))
+def test_property_test_parts(splitter, length):
+    n = splitter.n_windows(length)
+    needed = splitter.train_size + splitter.gap + splitter.val_size + splitter.test_gap + splitter.test_size
+    assert splitter.min_length == needed
+    if length < needed:
+        assert n == 0
+        with pytest.raises(CheckpointError, match="test_size"):
+            splitter.split(length)
+        return
+    windows = list(splitter.split(length))
+    assert len(windows) == n >= 1
+    for w in windows:
+        test = set(range(w.test_start, w.test_stop))
+        assert len(test) == w.test_size == splitter.test_size
+        # never inside its own window's train or validation part, and strictly after validation
+        assert not test & set(range(w.train_start, w.train_stop))
+        assert not test & set(range(w.val_start, w.val_stop))
+        assert w.test_start - w.val_stop == splitter.test_gap >= 0
+        assert w.val_stop <= w.test_start < w.test_stop <= length  # fits in the data
+        assert w.test_slice == slice(w.test_start, w.test_stop)
+        # the train/validation layout is the one without a test part
+        assert w.val_start - w.train_stop == splitter.gap and w.val_size == splitter.val_size
+    for prev, cur in zip(windows, windows[1:], strict=False):
+        assert cur.test_start - prev.test_start == splitter.step
+        if splitter.step == splitter.test_size:
+            assert cur.test_start == prev.test_stop  # contiguous: no overlap, no hole
+    if splitter.max_windows is None:
+        assert windows[-1].test_stop + splitter.step > length  # as many windows as fit
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    train=st.integers(1, 40),
+    val=st.integers(1, 20),
+    test=st.integers(1, 20),
+    test_gap=st.integers(0, 5),
+    gap=st.integers(0, 5),
+    length=st.integers(0, 300),
+)
+def test_property_default_step_tiles_test_parts(train, val, test, test_gap, gap, length):
+    s = WalkForwardSplitter(train, val, gap=gap, test_size=test, test_gap=test_gap)
+    assert s.step == test
+    if s.n_windows(length):
+        windows = list(s.split(length))
+        covered = [row for w in windows for row in range(w.test_start, w.test_stop)]
+        # one continuous out-of-sample period: every row once, in order
+        assert covered == list(range(windows[0].test_start, windows[-1].test_stop))
+
+
+def test_issue_example_test_parts_tile_the_embedded_default():
+    s = WalkForwardSplitter(train_size=500, val_size=125, test_size=125)
+    windows = list(s.split(1500))
+    assert s.step == 125 and len(windows) == 7
+    assert [(w.test_start, w.test_stop) for w in windows] == [(625 + 125 * i, 750 + 125 * i) for i in range(7)]
+    assert windows[-1].test_stop == 1500
+    assert (windows[0].val_start, windows[0].val_stop) == (500, 625)
+
+
+def test_test_part_example_with_gaps():
+    windows = list(WalkForwardSplitter(train_size=4, val_size=2, gap=1, test_size=3, test_gap=1).split(20))
+    spans = [(w.train_start, w.train_stop, w.val_start, w.val_stop, w.test_start, w.test_stop) for w in windows]
+    assert spans == [(0, 4, 5, 7, 8, 11), (3, 7, 8, 10, 11, 14), (6, 10, 11, 13, 14, 17), (9, 13, 14, 16, 17, 20)]
+
+
+def test_test_part_timestamps_and_serialisation():
+    index = pd.date_range("2020-01-01", periods=30, freq="D")
+    w = next(WalkForwardSplitter(10, 5, gap=2, test_size=4, test_gap=1).split(pd.Series(np.arange(30.0), index=index)))
+    assert (w.test_start, w.test_stop) == (18, 22)
+    assert w.test_start_time == "2020-01-19T00:00:00"
+    assert w.test_end_time == "2020-01-22T00:00:00"  # inclusive end: position test_stop - 1
+    d = w.to_dict()
+    assert d["test_start"] == 18 and d["test_end_time"] == "2020-01-22T00:00:00"
+    assert Window(**json.loads(json.dumps(d))) == w
+    plain = next(WalkForwardSplitter(10, 5, test_size=4).split(30))
+    assert plain.test_start_time is None and plain.to_dict()["test_start"] == 15
+
+
+def test_test_part_longer_than_the_data_is_a_clear_error():
+    s = WalkForwardSplitter(train_size=500, val_size=125, test_size=1000)
+    assert s.n_windows(1500) == 0
+    with pytest.raises(CheckpointError, match=r"1500 rows .* test_size = 500 \+ 0 \+ 125 \+ 0 \+ 1000 = 1625"):
+        s.split(1500)
+    with pytest.raises(ValueError):  # still a ValueError for callers that caught the old error
+        s.split(1500)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"test_size": -1},
+        {"test_size": 2.5},
+        {"test_gap": -1, "test_size": 2},
+        {"test_gap": 1},  # a gap before a test part that does not exist
+    ],
+)
+def test_bad_test_parameters(kwargs):
+    with pytest.raises(ValueError):
+        WalkForwardSplitter(10, 5, **kwargs)
+
+
+# Values produced by the splitter before test parts existed (commit 25f6b1f), pinned so that a run made
+# then keeps its configuration fingerprint, and its records their window dictionaries, at test_size=0.
+_OLD_DICT = {"train_size": 300, "val_size": 100, "step": 50, "gap": 5, "mode": "anchored", "max_windows": 3}
+_OLD_SHA = "19f9eddd5277f5841435a1b273f79536aadd6610ad585b56ecd9e3131d1c7d45"
+_OLD_REPR = "WalkForwardSplitter(train_size=300, val_size=100, step=50, gap=5, mode='anchored', max_windows=3)"
+_OLD_WINDOW = {
+    "iteration": 0,
+    "train_start": 0,
+    "train_stop": 10,
+    "val_start": 12,
+    "val_stop": 17,
+    "train_start_time": "2020-01-01T00:00:00",
+    "train_end_time": "2020-01-10T00:00:00",
+    "val_start_time": "2020-01-13T00:00:00",
+    "val_end_time": "2020-01-17T00:00:00",
+}
+
+
+@pytest.mark.parametrize("extra", [{}, {"test_size": 0}, {"test_size": 0, "test_gap": 0}])
+def test_no_test_part_keeps_the_old_description(extra):
+    s = WalkForwardSplitter(train_size=300, val_size=100, step=50, gap=5, mode="anchored", max_windows=3, **extra)
+    assert s.to_dict() == _OLD_DICT
+    assert list(s.to_dict()) == list(_OLD_DICT)  # same key order, so the same JSON bytes
+    blob = json.dumps(s.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+    assert hashlib.sha256(blob).hexdigest() == _OLD_SHA  # the walk-forward fingerprint's input
+    assert repr(s) == _OLD_REPR
+    assert WalkForwardSplitter(500, 125, **extra).step == 125  # the default step is still val_size
+    index = pd.date_range("2020-01-01", periods=30, freq="D")
+    w = next(WalkForwardSplitter(10, 5, gap=2, **extra).split(pd.Series(np.arange(30.0), index=index)))
+    assert w.to_dict() == _OLD_WINDOW and list(w.to_dict()) == list(_OLD_WINDOW)
+    assert w.test_start is None and w.test_slice is None and w.test_size == 0
+
+
+def test_test_part_changes_the_description():
+    plain, with_test = WalkForwardSplitter(10, 5), WalkForwardSplitter(10, 5, test_size=5)
+    assert plain == WalkForwardSplitter(10, 5, test_size=0)
+    assert with_test != plain and with_test != WalkForwardSplitter(10, 5, step=5, test_size=5, test_gap=1)
+    assert with_test.to_dict() == {**plain.to_dict(), "test_size": 5, "test_gap": 0}
+    assert "test_size=5" in repr(with_test)
