@@ -299,6 +299,72 @@ def _half_sharpe(
     return np.where(undefined, -np.inf, sharpe)
 
 
+def _partition(arr: np.ndarray, n_partitions: Any) -> tuple[int, int]:
+    """Check the CSCV arguments; return (number of blocks, rows per block)."""
+    if (
+        isinstance(n_partitions, bool)
+        or not isinstance(n_partitions, numbers.Integral)
+        or n_partitions < 2
+        or n_partitions % 2
+    ):
+        raise CheckpointError(f"n_partitions must be an even integer >= 2 (16 in the paper), got {n_partitions!r}")
+    n_blocks = int(n_partitions)
+    half = n_blocks // 2
+    n_combinations = math.comb(n_blocks, half)
+    if n_combinations > MAX_COMBINATIONS:
+        raise CheckpointError(
+            f"n_partitions={n_blocks} gives {n_combinations:,} combinations; use at most 22 partitions (16 is usual)"
+        )
+    periods, n_strategies = arr.shape
+    if n_strategies < 2:
+        raise CheckpointError(f"PBO compares strategies: the matrix needs at least 2 columns, got {n_strategies}")
+    if periods < n_blocks:
+        raise CheckpointError(
+            f"the matrix has {periods} rows but n_partitions={n_blocks} needs at least one row per block; "
+            "use fewer partitions or a longer period"
+        )
+    block_rows = periods // n_blocks
+    rows = half * block_rows
+    if rows < 2:
+        raise CheckpointError(
+            f"the matrix has {periods} rows: each half of n_partitions={n_blocks} blocks would hold {rows} row, "
+            "too few for a Sharpe ratio; pass at least 4 rows"
+        )
+    return n_blocks, block_rows
+
+
+def _cscv_logits(arr: np.ndarray, n_blocks: int, block_rows: int) -> np.ndarray:
+    """The logit of the in-sample winner's out-of-sample rank, for every half/half split of the blocks."""
+    n_strategies = arr.shape[1]
+    half = n_blocks // 2
+    rows = half * block_rows
+    n_combinations = math.comb(n_blocks, half)
+    used = arr[: n_blocks * block_rows].reshape(n_blocks, block_rows, n_strategies)
+    # Shift each column by one of its own values: sums of squares then lose no precision to a large mean,
+    # and a constant column stays exactly constant.
+    shift = used[0, 0].copy()
+    shifted = used - shift
+    sums, squares = shifted.sum(axis=1), (shifted * shifted).sum(axis=1)
+    lows, highs = used.min(axis=1), used.max(axis=1)
+    # In-sample indicator rows, in itertools.combinations order.
+    combos = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n_blocks), half)), dtype=np.intp)
+    ind = np.zeros((n_combinations, n_blocks))
+    ind[np.repeat(np.arange(n_combinations), half), combos] = 1.0
+    logits = np.empty(n_combinations)
+    # Chunks of combinations keep the (combinations x strategies) work arrays near 16 MB each.
+    chunk = max(1, 2_000_000 // n_strategies)
+    for start in range(0, n_combinations, chunk):
+        part = ind[start : start + chunk]
+        is_sharpe = _half_sharpe(part, sums, squares, lows, highs, shift, rows)
+        oos_sharpe = _half_sharpe(1.0 - part, sums, squares, lows, highs, shift, rows)
+        best = np.argmax(is_sharpe, axis=1)  # the first index on ties, and when every value is -inf
+        chosen = oos_sharpe[np.arange(len(part)), best][:, None]
+        rank = np.sum(oos_sharpe < chosen, axis=1) + (np.sum(oos_sharpe == chosen, axis=1) + 1) / 2.0
+        omega = rank / (n_strategies + 1)
+        logits[start : start + chunk] = np.log(omega / (1.0 - omega))
+    return logits
+
+
 def probability_of_backtest_overfitting(matrix: Any, n_partitions: int = 16) -> BacktestOverfitting:
     """Probability of backtest overfitting by CSCV (Bailey, Borwein, López de Prado & Zhu 2017).
 
@@ -331,58 +397,9 @@ def probability_of_backtest_overfitting(matrix: Any, n_partitions: int = 16) -> 
         rows than partitions, or NaN/infinite returns.
     """
     arr = _matrix(matrix)
-    if (
-        isinstance(n_partitions, bool)
-        or not isinstance(n_partitions, numbers.Integral)
-        or n_partitions < 2
-        or n_partitions % 2
-    ):
-        raise CheckpointError(f"n_partitions must be an even integer >= 2 (16 in the paper), got {n_partitions!r}")
-    n_blocks = int(n_partitions)
-    half = n_blocks // 2
-    n_combinations = math.comb(n_blocks, half)
-    if n_combinations > MAX_COMBINATIONS:
-        raise CheckpointError(
-            f"n_partitions={n_blocks} gives {n_combinations:,} combinations; use at most 22 partitions (16 is usual)"
-        )
-    periods, n_strategies = arr.shape
-    if n_strategies < 2:
-        raise CheckpointError(f"PBO compares strategies: the matrix needs at least 2 columns, got {n_strategies}")
-    if periods < n_blocks:
-        raise CheckpointError(
-            f"the matrix has {periods} rows but n_partitions={n_blocks} needs at least one row per block; "
-            "use fewer partitions or a longer period"
-        )
-    block_rows = periods // n_blocks
-    rows = half * block_rows
-    if rows < 2:
-        raise CheckpointError(
-            f"the matrix has {periods} rows: each half of n_partitions={n_blocks} blocks would hold {rows} row, "
-            "too few for a Sharpe ratio; pass at least 4 rows"
-        )
-    used = arr[: n_blocks * block_rows].reshape(n_blocks, block_rows, n_strategies)
-    # Shift each column by one of its own values: sums of squares then lose no precision to a large mean,
-    # and a constant column stays exactly constant.
-    shift = used[0, 0].copy()
-    shifted = used - shift
-    sums, squares = shifted.sum(axis=1), (shifted * shifted).sum(axis=1)
-    lows, highs = used.min(axis=1), used.max(axis=1)
-    # In-sample indicator rows, in itertools.combinations order.
-    combos = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(n_blocks), half)), dtype=np.intp)
-    ind = np.zeros((n_combinations, n_blocks))
-    ind[np.repeat(np.arange(n_combinations), half), combos] = 1.0
-    logits = np.empty(n_combinations)
-    # Chunks of combinations keep the (combinations x strategies) work arrays near 16 MB each.
-    chunk = max(1, 2_000_000 // n_strategies)
-    for start in range(0, n_combinations, chunk):
-        part = ind[start : start + chunk]
-        is_sharpe = _half_sharpe(part, sums, squares, lows, highs, shift, rows)
-        oos_sharpe = _half_sharpe(1.0 - part, sums, squares, lows, highs, shift, rows)
-        best = np.argmax(is_sharpe, axis=1)  # the first index on ties, and when every value is -inf
-        chosen = oos_sharpe[np.arange(len(part)), best][:, None]
-        rank = np.sum(oos_sharpe < chosen, axis=1) + (np.sum(oos_sharpe == chosen, axis=1) + 1) / 2.0
-        omega = rank / (n_strategies + 1)
-        logits[start : start + chunk] = np.log(omega / (1.0 - omega))
+    n_blocks, block_rows = _partition(arr, n_partitions)
+    logits = _cscv_logits(arr, n_blocks, block_rows)
+    n_combinations, n_strategies = len(logits), arr.shape[1]
     return BacktestOverfitting(
         pbo=float(np.mean(logits <= 0)),
         logits=tuple(float(x) for x in logits),
