@@ -36,6 +36,7 @@ PURE = {
     "metrics.py",
     "splitter.py",
     "overfitting.py",
+    "selection.py",
     "errors.py",
     "storage/base.py",
 }
