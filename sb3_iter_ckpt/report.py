@@ -18,7 +18,7 @@ import importlib.resources
 import json
 import os
 import re
-import tempfile
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -205,7 +205,7 @@ def _header(
         ("candidates", FORWARD_MISSING),
         ("seed", seed),
         ("training budget", budget),
-        ("selection", f"{monitor} ({mode}) on the validation part of each window"),
+        ("selection", f"{monitor} ({mode})"),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(latest.items())) or missing),
         ("ran (first … last commit)", _span([ck.created_at for ck in cks], 19)),
     ]
@@ -243,14 +243,14 @@ def collect_report(repository: CheckpointRepository | str | os.PathLike[str]) ->
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unreadable records are reported through verify's problems
         cks = repo.list()
-    monitor, mode = repo.default_selection()
-    best = repo.best()
-    analysis = None
-    if cks:
-        try:
-            analysis = repo.analyze()
-        except (CheckpointError, OSError) as exc:
-            notes.append(f"the analysis could not run: {exc}")
+        monitor, mode = repo.default_selection()
+        best = repo.best()
+        analysis = None
+        if cks:
+            try:
+                analysis = repo.analyze()
+            except (CheckpointError, OSError) as exc:
+                notes.append(f"the analysis could not run: {exc}")
     rows = _rows(cks, problems, monitor, best.iteration if best else None)
     header = _header(repo, config, cks, monitor, mode)
     return ReportData(
@@ -445,7 +445,7 @@ def _stats_table(stats: Mapping[str, Any], keys: Sequence[str]) -> str:
 
 
 def _reasons(by_reason: Mapping[str, int]) -> str:
-    return f"({', '.join(f'{k}: {n}' for k, n in sorted(by_reason.items()))})" if by_reason else ""
+    return f"; reasons: {', '.join(f'{k} {n}' for k, n in sorted(by_reason.items()))}" if by_reason else ""
 
 
 def _numbers_section(data: ReportData) -> str:
@@ -459,8 +459,8 @@ def _numbers_section(data: ReportData) -> str:
         group = data.monitor.split(".")[0] + "."
         main = [k for k in sorted(stats) if k.startswith(group) or k == data.monitor]
         body = (
-            f"<ul><li>{c['total']} iteration(s): {c['with_model']} with a model, {c['placeholders']} placeholder(s) "
-            f"{_e(_reasons(c['by_reason']))}, {c.get('pruned', 0)} pruned</li>"
+            f"<ul><li>{c['total']} iteration(s): {c['with_model']} with a model, {c['placeholders']} placeholder(s), "
+            f"{c.get('pruned', 0)} pruned{_e(_reasons(c['by_reason']))}</li>"
             f"<li>best by {_e(a['monitor'])} ({_e(a['mode'])}): {_e(best)}</li>"
             f"<li>trend of {_e(a['monitor'])}: slope {_e(_num(trend.get('slope')))} per iteration, "
             f"Spearman {_e(_num(trend.get('spearman')))}</li>"
@@ -617,9 +617,9 @@ def write_report(
     page = render_report(data).encode("utf-8")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    tmp = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # created with the umask's mode
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             f.write(page)
         os.replace(tmp, out)
     except BaseException:
