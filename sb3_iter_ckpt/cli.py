@@ -347,6 +347,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from sb3_iter_ckpt.report import collect_report, default_report_path, write_report
+
+    repo = _open_repo(args)
+    data = collect_report(repo)
+    out = write_report(data, args.out or default_report_path(repo))
+    if args.json:
+        _emit_json({"path": str(out), "iterations": len(data.rows), "problems": data.problems, "notes": data.notes})
+    else:
+        verdict = f"verify found {len(data.problems)} problem(s), shown in red" if data.problems else "verify: ok"
+        print(f"wrote {out} ({len(data.rows)} iteration(s); {verdict})")
+        for note in data.notes:
+            print(f"  note: {note}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(out.resolve().as_uri())
+    return EXIT_INTEGRITY if data.problems else EXIT_OK
+
+
+def _report_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="the HTML file to write (default: PATH/report.html; ./ID-report.html for a URL)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    p.set_defaults(func=cmd_report)
+
+
 def cmd_walk_forward(args: argparse.Namespace) -> int:
     import importlib.util
 
@@ -523,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["max", "min"])
     p.add_argument("--out", required=True, help="output image, e.g. progress.png")
     p.set_defaults(func=cmd_plot)
+    _report_parser(repo_parser("report", "write a self-contained HTML report (exit 4 if verify finds problems)"))
 
     p = sub.add_parser(
         "walk-forward",
