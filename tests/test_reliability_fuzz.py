@@ -255,6 +255,18 @@ def test_plot_shows_a_math_like_monitor_as_text(repo_copy):
     assert rc == 0 and "Traceback" not in out and (repo_copy / "p.png").stat().st_size > 0
 
 
+def test_a_commit_refuses_a_record_it_could_not_read_back(repo_copy):
+    deep: Any = 1.0
+    for _ in range(70):
+        deep = [deep]
+    before = sorted(p.name for p in (repo_copy / CK).iterdir())
+    repo = CheckpointRepository(repo_copy)
+    with pytest.raises(RecordError, match="nested deeper"):
+        repo.commit(2, metrics={"mean_reward": 1.0}, model=b"zip bytes", extra={"metadata": {"deep": deep}})
+    assert sorted(p.name for p in (repo_copy / CK).iterdir()) == before
+    assert repo.iterations() == [0, 1] and repo.verify() == []
+
+
 # -- a read-only folder ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _read_only(folders: list[Path], mocker) -> Iterator[None]:
