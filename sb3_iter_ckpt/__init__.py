@@ -20,7 +20,7 @@ from sb3_iter_ckpt.errors import (
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult
+from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult, VerifyReport
 from sb3_iter_ckpt.version import __version__
 
 if TYPE_CHECKING:
@@ -50,5 +50,6 @@ __all__ = [
     "RecordError",
     "SignatureError",
     "UnsafePathError",
+    "VerifyReport",
     "__version__",
 ]

@@ -249,15 +249,33 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     repo = _open_repo(args)
-    problems = repo.verify()
+    report = repo.verify_report()
     if args.json:
-        _emit_json({"ok": not problems, "problems": [p.__dict__ for p in problems]})
-    elif problems:
-        for p in problems:
-            print(f"PROBLEM {p}")
+        _emit_json(report.to_dict())
+        return EXIT_INTEGRITY if report.problems else EXIT_OK
+    for p in report.problems:
+        print(f"PROBLEM {p}")
+    checked = [f"{len(report.hashed)} iteration(s) hashed (every recorded file matches its sha256 and size)"]
+    if report.records_only:
+        checked.append(f"{len(report.records_only)} placeholder/pruned record(s) naming no file")
+    if report.opened_only:
+        checked.append(
+            f"{len(report.opened_only)} seed-format model(s) with no recorded sha256, only opened as SB3 zips "
+            "(NOT verified)"
+        )
+    if report.unchecked:
+        checked.append(f"{len(report.unchecked)} seed-format placeholder(s) (nothing to check)")
+    where = repo.checkpoints_dir
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) in {where}; checked: {'; '.join(checked)}")
+    elif report.complete:
+        print(f"ok: {'; '.join(checked)} in {where}")
     else:
-        print(f"ok: {len(repo.list())} iteration(s) verified in {repo.checkpoints_dir}")
-    return EXIT_INTEGRITY if problems else EXIT_OK
+        print(
+            f"no problem found, but not everything is verified in {where}: {'; '.join(checked)}; "
+            "'sb3-iter-ckpt adopt' records the missing hashes"
+        )
+    return EXIT_INTEGRITY if report.problems else EXIT_OK
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -286,6 +304,11 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plain(text: Any) -> str:
+    """Text shown as written: matplotlib would parse "$...$" (from a record or a flag) as math, or fail to."""
+    return str(text).replace("$", r"\$")
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     try:
         import matplotlib
@@ -304,14 +327,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
         # NaN where an iteration has no value, so the line breaks there instead of bridging a placeholder
         xs = [c.iteration for c in cks]
         values = dict(pts)
-        ax.plot(xs, [values.get(i, float("nan")) for i in xs], marker="o", label=metric)
+        ax.plot(xs, [values.get(i, float("nan")) for i in xs], marker="o", label=_plain(metric))
     holes = [c.iteration for c in cks if not c.has_model and c.reason != "pruned"]
     for j, c in enumerate(c for c in cks if c.iteration in holes):
         ax.axvline(
             c.iteration, color="tab:red", alpha=0.35, linestyle="--", label="placeholder (no model)" if j == 0 else None
         )
         ax.annotate(
-            str(c.reason),
+            _plain(c.reason),
             (c.iteration, 1.0),
             xycoords=("data", "axes fraction"),
             rotation=90,
@@ -333,8 +356,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
             zorder=3,
         )
     ax.set_xlabel("walk-forward iteration")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} across iterations — {repo.root}")
+    ax.set_ylabel(_plain(metric))
+    ax.set_title(_plain(f"{metric} across iterations — {repo.root}"))
     ax.grid(alpha=0.3)
     if pts or holes:
         ax.legend(loc="best")
@@ -537,7 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only show the plan")
     p.add_argument("--remove-records", action="store_true", help="delete the pruned iterations' metrics records too")
     p.set_defaults(func=cmd_prune)
-    p = repo_parser("verify", "check every file against its recorded sha256 (exit 4 on problems)")
+    p = repo_parser(
+        "verify",
+        "hash every recorded file against its sha256 and size; seed-format iterations (no hashes) are only "
+        "opened as SB3 zips and reported as not verified; exit 4 on problems",
+    )
     p.set_defaults(func=cmd_verify)
     p = repo_parser("summary", "write checkpoint_summary.json and training_summary.json")
     selection(p)

@@ -88,16 +88,56 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(to_jsonable(obj), indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
 
 
+#: Deepest nesting of arrays/objects a JSON file may have (a record has 3-4 levels; this leaves room for
+#: nested metrics while keeping every recursive reader far from Python's recursion limit).
+MAX_JSON_DEPTH = 64
+
+
 def _reject_constant(token: str) -> Any:
     raise ValueError(f"non-standard JSON constant {token!r}")
 
 
+def _parse_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # "1e400" would parse as inf
+        raise ValueError(f"number {token[:20]!r} is outside the float range")
+    return value
+
+
+def _parse_int(token: str) -> int:
+    value = int(token)
+    if abs(value) >= 2**1024:  # float() of it overflows: no metric, size or count is that large
+        raise ValueError(f"integer {token[:20]}... is outside the float range")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return False
+
+
 def loads(data: bytes, what: str) -> Any:
-    """Parse strict JSON; any failure is a ``RecordError`` naming ``what``."""
+    """Parse strict JSON; any failure is a ``RecordError`` naming ``what``.
+
+    Refused too: numbers outside the float range and nesting deeper than ``MAX_JSON_DEPTH``.
+    """
     try:
-        return json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        value = json.loads(
+            data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise RecordError(f"{what} is not valid JSON ({exc}); restore it or remove the iteration") from exc
+    except RecursionError as exc:
+        raise RecordError(f"{what} is nested too deeply to be a record; restore it or remove the iteration") from exc
+    if _depth_exceeds(value, MAX_JSON_DEPTH):
+        raise RecordError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; restore it or remove the iteration")
+    return value
 
 
 def get_metric(metrics: Mapping[str, Any], key: str) -> Any:
@@ -130,7 +170,7 @@ def as_score(value: Any) -> float | None:
         return None  # a numeric-looking string is not a score (the callback refuses them too)
     try:
         f = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond the float range
         return None
     return f if math.isfinite(f) else None
 
@@ -195,12 +235,40 @@ class Checkpoint:
 
     @property
     def selection(self) -> dict[str, Any]:
-        return dict(self.record.get("selection") or {})
+        sel = self.record.get("selection")
+        return dict(sel) if isinstance(sel, Mapping) else {}
 
 
 def _expect(cond: bool, what: str, msg: str) -> None:
     if not cond:
         raise RecordError(f"{what}: {msg}")
+
+
+#: Fields the package reads back from a record (of any schema, the seed's included), and the JSON
+#: type each must have when present and not null: a record of other types is unreadable, not a crash.
+#: (``algorithm`` is checked where it is used: ``load`` names it in its error.)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "selection": (dict,),
+    "metadata": (dict,),
+    "versions": (dict,),
+    "evaluation": (dict,),
+    "pruned": (dict,),
+    "legacy_record": (dict,),
+    "policy_class": (str,),
+    "kind": (str,),
+    "error": (str,),
+    "window_timesteps": (list,),
+}
+
+
+def _check_fields(name: str, raw: Mapping[str, Any]) -> None:
+    for key, types in _FIELD_TYPES.items():
+        value = raw.get(key)
+        _expect(value is None or isinstance(value, types), name, f"{key!r} is not a {types[0].__name__}")
+    selection = raw.get("selection") or {}
+    for key in ("monitor", "mode"):
+        value = selection.get(key)
+        _expect(value is None or isinstance(value, str), name, f"selection {key!r} is not a string")
 
 
 def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
@@ -216,6 +284,7 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
     iteration, placeholder = parsed
     raw = loads(data, name)
     _expect(isinstance(raw, dict), name, "the record is not a JSON object")
+    _check_fields(name, raw)
     if "schema_version" not in raw:
         return _parse_legacy(name, iteration, placeholder, raw, model_path_for)
     version = raw["schema_version"]
@@ -251,7 +320,6 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         artifacts[kind] = ArtifactInfo(file, sha, size)
     has_model = "model" in artifacts
     pruned = raw.get("pruned")
-    _expect(pruned is None or isinstance(pruned, dict), name, "'pruned' is not an object")
     # A model record whose artifacts were pruned keeps its metrics but no longer has a model.
     _expect(
         has_model != placeholder or (pruned is not None and not placeholder),

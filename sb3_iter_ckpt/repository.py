@@ -92,6 +92,69 @@ class Problem:
         return f"{where}{self.file}: {self.message}"
 
 
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``verify_report()`` checked, iteration by iteration, and the problems it found.
+
+    An iteration with a problem is in none of the lists below.
+
+    :param problems: Everything found wrong (what ``verify()`` returns).
+    :param hashed: Iterations whose every recorded file matches its recorded sha256 and size.
+    :param records_only: Placeholders and pruned iterations: the record is valid and names no file.
+    :param opened_only: Iterations in the seed's format (no recorded sha256): the model opens as an SB3
+        zip (members present, CRCs right), nothing more can be known; ``adopt()`` records their hashes.
+    :param unchecked: Placeholders in the seed's format: nothing recorded that could be checked.
+    """
+
+    problems: tuple[Problem, ...]
+    hashed: tuple[int, ...] = ()
+    records_only: tuple[int, ...] = ()
+    opened_only: tuple[int, ...] = ()
+    unchecked: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """No problem found."""
+        return not self.problems
+
+    @property
+    def complete(self) -> bool:
+        """No problem found and every iteration's files were checked against recorded hashes."""
+        return self.ok and not self.opened_only and not self.unchecked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "complete": self.complete,
+            "hashed": list(self.hashed),
+            "records_only": list(self.records_only),
+            "opened_only": list(self.opened_only),
+            "unchecked": list(self.unchecked),
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+#: Members every SB3 model zip has (``BaseAlgorithm.save``): the JSON ``data`` and the policy's weights.
+_SB3_ZIP_MEMBERS = ("data", "policy.pth")
+
+
+def _sb3_zip_problem(data: bytes) -> str | None:
+    """Why ``data`` is not an SB3 model zip (reading the zip's CRCs and the JSON, unpickling nothing)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            missing = [m for m in _SB3_ZIP_MEMBERS if m not in zf.namelist()]
+            if missing:
+                return f"not an SB3 model zip (no {', '.join(missing)})"
+            bad = zf.testzip()
+            if bad is not None:
+                return f"damaged zip: {bad} fails its CRC"
+            if not isinstance(json.loads(zf.read("data")), dict):
+                return "not an SB3 model zip ('data' is not a JSON object)"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, RecursionError, EOFError, OSError) as exc:
+        return f"not a readable zip ({exc})"
+    return None
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages a checkpoint depends on, for the record."""
     import gymnasium
@@ -531,10 +594,17 @@ class CheckpointRepository:
         """The iteration's saved ``VecNormalize`` statistics around ``venv``, frozen for evaluation."""
         ck = self.get(iteration)
         data = self._read_verified(ck, "vecnormalize", verify)
+        from stable_baselines3.common.vec_env import VecNormalize
+
         try:
             vn = pickle.loads(data)
         except Exception as exc:
             raise IntegrityError(f"iteration {iteration}'s VecNormalize statistics cannot be read: {exc}") from exc
+        if not isinstance(vn, VecNormalize):
+            raise IntegrityError(
+                f"iteration {iteration}'s VecNormalize file holds a {type(vn).__name__}, not VecNormalize "
+                "statistics; restore the file or load without env="
+            )
         vn.set_venv(venv)
         vn.training = False
         vn.norm_reward = False
@@ -557,24 +627,58 @@ class CheckpointRepository:
 
     # -- integrity ---------------------------------------------------------------------------------
     def verify(self) -> builtins.list[Problem]:
-        """Check every record and artifact; return the problems found (empty when healthy)."""
+        """Check every record and artifact; return the problems found (empty when healthy).
+
+        See ``verify_report()`` for what could and could not be checked.
+        """
+        return builtins.list(self.verify_report().problems)
+
+    def verify_report(self) -> VerifyReport:
+        """Check every record and artifact, and say what was checked how.
+
+        Records of this package: each artifact is hashed and compared with its recorded sha256 and size.
+        Records in the seed's format have no hashes: their model must open as an SB3 zip (nothing is
+        unpickled). Also reported: a record name that is not a regular file, a ``model_iter_{i}.zip``
+        without a record in a folder of this package, two records of one iteration, the best model file.
+        """
         good, bad, dups = self._scan(recheck=True)
         problems = [
             Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
             for n, e in sorted(bad.items())
         ]
+        for name in self.storage.non_files(_CK, _RECORD_PREFIXES):
+            if (parsed := rec.parse_record_name(name)) is not None:
+                problems.append(Problem(parsed[0], name, "is not a regular file (a folder?): the record is unreadable"))
         for i, names in sorted(dups.items()):
             problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
+        if all(ck.verified for ck in good.values()):
+            # A folder of ours: every model we write has a record (pruning removes a record only after its
+            # model). A model without one is a record deleted by hand, or a file that is not ours.
+            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
+            listing = self.storage.listdir(_CK)
+            for i in self._orphan_models():
+                if i not in good and i not in bad_its and f".intent-iter-{i}.json" not in listing:
+                    problems.append(
+                        Problem(i, rec.artifact_name("model", i), "a model without a record (record deleted?)")
+                    )
         for i in sorted(good):
             ck = good[i]
             for kind, art in ck.artifacts.items():
                 name = f"{_CK}/{art.file}"
+                if not ck.verified:
+                    try:
+                        why = _sb3_zip_problem(self.storage.read_bytes(name))
+                    except (IntegrityError, UnsafePathError) as exc:
+                        why = str(exc)
+                    if why is not None:
+                        problems.append(Problem(i, art.file, f"{kind} (no recorded sha256): {why}"))
+                    continue
                 try:
                     digest, size = self.storage.hash_file(name)
                 except (IntegrityError, UnsafePathError) as exc:
                     problems.append(Problem(i, art.file, f"{kind}: {exc}"))
                     continue
-                if ck.verified and (digest != art.sha256 or size != art.size):
+                if digest != art.sha256 or size != art.size:
                     problems.append(Problem(i, art.file, f"{kind} does not match its recorded sha256/size"))
             if self._key is not None:
                 try:
@@ -582,12 +686,20 @@ class CheckpointRepository:
                 except SignatureError as exc:
                     problems.append(Problem(i, ck.record_file, str(exc)))
         problems += self._verify_best(good)
-        return problems
+        failed = {p.iteration for p in problems}
+        fine = [ck for i, ck in sorted(good.items()) if i not in failed]
+        return VerifyReport(
+            problems=tuple(problems),
+            hashed=tuple(c.iteration for c in fine if c.verified and c.artifacts),
+            records_only=tuple(c.iteration for c in fine if c.verified and not c.artifacts),
+            opened_only=tuple(c.iteration for c in fine if not c.verified and c.artifacts),
+            unchecked=tuple(c.iteration for c in fine if not c.verified and not c.artifacts),
+        )
 
     def _verify_best(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
         try:
-            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
-        except (IntegrityError, ValueError):
+            summary = rec.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY), rec.TRAINING_SUMMARY)
+        except CheckpointError:
             return []
         best = summary.get("best") if isinstance(summary, dict) else None
         if not isinstance(best, dict) or not best.get("best_model_file"):
@@ -673,6 +785,8 @@ class CheckpointRepository:
                 record["signature"] = self._signature(record)
             name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
             data = rec.dumps(record)
+            # Refused before publishing what no reader could parse back (metadata nested too deeply...).
+            committed = rec.parse(name, data, model_path_for=self._model_path)
             self.storage.publish(
                 list(staged.values()),
                 f"{_CK}/{name}",
@@ -696,7 +810,7 @@ class CheckpointRepository:
         if self.verbose >= 1:
             kind = "checkpoint" if model is not None else f"placeholder ({reason})"
             print(f"sb3-iter-ckpt: committed iteration {iteration} {kind} to {self.checkpoints_dir}")
-        return rec.parse(name, data, model_path_for=self._model_path)
+        return committed
 
     def _files_of(self, iteration: int) -> builtins.list[str]:
         """Every file this repository recorded for ``iteration`` (records first)."""
@@ -782,7 +896,10 @@ class CheckpointRepository:
     def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``training_summary.json`` atomically and return it."""
         summary = self.training_summary(monitor, mode)
-        self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
+        try:
+            self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
+        except OSError as exc:
+            raise _commit_error(exc, f"{rec.TRAINING_SUMMARY} in {self.root}") from exc
         return summary
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
@@ -818,7 +935,10 @@ class CheckpointRepository:
 
     def write_metadata(self, name: str, data: Mapping[str, Any]) -> None:
         """Write a JSON object at the repository root, atomically."""
-        self.storage.write_atomic(name, rec.dumps(dict(data)))
+        try:
+            self.storage.write_atomic(name, rec.dumps(dict(data)))
+        except OSError as exc:
+            raise _commit_error(exc, f"{name} in {self.root}") from exc
 
     # -- retention -----------------------------------------------------------------------------------
     def retention_policy(self) -> RetentionPolicy | None:
@@ -892,26 +1012,29 @@ class CheckpointRepository:
             return PruneResult(
                 plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
             )
-        with self.storage.lock():
-            the_plan = self.plan_retention(chosen, monitor, mode)
-            removed: builtins.list[str] = []
-            freed = 0
-            if not dry_run:
-                for i in the_plan.remove:
-                    files, size = self._prune_iteration(self.get(i), remove_records)
-                    removed += files
-                    freed += size
+        try:
+            with self.storage.lock():
+                the_plan = self.plan_retention(chosen, monitor, mode)
+                removed: builtins.list[str] = []
+                freed = 0
+                if not dry_run:
+                    for i in the_plan.remove:
+                        files, size = self._prune_iteration(self.get(i), remove_records)
+                        removed += files
+                        freed += size
+        except OSError as exc:  # a read-only folder, disk full, I/O error
+            raise _commit_error(exc, f"the pruned records of {self.root}") from exc
         if not dry_run and the_plan.remove:
             self.refresh()  # the recorded selection: keep_best_k's monitor does not redefine "the best"
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
 
     def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[builtins.list[str], int]:
         # State before delete: the record stops naming the artifacts first, so a crash in
-        # between leaves unreferenced files, never a record pointing at a missing file.
+        # between leaves unreferenced files, never a record pointing at a missing file. A record to
+        # remove goes last (after being marked pruned): a model never outlives its record (verify()
+        # reports a model without a record).
         record_name = f"{_CK}/{ck.record_file}"
-        if remove_record:
-            self.storage.delete(record_name)
-        else:
+        if ck.artifacts or not remove_record:
             pruned = dict(ck.record)
             pruned["pruned"] = {
                 "at": rec.utc_now(),
@@ -922,7 +1045,7 @@ class CheckpointRepository:
             if self._key is not None:
                 pruned["signature"] = self._signature(pruned)
             self.storage.write_atomic(record_name, rec.dumps(pruned))
-        removed = [record_name] if remove_record else []
+        removed: builtins.list[str] = []
         freed = 0
         for kind, art in ck.artifacts.items():
             if kind not in rec.ARTIFACT_NAMES or strip_attempt(art.file) != rec.artifact_name(kind, ck.iteration):
@@ -930,6 +1053,9 @@ class CheckpointRepository:
             if self.storage.delete(f"{_CK}/{art.file}"):
                 removed.append(f"{_CK}/{art.file}")
                 freed += art.size or 0
+        if remove_record:
+            self.storage.delete(record_name)
+            removed.insert(0, record_name)
         return removed, freed
 
     # -- analysis and summaries -----------------------------------------------------------------------
@@ -958,22 +1084,26 @@ class CheckpointRepository:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
         created = None
         try:
-            old = json.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY))
-            created = old.get("metadata", {}).get("created_at") if isinstance(old, dict) else None
-        except (IntegrityError, ValueError, AttributeError):
-            pass
+            old = rec.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY), rec.CHECKPOINT_SUMMARY)
+            meta = old.get("metadata") if isinstance(old, dict) else None
+            created = meta.get("created_at") if isinstance(meta, dict) else None
+        except CheckpointError:
+            pass  # missing or damaged: this write replaces it
         now = rec.utc_now()
         summary = {
             "schema_version": rec.SCHEMA_VERSION,
             "metadata": {
-                "created_at": created or now,
+                "created_at": created if isinstance(created, str) else now,
                 "updated_at": now,
                 "versions": versions(),
                 "checkpoints_dir": _CK,
             },
             "analysis": self.analyze(monitor, mode),
         }
-        self.storage.write_atomic(rec.CHECKPOINT_SUMMARY, rec.dumps(summary))
+        try:
+            self.storage.write_atomic(rec.CHECKPOINT_SUMMARY, rec.dumps(summary))
+        except OSError as exc:
+            raise _commit_error(exc, f"{rec.CHECKPOINT_SUMMARY} in {self.root}") from exc
         return summary
 
     def table(self) -> Any:
@@ -995,6 +1125,12 @@ class CheckpointRepository:
         metrics; a ``model_iter_{i}.zip`` that has no record at all gets one with empty metrics.
         From then on those files are verified like any other. Returns the adopted iterations.
         """
+        try:
+            return self._adopt()
+        except OSError as exc:  # a read-only folder, disk full, I/O error
+            raise _commit_error(exc, f"the adopted records of {self.root}") from exc
+
+    def _adopt(self) -> builtins.list[int]:
         adopted: builtins.list[int] = []
         with self.storage.lock():
             good = dict(self._scan()[0])

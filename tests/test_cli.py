@@ -101,7 +101,9 @@ def test_reading_verbs(experiment, where):
     text = run("analyze", *loc, cwd=work)
     assert text.returncode == 0 and "validation.sharpe" in text.stdout
     verify = run("verify", *loc, "--json", cwd=work)
-    assert verify.returncode == 0 and json.loads(verify.stdout) == {"ok": True, "problems": []}
+    report = json.loads(verify.stdout)
+    assert verify.returncode == 0 and (report["ok"], report["complete"], report["problems"]) == (True, True, [])
+    assert report["hashed"] == [c["iteration"] for c in rows if c["has_model"]]
 
 
 def test_best_and_summary(copy):

@@ -13,7 +13,7 @@ import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
+from sb3_iter_ckpt import CheckpointRepository, CommitError, IterationCheckpointCallback
 from sb3_iter_ckpt.cli import main as cli_main
 
 # Iteration k's evaluation; a placeholder (below_min_score) where mean_reward <= 0: 1, 2 and 5.
@@ -161,7 +161,7 @@ def test_write_summary_is_atomic(repo_dir, monkeypatch):
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)  # a disk failure cannot be made real
-    with pytest.raises(OSError):
+    with pytest.raises(CommitError, match="I/O error"):  # the package's error, as for every write
         repo.write_summary()
     monkeypatch.undo()
     assert path.read_bytes() == old, "the previous summary is intact"

@@ -149,6 +149,11 @@ class Storage(ABC):
         :param prefixes: Only names starting with one of these (filtered before any stat).
         """
 
+    def non_files(self, folder: str, prefixes: tuple[str, ...]) -> list[str]:
+        """Names directly inside ``folder`` starting with one of ``prefixes`` that ``listdir`` leaves out:
+        folders, devices, sockets... (what ``verify`` reports when it holds a record's name)."""
+        return []
+
     def stat_many(self, names: Sequence[str]) -> dict[str, FileStat]:
         """``FileStat`` of those of ``names`` that exist, as ``listdir`` would report them.
 

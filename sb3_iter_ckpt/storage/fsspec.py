@@ -184,6 +184,16 @@ class FsspecStorage(Storage):
             out[base] = FileStat(int(e.get("size") or 0), _mtime_ns(e), 0, str(etag))
         return out
 
+    def non_files(self, folder: str, prefixes: tuple[str, ...]) -> list[str]:
+        path = self._root if folder in ("", ".") else self._path(folder)
+        self._fresh(path)
+        try:
+            entries = self.fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        names = (str(e["name"]).rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") != "file")
+        return sorted(n for n in names if n.startswith(prefixes))
+
     def hash_file(self, name: str) -> tuple[str, int]:
         path = self._path(name)
         h = hashlib.sha256()

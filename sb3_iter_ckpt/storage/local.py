@@ -156,6 +156,20 @@ class LocalStorage(Storage):
             raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
         return out
 
+    def non_files(self, folder: str, prefixes: tuple[str, ...]) -> list[str]:
+        path = self.root if folder in ("", ".") else self._path(folder)
+        try:
+            with os.scandir(path) as it:
+                return sorted(
+                    e.name
+                    for e in it
+                    if e.name.startswith(prefixes) and not (e.is_file(follow_symlinks=False) or e.is_symlink())
+                )
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+
     def stat_many(self, names: Sequence[str]) -> dict[str, FileStat]:
         out: dict[str, FileStat] = {}
         checked: set[str] = set()
