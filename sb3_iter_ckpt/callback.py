@@ -501,7 +501,9 @@ class IterationCheckpointCallback(BaseCallback):
     close = wait
 
     def _housekeeping(self) -> None:
-        # Without retention=, a repository subclass's retention_policy() hook still applies.
+        # Without retention=, a repository subclass's retention_policy() hook still applies. prune()
+        # refreshes before deleting (the summaries never name a pruned iteration) and after; the refresh
+        # here covers a prune that removed nothing and the callback's own monitor.
         if self.retention is not None or self.repository.retention_policy() is not None:
             self.repository.prune(self.retention, monitor=self.monitor, mode=self.mode)
         self.repository.refresh(self.monitor, self.mode)

@@ -75,6 +75,8 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     from sb3_iter_ckpt.storage import is_url
 
     if args.path is not None:
+        if not args.path.strip():
+            raise UsageError("the repository PATH is empty; give the experiment folder (results/ID)")
         root: Path | str = args.path if is_url(args.path) else Path(args.path)
     elif args.experiment_id is not None:
         root = _experiment_root(args.results_dir, args.experiment_id)
@@ -84,8 +86,15 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
         )
     options = _storage_options(args)
     if isinstance(root, str):  # a URL root (s3://...): options from --storage-option or the environment
-        repo = CheckpointRepository(root, storage_options=options)
-        if must_exist and not repo.storage.listdir("checkpoints"):
+        _check_url(root)
+        try:
+            repo = CheckpointRepository(root, storage_options=options)
+            found = repo.storage.listdir("checkpoints") if must_exist else True
+        except ValueError as exc:  # raised by the filesystem's client, e.g. endpoint_url=notaurl
+            if isinstance(exc, CheckpointError):
+                raise
+            raise UsageError(f"cannot open {root}: {exc}; check the URL and --storage-option values") from exc
+        if not found:
             raise CheckpointNotFound(
                 f"no checkpoint repository at {root} (nothing under checkpoints/); check the URL and storage options"
             )
@@ -95,6 +104,19 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     if must_exist and not (root / "checkpoints").is_dir():
         raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
     return CheckpointRepository(root)
+
+
+def _check_url(url: str) -> None:
+    """A URL whose scheme no installed filesystem handles is bad usage, not an error of the repository."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise UsageError(f"{url}: unknown URL scheme {protocol!r}; use a local folder or s3://bucket/prefix") from None
+    except ImportError as exc:
+        raise UsageError(f"{url}: {exc} (for s3:// run: pip install 'sb3-iter-ckpt[s3]')") from None
 
 
 def _experiment_root(results_dir: str, experiment_id: Any) -> Path | str:
@@ -317,9 +339,21 @@ def cmd_plot(args: argparse.Namespace) -> int:
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise UsageError('plot needs matplotlib: pip install "sb3-iter-ckpt[plot]"') from exc
+    out = Path(args.out)
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if out.suffix.lstrip(".").lower() not in formats:
+        raise UsageError(
+            f"--out {args.out}: give an image file name ending in one of "
+            f"{', '.join('.' + f for f in sorted(formats))} (e.g. progress.png)"
+        )
+    if out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; give an image file name, e.g. {out / 'progress.png'}")
     repo = _open_repo(args)
     metric = args.metric or repo.default_selection()[0]
     cks = repo.list()
+    if args.metric and cks and not any(c.score(metric) is not None for c in cks):
+        raise CheckpointNotFound(f"no iteration has a value for --metric {metric!r} in {repo.checkpoints_dir}")
     fig, ax = plt.subplots(figsize=(9, 4.5))
     pts = [(c.iteration, c.score(metric)) for c in cks if c.has_model or c.reason == "pruned"]
     pts = [(i, s) for i, s in pts if s is not None]
@@ -361,11 +395,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     ax.grid(alpha=0.3)
     if pts or holes:
         ax.legend(loc="best")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise UsageError(f"cannot write --out {args.out}: {exc.strerror or exc}; choose a writable path") from exc
+    finally:
+        plt.close(fig)
     print(f"wrote {out} ({len(pts)} points, {len(holes)} placeholders)")
     return EXIT_OK
 
@@ -396,9 +433,57 @@ def _report_parser(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def cmd_walk_forward(args: argparse.Namespace) -> int:
+def _walk_forward_monitors() -> set[str]:
+    """Every metric the built-in trading evaluator records (``executors._evaluator``), as a monitor key."""
+    from sb3_iter_ckpt.metrics import METRIC_KEYS
+
+    per_env = (*METRIC_KEYS, "mean_reward", "n_episodes")  # evaluate_trading adds the last two
+    keys = {"mean_reward"} | {f"combined.{k}" for k in METRIC_KEYS}
+    return keys | {f"{part}.{k}" for part in ("validation", "train") for k in per_env}
+
+
+def _check_walk_forward_args(args: argparse.Namespace) -> None:
+    """Refuse a bad argument before any data is loaded or any training time is spent."""
     import importlib.util
 
+    from sb3_iter_ckpt.storage import is_url
+
+    if args.workers is not None and args.executor == "sequential":
+        raise UsageError("--workers needs --executor process or --executor ray")
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
+    if args.algo.lower() == "ppo" and args.n_steps < 2:
+        raise UsageError(f"--n-steps {args.n_steps}: PPO needs at least 2 (its minibatches need two samples)")
+    if args.monitor not in _walk_forward_monitors():
+        from sb3_iter_ckpt.metrics import METRIC_KEYS
+
+        raise UsageError(
+            f"--monitor {args.monitor!r} is not a metric the walk-forward records; use mean_reward, or validation., "
+            f"train. or combined. followed by one of {', '.join(METRIC_KEYS)} (e.g. validation.sharpe)"
+        )
+    if args.data and not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data}: no such file; give a CSV with a date and a close column")
+    _storage_options(args)  # KEY=VALUE syntax
+    if is_url(args.results_dir):
+        _check_url(args.results_dir)
+    elif args.storage_option:
+        raise UsageError("--storage-option applies to URL results folders (s3://...), not to a local folder")
+    else:
+        for folder in (Path(args.results_dir), Path(args.results_dir) / str(args.experiment_id)):
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"{folder} is a file, not a folder; choose another --results-dir or --experiment-id")
+    from sb3_iter_ckpt.walkforward import _algo_class
+
+    try:
+        _algo_class(args.algo)
+    except CheckpointError as exc:
+        raise UsageError(f"--algo: {exc}") from None
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    _check_walk_forward_args(args)
     import torch
 
     from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
@@ -407,14 +492,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
-    if args.workers is not None and args.executor == "sequential":
-        raise UsageError("--workers needs --executor process or --executor ray")
-    if args.ray_address and args.executor != "ray":
-        raise UsageError("--ray-address needs --executor ray")
-    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
-        raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     root = _experiment_root(args.results_dir, args.experiment_id)
     logs = Path(tempfile.gettempdir()) / "sb3-iter-ckpt" / str(args.experiment_id) if isinstance(root, str) else root
     os.environ.setdefault("SB3_LOGDIR", str(logs / "logs"))
@@ -433,6 +511,11 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         mode=args.window_mode,
         max_windows=args.iterations,
     )
+    if splitter.n_windows(len(prices)) == 0:
+        raise UsageError(
+            f"no window fits in {len(prices)} prices: --train-size + --gap + --val-size = {splitter.min_length}; "
+            "use smaller windows" + ("" if args.data else " or a larger --n-prices")
+        )
     repo = CheckpointRepository(root, storage_options=_storage_options(args))
     algo_kwargs: dict[str, Any] = {}
     if args.algo.lower() in ("ppo", "a2c"):
@@ -495,6 +578,22 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _object_storage_error(exc: BaseException) -> str | None:
+    """A one-line message for an object storage client's own error (botocore's are not ``OSError``), else None."""
+    botocore = sys.modules.get("botocore.exceptions")  # loaded only if an s3:// root was opened
+    if botocore is None or not isinstance(exc, botocore.BotoCoreError):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, (botocore.NoCredentialsError, botocore.PartialCredentialsError)):
+        return (
+            f"object storage: {text}; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+            "--storage-option key=... --storage-option secret=..."
+        )
+    if isinstance(exc, botocore.EndpointConnectionError):
+        return f"object storage: {text}; check endpoint_url and that the server is reachable"
+    return f"object storage: {text}; check the URL, the credentials and the --storage-option values"
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -503,6 +602,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
     return value
 
 
@@ -543,7 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor", help="metric column to show")
     p.set_defaults(func=cmd_list)
     p = repo_parser("show", "show one iteration's record")
-    p.add_argument("iteration", type=int)
+    p.add_argument("iteration", type=_non_negative_int)
     p.set_defaults(func=cmd_show)
     p = repo_parser("best", "the best iteration")
     selection(p)
@@ -594,18 +703,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
     p.add_argument("--val-size", type=_positive_int, default=125, help="validation rows per window (default 125)")
     p.add_argument("--step", type=_positive_int, help="rows between windows (default: --val-size)")
-    p.add_argument("--gap", type=int, default=0, help="purge gap between train and validation rows")
+    p.add_argument("--gap", type=_non_negative_int, default=0, help="purge gap between train and validation rows")
     p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument(
         "--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)"
     )
     p.add_argument("--monitor", default="validation.sharpe")
     p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
     p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")
-    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--data-seed", type=_non_negative_int, default=0)
     p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small MLPs)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: fastest for small MLPs)")
     p.add_argument(
         "--executor",
         choices=["sequential", "process", "ray"],
@@ -628,11 +737,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as exc:
-        if not isinstance(exc, CheckpointError) and type(exc).__name__ != "DataError":
-            raise
-        print(f"sb3-iter-ckpt: bad input: {exc}", file=sys.stderr)  # e.g. an unreadable --data CSV
-        return EXIT_USAGE
     except CheckpointNotFound as exc:
         print(f"sb3-iter-ckpt: not found: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -643,10 +747,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sb3-iter-ckpt: {exc}", file=sys.stderr)
         return EXIT_MISMATCH
     except CheckpointError as exc:
+        if isinstance(exc, ValueError):  # bad input, e.g. an unreadable --data CSV (data.DataError)
+            print(f"sb3-iter-ckpt: bad input: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:  # e.g. object storage unreachable or access denied
-        print(f"sb3-iter-ckpt: error: {exc}", file=sys.stderr)
+        hint = "; check permissions or the storage credentials" if isinstance(exc, PermissionError) else ""
+        print(f"sb3-iter-ckpt: error: {str(exc).rstrip('.')}{hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        message = _object_storage_error(exc)
+        if message is None:
+            raise  # a bug, not a user's mistake: keep the traceback
+        print(f"sb3-iter-ckpt: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("sb3-iter-ckpt: interrupted; committed iterations are safe, rerun to resume", file=sys.stderr)

@@ -1012,20 +1012,24 @@ class CheckpointRepository:
             return PruneResult(
                 plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
             )
+        removed: builtins.list[str] = []
+        freed = 0
         try:
             with self.storage.lock():
                 the_plan = self.plan_retention(chosen, monitor, mode)
-                removed: builtins.list[str] = []
-                freed = 0
-                if not dry_run:
+                if not dry_run and the_plan.remove:
+                    # Every moment consistent for a reader or a kill: the best link and the summaries first
+                    # name only what stays (the best is protected), then the deletions, then the summaries
+                    # again with the new counts. The recorded selection: keep_best_k's monitor does not
+                    # redefine "the best".
+                    self.refresh()
                     for i in the_plan.remove:
                         files, size = self._prune_iteration(self.get(i), remove_records)
                         removed += files
                         freed += size
+                    self.refresh()
         except OSError as exc:  # a read-only folder, disk full, I/O error
             raise _commit_error(exc, f"the pruned records of {self.root}") from exc
-        if not dry_run and the_plan.remove:
-            self.refresh()  # the recorded selection: keep_best_k's monitor does not redefine "the best"
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
 
     def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[builtins.list[str], int]:

@@ -49,6 +49,9 @@ def test_kill_at_any_instant(zygote, tmp_path, capsys):
     assert fig.records_lost == 0 and fig.corrupt_loads == 0
     assert fig.kills_in_commit >= trials // 5, "the harness must hit commits often"
     assert fig.iterations_committed >= trials
+    # retention, async commit and two writers on one root are part of the trials, and kills land in prunes
+    assert min(fig.retention_trials, fig.async_trials, fig.two_writer_trials) >= trials // 5
+    assert fig.kills > fig.trials and fig.kills_in_prune >= 1
 
 
 @pytest.mark.slow
@@ -77,6 +80,43 @@ def test_harness_notices_damage(zygote, tmp_path):
     assert "record lost: metrics_iter_7.json" in text
     assert "leftover after reopening: checkpoints/.model_iter_9.zip.tmp-otherhost-1-0123abcd" in text
     assert "model_iter_3.zip" in text
+
+
+def test_harness_accepts_only_a_pruned_record_as_changed(zygote, tmp_path):
+    """A record marked ``pruned`` by retention is not "overwritten"; any other change still is."""
+    from sb3_iter_ckpt.retention import KeepLastN
+
+    root = tmp_path / "repo"
+    assert zygote.reap(zygote.fork({"task": "walk", "root": str(root), "seed": 0, "rounds": 1})).done is not None
+    state = harness.RepoState()
+    assert harness.check_repository(root, state)[0] == []
+    CheckpointRepository(root).prune(KeepLastN(2))
+    assert harness.check_repository(root, state)[0] == []
+    record = root / "checkpoints" / "metrics_iter_0.json"
+    data = json.loads(record.read_bytes())
+    assert "pruned" in data
+    data["metrics"]["mean_reward"] = 1e6
+    record.write_text(json.dumps(data))
+    assert "record changed (overwritten): metrics_iter_0.json" in harness.check_repository(root, state)[0]
+
+
+@pytest.mark.parametrize("how", ["prune", "callback", "callback_async"])
+def test_kill_between_prune_and_refresh(zygote, tmp_path, how):
+    """SIGKILL right after retention deleted the model the summaries named as best: the repository is
+    consistent at that very moment (``verify`` exits 0 before anything repairs it)."""
+    import subprocess
+
+    root = tmp_path / "repo"
+    log = zygote.reap(zygote.fork({"task": "prune_window", "root": str(root), "seed": 0, "how": how}))
+    assert log.status is not None and os.WIFSIGNALED(log.status), (log.failure, log.markers)
+    assert any(m == "KILLED after deleting checkpoints/model_iter_0.zip" for _, m in log.markers), log.markers
+    assert not (root / "checkpoints" / "model_iter_0.zip").exists(), "killed after the delete"
+    verify = subprocess.run(
+        [sys.executable, "-m", "sb3_iter_ckpt.cli", "verify", str(root)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    summary = json.loads((root / "training_summary.json").read_bytes())
+    assert summary["best"]["iteration"] == 1 and (root / summary["best"]["model_file"]).is_file()
 
 
 # -- concurrent writers ------------------------------------------------------------------------------

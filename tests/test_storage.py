@@ -173,6 +173,16 @@ def test_link_or_copy_falls_back_to_a_copy(tmp_path, mocker):
     assert sorted(_files(tmp_path)) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
 
 
+def test_link_or_copy_onto_the_same_file_leaves_no_temporary(tmp_path):
+    """rename() of two links to one file is a no-op: a refresh that re-links the same best must not leave
+    its temporary behind (a fresh repository object re-links at every refresh)."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"model bytes")
+    for _ in range(2):
+        st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
+    assert sorted(_files(tmp_path)) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+
+
 # -- reading -------------------------------------------------------------------------------------
 def test_read_errors_are_integrity_errors(tmp_path):
     st = LocalStorage(tmp_path)

@@ -9,20 +9,24 @@ Usage::
 Each trial starts a worker that trains a tiny PPO on CartPole with ``IterationCheckpointCallback``
 (``iteration=None``: it continues where the repository ends), committing a new iteration every 64
 timesteps, and sends it SIGKILL at a random instant: anywhere (start-up, training, sweeping), or a
-random delay after it entered a commit or the best-model/summary refresh. After every kill:
+random delay after it entered a commit, the best-model/summary refresh or a retention prune. Trials
+vary: most run a retention policy after every commit, half commit asynchronously
+(``async_commit=True``), and half run two writer processes on the same root (explicit, interleaved
+iteration numbers), both killed. After every kill:
 
 - the repository opens (which sweeps the dead writer's leftovers) and ``verify()`` reports nothing;
 - every listed iteration loads (the model, and its VecNormalize statistics);
 - no temporary or intent file is visible;
-- no record seen after an earlier kill is lost or changed (nothing overwritten);
+- no record seen after an earlier kill is lost or changed (nothing overwritten; a record that
+  retention marked ``pruned``, with nothing else changed, is allowed);
 - the next worker's first commit is the repository's next free iteration.
 
 Starting Python with torch and SB3 costs seconds, so workers are forked from one *zygote* process
 that imported everything once; a worker costs about 0.1 s. Workers report where they are with
-one-line markers on a pipe (``B i``/``E i`` around ``commit``, ``R``/``r`` around ``refresh``),
-written before and after the call, so the last marker read after the kill tells where it died.
-The markers come from a subclass of ``CheckpointRepository`` defined here: the package has no
-test hook.
+one-line markers on a pipe (``B i``/``E i`` around ``commit``, ``R``/``r`` around ``refresh``,
+``P``/``p`` around ``prune``), written before and after the call, so the last markers read after the
+kill tell where it died. The markers come from a subclass of ``CheckpointRepository`` defined here:
+the package has no test hook.
 
 The same zygote also runs the concurrent-writer scenarios of ``tests/test_reliability_kill.py``.
 """
@@ -77,7 +81,45 @@ def _marked_repository_class() -> type:
             super().refresh(monitor, mode)
             _emit("r")
 
+        def prune(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+            _emit("P")
+            result = super().prune(*args, **kwargs)
+            _emit("p")
+            return result
+
     return MarkedRepository
+
+
+def _retention(spec: dict[str, int] | None):
+    """A retention policy from ``{"keep_last_n": 2, "keep_every_n": 3}`` (None: no retention)."""
+    from sb3_iter_ckpt.retention import policy_from_args
+
+    return policy_from_args(**spec) if spec else None
+
+
+def _die_after_pruning(repo: Any) -> None:
+    """SIGKILL this process right after ``prune()`` deleted its first model file: the exact point
+    between deleting and refreshing that an unlucky kill can hit (a deterministic regression test)."""
+    storage_delete = repo.storage.delete
+    inner_prune = repo.prune
+    armed = [False]
+
+    def delete(name: str, *args: Any, **kwargs: Any) -> Any:
+        result = storage_delete(name, *args, **kwargs)
+        if armed[0] and name.startswith("checkpoints/model_iter_"):
+            _emit(f"KILLED after deleting {name}")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    def prune(*args: Any, **kwargs: Any) -> Any:
+        armed[0] = True
+        try:
+            return inner_prune(*args, **kwargs)
+        finally:
+            armed[0] = False
+
+    repo.storage.delete = delete
+    repo.prune = prune
 
 
 def _make_model(seed: int):
@@ -105,7 +147,15 @@ def _task_walk(task: dict[str, Any]) -> dict[str, Any]:
     repo = _marked_repository_class()(task["root"])
     _emit("OPEN")
     model = _make_model(task["seed"])
-    cb = IterationCheckpointCallback(repo, iteration=None, eval_freq=32, iteration_timesteps=64, on_error="raise")
+    cb = IterationCheckpointCallback(
+        repo,
+        iteration=None,
+        eval_freq=32,
+        iteration_timesteps=64,
+        on_error="raise",
+        retention=_retention(task.get("retention")),
+        async_commit=task.get("async_commit", False),
+    )
     _emit("START")
     for _ in range(task.get("rounds", 10**9)):
         model.learn(64 * 8, callback=cb, reset_num_timesteps=False)
@@ -124,7 +174,13 @@ def _task_iterations(task: dict[str, Any]) -> dict[str, Any]:
     done = []
     for i in task["iterations"]:
         cb = IterationCheckpointCallback(
-            repo, iteration=i, eval_freq=32, on_error="raise", metadata={"writer": os.getpid()}
+            repo,
+            iteration=i,
+            eval_freq=32,
+            on_error="raise",
+            metadata={"writer": os.getpid()},
+            retention=_retention(task.get("retention")),
+            async_commit=task.get("async_commit", False),
         )
         model.learn(task.get("timesteps", 96), callback=cb, reset_num_timesteps=False)
         done += [c.iteration for c in cb.committed]
@@ -153,10 +209,46 @@ def _task_commits(task: dict[str, Any]) -> dict[str, Any]:
     return {"committed": list(task["iterations"])}
 
 
+def _task_prune_window(task: dict[str, Any]) -> dict[str, Any]:
+    """Iteration 0 is the best and named by the summaries; iteration 1 scores better; retention keeps
+    only the last one, so pruning deletes the model the summaries named. The worker kills itself right
+    after that delete (``_die_after_pruning``). ``how``: ``prune`` (a user's ``repository.prune()``
+    while the writer of iteration 1 has not refreshed yet), ``callback`` or ``callback_async``."""
+    import io
+
+    from sb3_iter_ckpt import IterationCheckpointCallback
+    from sb3_iter_ckpt.retention import KeepLastN
+
+    repo = _marked_repository_class()(task["root"])
+    buf = io.BytesIO()
+    model = _make_model(task["seed"])
+    model.save(buf)
+    extra = {"algorithm": "stable_baselines3.ppo.ppo.PPO"}
+    repo.commit(0, metrics={"mean_reward": 10.0}, model=buf.getvalue(), extra=extra)
+    repo.refresh()
+    _die_after_pruning(repo)
+    if task["how"] == "prune":
+        repo.commit(1, metrics={"mean_reward": 20.0}, model=buf.getvalue(), extra=extra)
+        repo.prune(keep_last_n=1)
+    else:
+        cb = IterationCheckpointCallback(
+            repo,
+            iteration=1,
+            eval_freq=32,
+            evaluator=lambda model, env: {"mean_reward": 20.0},
+            on_error="raise",
+            retention=KeepLastN(1),
+            async_commit=task["how"] == "callback_async",
+        )
+        model.learn(64, callback=cb, reset_num_timesteps=False)
+    return {"survived": True}
+
+
 _TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "walk": _task_walk,
     "iterations": _task_iterations,
     "commits": _task_commits,
+    "prune_window": _task_prune_window,
 }
 
 
@@ -401,7 +493,7 @@ def check_repository(root: str | os.PathLike[str], state: RepoState, venv: Any =
     for name, data in state.records.items():
         if name not in current:
             problems.append(f"record lost: {name}")
-        elif current[name] != data:
+        elif current[name] != data and not _pruned_from(data, current[name]):
             problems.append(f"record changed (overwritten): {name}")
     state.records.update(current)
     for ck in cks:
@@ -427,12 +519,34 @@ def check_repository(root: str | os.PathLike[str], state: RepoState, venv: Any =
     return problems, repo.next_iteration()
 
 
+def _pruned_from(old: bytes, new: bytes) -> bool:
+    """True when ``new`` is ``old`` marked pruned by retention: its artifacts moved under ``pruned``."""
+    try:
+        before, after = json.loads(old), json.loads(new)
+    except ValueError:
+        return False
+    if not isinstance(before, dict) or not isinstance(after, dict) or not isinstance(after.get("pruned"), dict):
+        return False
+    moved = {k: {f: a.get(f) for f in ("file", "sha256", "size")} for k, a in before.get("artifacts", {}).items()}
+    rest = ("artifacts", "pruned", "signature")
+    return (
+        after.get("artifacts") == {}
+        and after["pruned"].get("artifacts") == moved
+        and {k: v for k, v in before.items() if k not in rest} == {k: v for k, v in after.items() if k not in rest}
+    )
+
+
 @dataclass
 class Figures:
     trials: int = 0
+    retention_trials: int = 0
+    async_trials: int = 0
+    two_writer_trials: int = 0
+    kills: int = 0
     kills_in_commit: int = 0
     kills_in_commit_completed: int = 0
     kills_in_refresh: int = 0
+    kills_in_prune: int = 0
     kills_elsewhere: int = 0
     iterations_committed: int = 0
     records_lost: int = 0
@@ -443,11 +557,13 @@ class Figures:
 
     def line(self) -> str:
         return (
-            f"kill harness: {self.trials} trials (seed {self.seed}), {self.kills_in_commit} kills inside a commit "
-            f"({self.kills_in_commit_completed} after the record was published), {self.kills_in_refresh} inside "
-            f"the best/summary refresh, {self.kills_elsewhere} elsewhere; {self.iterations_committed} iterations "
-            f"committed; records lost {self.records_lost}, corrupt loads {self.corrupt_loads}, "
-            f"problems {len(self.problems)}; {self.seconds:.0f} s"
+            f"kill harness: {self.trials} trials (seed {self.seed}; {self.retention_trials} with retention, "
+            f"{self.async_trials} with async commit, {self.two_writer_trials} with two writers), {self.kills} kills: "
+            f"{self.kills_in_commit} inside a commit ({self.kills_in_commit_completed} after the record was "
+            f"published), {self.kills_in_refresh} inside the best/summary refresh, {self.kills_in_prune} inside a "
+            f"retention prune, {self.kills_elsewhere} elsewhere; {self.iterations_committed} iterations committed; "
+            f"records lost {self.records_lost}, corrupt loads {self.corrupt_loads}, problems {len(self.problems)}; "
+            f"{self.seconds:.0f} s"
         )
 
 
@@ -479,6 +595,7 @@ def run_kill_trials(
     venv = make_vec_env("CartPole-v1", n_envs=1)
     commit_s: list[float] = [0.02]
     refresh_s: list[float] = [0.05]
+    prune_s: list[float] = [0.1]
     try:
         with contextlib.nullcontext(zygote) if zygote else Zygote(stderr_path=workdir / "workers.stderr") as zyg:
             root = workdir / "repo-0"
@@ -487,39 +604,70 @@ def run_kill_trials(
             for trial in range(trials):
                 if trial and trial % trials_per_repo == 0:  # keep each repository (and each check) small
                     root, state, expected_next = workdir / f"repo-{trial // trials_per_repo}", RepoState(), 0
-                pid = zyg.fork({"task": "walk", "root": str(root), "seed": rng.randrange(2**31)})
+                retention = rng.choice([{"keep_last_n": 2}, {"keep_last_n": 1, "keep_every_n": 3}])
+                retention = retention if rng.random() < 0.75 else None
+                options = {"retention": retention, "async_commit": rng.random() < 0.5}
+                two = rng.random() < 0.5
+                fig.retention_trials += retention is not None
+                fig.async_trials += options["async_commit"]
+                fig.two_writer_trials += two
+                if two:  # two processes on one root, interleaved explicit iterations (never the same one)
+                    its = [list(range(expected_next + w, expected_next + 400, 2)) for w in (0, 1)]
+                    pids = [
+                        zyg.fork(
+                            {"task": "iterations", "root": str(root), "seed": rng.randrange(2**31), "iterations": it}
+                            | {"timesteps": 64}
+                            | options
+                        )
+                        for it in its
+                    ]
+                else:
+                    pids = [zyg.fork({"task": "walk", "root": str(root), "seed": rng.randrange(2**31)} | options)]
+                pid = pids[0]
                 where = rng.random()
-                if where < 0.35:  # anywhere: start-up, sweep at open, training, commit, refresh
+                if where < 0.3:  # anywhere: start-up, sweep at open, training, commit, refresh, prune
                     time.sleep(rng.uniform(0.0, 0.6))
-                elif where < 0.8:  # inside the n-th commit, at a random point of it
+                elif where < 0.65 or (where >= 0.85 and retention is None):  # inside the n-th commit
                     n = rng.randint(1, 3)
                     zyg.wait_for(pid, lambda w, n=n: sum(m.startswith("B ") for _, m in w.markers) >= n, 60)
                     time.sleep(rng.uniform(0.0, 1.2 * statistics.median(commit_s[-20:])))
-                else:  # inside the n-th refresh (best model link, summaries)
+                elif where < 0.85:  # inside the n-th refresh (best model link, summaries)
                     n = rng.randint(1, 2)
                     zyg.wait_for(pid, lambda w, n=n: sum(m == "R" for _, m in w.markers) >= n, 60)
                     time.sleep(rng.uniform(0.0, 1.2 * statistics.median(refresh_s[-20:])))
-                w = zyg.kill(pid)
-                commit_s += _durations(w, "B", "E")
-                refresh_s += _durations(w, "R", "r")
-                if w.failure is not None:
-                    fig.problems.append(f"trial {trial}: the worker failed before the kill: {w.failure}")
-                first = next((m for _, m in w.markers if m.startswith("B ")), None)
-                if first is not None and int(first.split()[1]) != expected_next:
-                    fig.problems.append(
-                        f"trial {trial}: restarted with iteration=None at {first.split()[1]}, expected {expected_next}"
-                    )
-                last = w.last(("B", "E", "R", "r"))
-                if last is not None and last.startswith("B "):
-                    fig.kills_in_commit += 1
-                    it = int(last.split()[1])
-                    if (Path(root) / "checkpoints" / f"metrics_iter_{it}.json").exists():
-                        fig.kills_in_commit_completed += 1
-                elif last == "R":
-                    fig.kills_in_refresh += 1
-                else:
-                    fig.kills_elsewhere += 1
-                fig.iterations_committed += sum(m.startswith("E ") for _, m in w.markers)
+                else:  # inside the n-th retention prune (refresh, deletions, refresh)
+                    n = rng.randint(1, 3)
+                    zyg.wait_for(pid, lambda w, n=n: sum(m == "P" for _, m in w.markers) >= n, 60)
+                    time.sleep(rng.uniform(0.0, 1.2 * statistics.median(prune_s[-20:])))
+                logs = [zyg.kill(p) for p in pids]  # the second writer dies wherever it happens to be
+                last = None
+                for k, w in enumerate(logs):
+                    commit_s += _durations(w, "B", "E")
+                    refresh_s += _durations(w, "R", "r")
+                    prune_s += _durations(w, "P", "p")
+                    if w.failure is not None:
+                        fig.problems.append(f"trial {trial}: worker {k} failed before the kill: {w.failure}")
+                    first = next((m for _, m in w.markers if m.startswith("B ")), None)
+                    if not two and first is not None and int(first.split()[1]) != expected_next:
+                        fig.problems.append(
+                            f"trial {trial}: restarted with iteration=None at {first.split()[1]}, "
+                            f"expected {expected_next}"
+                        )
+                    where_killed = _where(w)
+                    last = last or w.last(("B", "E", "R", "r", "P", "p"))
+                    fig.kills += 1
+                    if where_killed == "commit":
+                        fig.kills_in_commit += 1
+                        it = int(w.last(("B",)).split()[1])
+                        if (Path(root) / "checkpoints" / f"metrics_iter_{it}.json").exists():
+                            fig.kills_in_commit_completed += 1
+                    elif where_killed == "prune":
+                        fig.kills_in_prune += 1
+                    elif where_killed == "refresh":
+                        fig.kills_in_refresh += 1
+                    else:
+                        fig.kills_elsewhere += 1
+                    fig.iterations_committed += sum(m.startswith("E ") for _, m in w.markers)
                 problems, expected_next = check_repository(root, state, venv)
                 fig.trials += 1
                 fig.records_lost += sum(p.startswith("record lost") for p in problems)
@@ -533,6 +681,23 @@ def run_kill_trials(
             own_tmp.cleanup()
     fig.seconds = time.monotonic() - t0
     return fig
+
+
+def _where(w: WorkerLog) -> str:
+    """Where a killed worker died, from its last markers: commit, prune, refresh or elsewhere."""
+    open_prune = False
+    last = None
+    for _, m in w.markers:
+        kind = m.split(" ", 1)[0]
+        if kind in ("P", "p"):
+            open_prune = kind == "P"
+        if kind in ("B", "E", "R", "r"):
+            last = kind
+    if last == "B":
+        return "commit"
+    if open_prune:
+        return "prune"
+    return "refresh" if last == "R" else "elsewhere"
 
 
 def _durations(w: WorkerLog, begin: str, end: str) -> list[float]:

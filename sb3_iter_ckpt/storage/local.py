@@ -389,6 +389,9 @@ class LocalStorage(Storage):
                 with open(temp, "rb+") as f:
                     os.fsync(f.fileno())
             os.replace(temp, dst_path)
+            # rename() of two links to one file does nothing and leaves the temporary (dst already linked)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
