@@ -474,10 +474,10 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
         for folder in (Path(args.results_dir), Path(args.results_dir) / str(args.experiment_id)):
             if folder.exists() and not folder.is_dir():
                 raise UsageError(f"{folder} is a file, not a folder; choose another --results-dir or --experiment-id")
-    from sb3_iter_ckpt.walkforward import _algo_class
+    from sb3_iter_ckpt.algorithms import algorithm_class
 
     try:
-        _algo_class(args.algo)
+        algorithm_class(args.algo)
     except CheckpointError as exc:
         raise UsageError(f"--algo: {exc}") from None
 
