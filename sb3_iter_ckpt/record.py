@@ -30,7 +30,10 @@ BEST_VECNORMALIZE = "best_vecnormalize.pkl"
 TRAINING_SUMMARY = "training_summary.json"
 CHECKPOINT_SUMMARY = "checkpoint_summary.json"
 
-_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(\d+)\.json$")
+# [0-9] and \Z: no other script's digits (int() reads "５" as 5), no leading zeros, no trailing newline.
+_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
+#: An artifact name of ours (model, VecNormalize, replay buffer) at one iteration, with the same rules.
+ARTIFACT_RE = re.compile(r"^(?P<kind>model|vecnormalize|replay_buffer)_iter_(?P<iteration>0|[1-9][0-9]*)\.(zip|pkl)\Z")
 
 #: Artifact kind -> file name pattern (the seed's layout for model and metrics).
 ARTIFACT_NAMES = {

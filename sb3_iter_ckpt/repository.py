@@ -79,6 +79,24 @@ _LOAD_ERRORS = (
 )
 
 
+#: The files derived from the best iteration, and the artifact kind each copies.
+_BEST_FILES = {rec.BEST_MODEL: "model", rec.BEST_VECNORMALIZE: "vecnormalize"}
+
+
+@dataclass(frozen=True)
+class _BestFile:
+    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user"."""
+
+    owner: str
+    sha256: str | None = None
+    stat: FileStat | None = None
+
+
+def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
+    """How a later refresh recognizes our copy without reading it: any write changes one of these."""
+    return {"sha256": sha256, "size": st.size, "mtime_ns": st.mtime_ns, "inode": st.inode, "etag": st.etag}
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing ``verify()`` found wrong."""
@@ -193,7 +211,7 @@ class CheckpointRepository:
         self._prefetched: dict[str, bytes | Exception | None] = {}
         self._settled: tuple[tuple[int, ...], _Scan] | None = None
         self._ck_local: Path | str | None = None
-        self._best_linked: tuple[str | None, str | None] = (None, None)
+        self._best_seen: dict[str, tuple[FileStat, str]] = {}  # best-file name -> (stat, sha256) last hashed
         if sweep:
             try:
                 removed = self.storage.sweep()
@@ -597,11 +615,11 @@ class CheckpointRepository:
         if ck is None or not ck.has_model:
             return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
         try:
-            digest, _ = self.storage.hash_file(best["best_model_file"])
+            self.storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
         except (IntegrityError, UnsafePathError) as exc:
             return [Problem(it, str(best["best_model_file"]), str(exc))]
-        if ck.verified and digest != ck.sha256:
-            return [Problem(it, str(best["best_model_file"]), "does not match the best iteration's model")]
+        # ...other content is not: another tool wrote that name after the summary was written (SB3's
+        # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
         return []
 
     # -- writing ---------------------------------------------------------------------------------
@@ -710,32 +728,107 @@ class CheckpointRepository:
         return files
 
     # -- best model and summaries -------------------------------------------------------------------
-    def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
-        """Point ``best_model.zip`` (and ``best_vecnormalize.pkl``) at the best iteration's files.
+    # best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file system has them), never
+    # hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
+    # and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
+    # while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
+    # never replaced, never deleted, never a verify() problem.
+    def _owned_best_files(self) -> tuple[dict[str, builtins.list[dict[str, Any]]], bool]:
+        """What we last wrote under the best-file names (from ``training_summary.json``), and whether the
+        summary predates that field (then a copy of any committed artifact of the same kind counts as ours)."""
+        try:
+            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
+        except (CheckpointError, ValueError, RecursionError):
+            return {}, False
+        if not isinstance(summary, dict):
+            return {}, False
+        files = summary.get("best_files")
+        if not isinstance(files, dict):
+            return {}, "best" in summary  # an earlier version's summary: its best files were hard links
+        out: dict[str, builtins.list[dict[str, Any]]] = {}
+        for name in _BEST_FILES:
+            entries = files.get(name)
+            if isinstance(entries, list):
+                out[name] = [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
+        return out, False
 
-        A hard link where the file system allows it (no second copy on disk), else a copy.
+    def _best_file_state(self, name: str, owned: Sequence[Mapping[str, Any]], legacy: bool) -> _BestFile:
+        st = self.storage.stat_many([name]).get(name)
+        if st is None:
+            return _BestFile("absent")
+        for e in owned:  # the file as we left it (same inode/ETag, size, mtime): no need to read it
+            if e.get("size") == st.size and [e.get("mtime_ns"), e.get("inode"), e.get("etag")] == [
+                st.mtime_ns,
+                st.inode,
+                st.etag,
+            ]:
+                return _BestFile("ours", e["sha256"], st)
+        seen = self._best_seen.get(name)
+        if seen is not None and seen[0] == st:
+            digest: str | None = seen[1]
+        else:
+            try:
+                digest = self.storage.hash_file(name)[0]
+            except (IntegrityError, UnsafePathError):
+                return _BestFile("user", None, st)  # unreadable, a symlink out of the root: not ours to touch
+            self._best_seen[name] = (st, digest)
+        ours = {e["sha256"] for e in owned}
+        if legacy:
+            kind = _BEST_FILES[name]
+            ours |= {a.sha256 for c in self._scan()[0].values() if (a := c.artifacts.get(kind)) and a.sha256}
+        return _BestFile("ours" if digest in ours else "user", digest, st)
+
+    def _best_files(self) -> dict[str, _BestFile]:
+        owned, legacy = self._owned_best_files()
+        return {name: self._best_file_state(name, owned.get(name, []), legacy) for name in _BEST_FILES}
+
+    def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
+        """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
+        (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.
+
+        Each copy is a reflink where the file system has them, else a byte copy, written under a
+        temporary name and renamed into place: it shares no inode with the committed artifact. A file
+        under those names that we did not write (SB3's ``EvalCallback(best_model_save_path=root)``,
+        ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
         best = self.best(monitor, mode)
-        if best is None:
-            # e.g. the only model was overwritten by a placeholder: no stale "best" may remain
-            self.storage.delete(rec.BEST_MODEL)
-            self.storage.delete(rec.BEST_VECNORMALIZE)
-            self._best_linked = (None, None)
-            return None
-        key = (best.record_file, best.sha256)
-        if self._best_linked == key and self.storage.exists(rec.BEST_MODEL):
-            return best
-        self.storage.link_or_copy(f"{_CK}/{best.artifacts['model'].file}", rec.BEST_MODEL)
-        vn = best.artifacts.get("vecnormalize")
-        if vn is not None:
-            self.storage.link_or_copy(f"{_CK}/{vn.file}", rec.BEST_VECNORMALIZE)
-        else:
-            self.storage.delete(rec.BEST_VECNORMALIZE)
-        self._best_linked = key
+        found = self._best_files()
+        todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
+        for name, kind in _BEST_FILES.items():
+            art = best.artifacts.get(kind) if best is not None else None
+            if found[name].owner == "user":
+                continue
+            if art is None:
+                if found[name].owner == "ours":
+                    todo[name] = None
+                continue
+            src = f"{_CK}/{art.file}"
+            digest = art.sha256 or self.storage.hash_file(src)[0]  # a legacy record has no hash
+            if found[name].sha256 != digest:
+                todo[name] = (src, digest)
+        if todo:
+            # Crash-safe order: the summary first stops naming best_model.zip and records both the old and
+            # the new content as ours, so a kill at any point leaves files we still recognize.
+            pending = {name: t[1] for name, t in todo.items() if t is not None}
+            self._write_training_summary(monitor, mode, found, pending)
+            for name, t in todo.items():
+                if t is None:
+                    self.storage.delete(name)
+                    found[name] = _BestFile("absent")
+                else:
+                    self.storage.copy_file(t[0], name)
+                    found[name] = _BestFile("ours", t[1], self.storage.stat_many([name]).get(name))
+        self._write_training_summary(monitor, mode, found, None)
         return best
 
     def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """The content of ``training_summary.json`` (totals, best checkpoint, performance range)."""
+        return self._training_summary(monitor, mode, self._best_files(), None)
+
+    def _training_summary(
+        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        """``pending``: a refresh about to replace the best files (then no ``best_model_file`` is named)."""
         d_monitor, d_mode = self.default_selection()
         monitor, mode = monitor or d_monitor, mode or d_mode
         cks = self.list()
@@ -747,22 +840,32 @@ class CheckpointRepository:
         perf = performance_range(cks, monitor)
         best_info = None
         if best is not None:
-            best_model_ok = self.storage.exists(rec.BEST_MODEL) and self._best_linked[1] == best.sha256
-            if not best_model_ok and best.sha256 and self.storage.exists(rec.BEST_MODEL):
-                # linked by an earlier process (a fresh repository object): check the file itself
-                try:
-                    best_model_ok = self.storage.hash_file(rec.BEST_MODEL)[0] == best.sha256
-                except (IntegrityError, UnsafePathError):
-                    best_model_ok = False
+            bm = found[rec.BEST_MODEL]
+            best_model_ok = pending is None and bm.owner == "ours" and bool(best.sha256) and bm.sha256 == best.sha256
+            model_file = f"{_CK}/{best.artifacts['model'].file}"
             best_info = {
                 "iteration": best.iteration,
                 "score": best.score(monitor),
                 "metrics": best.metrics,
-                "model_file": f"{_CK}/{best.artifacts['model'].file}",
+                "model_file": model_file,
                 "best_model_file": rec.BEST_MODEL if best_model_ok else None,
                 "sha256": best.sha256,
                 "timesteps": best.timesteps,
             }
+            if bm.owner == "user":
+                best_info["best_model_note"] = (
+                    f"{rec.BEST_MODEL} is another tool's file (e.g. SB3's EvalCallback), left as it is; "
+                    f"this repository's best model is {model_file}"
+                )
+        best_files: dict[str, builtins.list[dict[str, Any]]] = {}
+        for name, f in found.items():
+            entries = []
+            if f.owner == "ours" and f.sha256 is not None:
+                st = f.stat
+                entries.append({"sha256": f.sha256} if st is None else _identity(f.sha256, st))
+            if pending and name in pending and pending[name] != f.sha256:
+                entries.append({"sha256": pending[name]})
+            best_files[name] = entries
         return {
             "schema_version": rec.SCHEMA_VERSION,
             "updated_at": rec.utc_now(),
@@ -775,18 +878,24 @@ class CheckpointRepository:
             "monitor": monitor,
             "mode": mode,
             "best": best_info,
+            "best_files": best_files,
             "performance_range": perf,
             "versions": versions(),
         }
 
-    def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
-        """Write ``training_summary.json`` atomically and return it."""
-        summary = self.training_summary(monitor, mode)
+    def _write_training_summary(
+        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        summary = self._training_summary(monitor, mode, found, pending)
         self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
         return summary
 
+    def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """Write ``training_summary.json`` atomically and return it."""
+        return self._write_training_summary(monitor, mode, self._best_files(), None)
+
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
-        """After a commit: update the best model link, then both summaries (in that order).
+        """After a commit: the best model's copy with ``training_summary.json``, then ``checkpoint_summary.json``.
 
         Under the commit lock, so that concurrent writers leave one consistent best. Crash-safe:
         before ``best_model.zip`` changes, ``training_summary.json`` stops naming it, so a kill
@@ -795,13 +904,7 @@ class CheckpointRepository:
         """
         try:
             with self.storage.lock():
-                best = self.best(monitor, mode)
-                key = (best.record_file, best.sha256) if best is not None else (None, None)
-                if key != self._best_linked or not self.storage.exists(rec.BEST_MODEL):
-                    self._best_linked = (None, None)
-                    self.write_training_summary(monitor, mode)
                 self.update_best(monitor, mode)
-                self.write_training_summary(monitor, mode)
                 self.write_summary(monitor, mode)
         except OSError as exc:
             raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 TRIALS_ENV = "SB3_ITER_CKPT_KILL_TRIALS"
-_LEFTOVER_RE = re.compile(r"(\.tmp-.+-\d+-[0-9a-f]{8}$)|(^\.intent-)")
+_LEFTOVER_RE = re.compile(r"(\.sb3ckpt-tmp-.+-\d+-[0-9a-f]{8}$)|(^\.sb3ckpt-intent-)")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -58,7 +58,7 @@ from sb3_iter_ckpt.storage.base import (
 
 #: Protocols whose ``pipe_file(mode="create")`` is atomic: S3's conditional PUT; ``memory`` under a lock here.
 _CREATE_ONLY = ("s3", "s3a", "memory")
-_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(\d+)\.json$")
+_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
 _MEMORY_LOCK = threading.Lock()  # the memory filesystem lives in this process: a lock makes "create" atomic
 MIN_S3FS = (2025, 7)
 
@@ -339,8 +339,8 @@ class FsspecStorage(Storage):
         self._fresh(path)
         return True
 
-    def link_or_copy(self, src: str, dst: str) -> None:
-        """A server-side copy (S3 ``CopyObject``): no bytes travel through this process."""
+    def copy_file(self, src: str, dst: str) -> None:
+        """A server-side copy (S3 ``CopyObject``, one atomic object write): no bytes travel through this process."""
         try:
             self.fs.cp_file(self._path(src), self._path(dst))
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
