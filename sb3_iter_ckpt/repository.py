@@ -63,6 +63,7 @@ _RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see reco
 # is bound to give it another change time, so a scan made then can be reused while it keeps it.
 _SETTLED_NS = 2_000_000_000
 _Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
+_NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
 
 #: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
 #: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
@@ -314,7 +315,7 @@ class CheckpointRepository:
     def _orphan_models(self) -> builtins.list[int]:
         """Iterations of ``model_iter_{i}.zip`` files that no record names."""
         names = self.storage.listdir(_CK)
-        found = [int(m.group(1)) for n in names if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+        found = [p[1] for n in names if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
         return sorted(i for i in found if rec.record_name(i) not in names and rec.placeholder_name(i) not in names)
 
     def list(self) -> builtins.list[Checkpoint]:
@@ -389,10 +390,12 @@ class CheckpointRepository:
     def next_iteration(self) -> int:
         """The next free iteration number: one past the highest committed (or unreadable) record.
 
-        A ``model_iter_{i}.zip`` without a record (a legacy or a stranger's file) counts too: never overwrite it.
+        An artifact name without a record (``model_iter_{i}.zip``..., a legacy or a stranger's file) counts
+        too: never overwrite it.
         """
-        its = [p[0] for n in self._records_listing() if (p := rec.parse_record_name(n)) is not None]
-        its += self._orphan_models()
+        listing = self.storage.listdir(_CK)
+        its = [p[0] for n in listing if (p := rec.parse_record_name(n)) is not None]
+        its += [a[1] for n in listing if (a := rec.parse_artifact_name(strip_attempt(n))) is not None]
         return max(its) + 1 if its else 0
 
     def default_selection(self) -> tuple[str, str]:
@@ -633,6 +636,20 @@ class CheckpointRepository:
                 f"iteration(s) {', '.join(map(str, taken))} already committed in {self.checkpoints_dir}; "
                 "use iteration=None for the next free one, or overwrite=True to replace"
             )
+        stray = self._stray_artifacts(iterations)
+        if stray:
+            raise CheckpointExistsError(
+                f"{_CK}/{stray[0]} exists without a record (another program's file?) and would be overwritten; "
+                "move it away, use iteration=None for the next free number, or pass overwrite=True"
+            )
+
+    def _stray_artifacts(self, iterations: Sequence[int]) -> builtins.list[str]:
+        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
+        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
+        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
+
+    def _taken(self, iteration: int) -> bool:
+        return self.has(iteration) or bool(self._stray_artifacts([iteration]))
 
     def commit(
         self,
@@ -647,6 +664,7 @@ class CheckpointRepository:
         extra: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         idempotent: bool = False,
+        next_free: bool = False,
     ) -> Checkpoint:
         """Durably commit one iteration: artifacts first, the metrics record last (the commit marker).
 
@@ -663,6 +681,9 @@ class CheckpointRepository:
         :param overwrite: Replace an already committed iteration instead of raising.
         :param idempotent: For retries: when the iteration is already committed (by an earlier attempt
             or another writer that won the race), return that record instead of raising.
+        :param next_free: Automatic numbering: when ``iteration`` is taken (by a record, or by a file
+            without one), or another writer takes it during this commit, commit under the next free
+            number instead of raising. The returned checkpoint carries the number used.
         :return: The committed ``Checkpoint``.
         """
         iteration = _check_iteration(iteration)
@@ -672,7 +693,11 @@ class CheckpointRepository:
             raise CheckpointError("a placeholder holds no artifacts")
         if idempotent and not overwrite and self.has(iteration):
             return self.get(iteration)
-        self.ensure_free([iteration], overwrite)
+        next_free = next_free and not overwrite
+        if next_free and self._taken(iteration):
+            iteration = max(iteration + 1, self.next_iteration())
+        elif not next_free:
+            self.ensure_free([iteration], overwrite)
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
         replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
@@ -681,25 +706,37 @@ class CheckpointRepository:
             for kind, src in sources.items():
                 if src is not None:
                     staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
-            artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
             fields = dict(extra or {})
             fields.setdefault("versions", versions())
-            record = rec.build(
-                iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
-            )
-            if self._key is not None:
-                record["signature"] = self._signature(record)
-            name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
-            data = rec.dumps(record)
-            self.storage.publish(
-                list(staged.values()),
-                f"{_CK}/{name}",
-                data,
-                conflicts=[]
-                if overwrite
-                else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
-                replace=replace,
-            )
+            for attempt in range(_NEXT_FREE_ATTEMPTS):
+                artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
+                record = rec.build(
+                    iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
+                )
+                if self._key is not None:
+                    record["signature"] = self._signature(record)
+                name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
+                data = rec.dumps(record)
+                try:
+                    self.storage.publish(
+                        list(staged.values()),
+                        f"{_CK}/{name}",
+                        data,
+                        conflicts=[]
+                        if overwrite
+                        else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
+                        replace=replace,
+                    )
+                    break
+                except CheckpointExistsError:
+                    if not next_free or attempt == _NEXT_FREE_ATTEMPTS - 1:
+                        raise
+                # Automatic numbering: another writer took this number since we chose it. The record is
+                # create-only, so trying the next free number until one is ours is race-free.
+                iteration = max(iteration + 1, self.next_iteration())
+                staged = {
+                    k: self.storage.restage(s, f"{_CK}/{rec.artifact_name(k, iteration)}") for k, s in staged.items()
+                }
         except CheckpointExistsError:
             self.storage.discard(list(staged.values()))  # another writer's record won
             if idempotent:
@@ -1102,7 +1139,7 @@ class CheckpointRepository:
         with self.storage.lock():
             good = dict(self._scan()[0])
             listing = self.storage.listdir(_CK)
-            orphan_models = [int(m.group(1)) for n in listing if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+            orphan_models = [p[1] for n in listing if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
             for i in sorted(set(orphan_models) - set(good)):
                 good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
             for i, ck in sorted(good.items()):

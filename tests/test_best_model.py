@@ -15,7 +15,6 @@ import os
 import pytest
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
 from sb3_iter_ckpt.storage import FsspecStorage, LocalStorage

@@ -199,6 +199,10 @@ class Storage(ABC):
         """Write ``source`` durably under a temporary name for ``name``."""
 
     @abstractmethod
+    def restage(self, staged: Staged, name: str) -> Staged:
+        """``staged``, to be published under ``name`` instead (automatic numbering that lost a race)."""
+
+    @abstractmethod
     def discard(self, staged: Sequence[Staged]) -> None:
         """Remove staged temporaries (after a failed or refused commit)."""
 
@@ -215,7 +219,8 @@ class Storage(ABC):
         """Make ``staged`` visible under their final names, then create ``record`` last.
 
         :param conflicts: Names whose existence means the iteration is already committed
-            (``CheckpointExistsError``); checked under the lock.
+            (``CheckpointExistsError``); checked under the lock, before anything is touched (the
+            staged files are then left to the caller).
         :param replace: Names to delete first (an explicit overwrite).
         """
 

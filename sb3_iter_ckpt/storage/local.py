@@ -301,10 +301,12 @@ class LocalStorage(Storage):
         rec_staged: Staged | None = None
         linked = False
         with self.lock():
+            # Before the try: a refused publish leaves the staged files to the caller (which may retry
+            # them under another iteration number, or discard them).
+            for name in conflicts:
+                if self.root.joinpath(*check_name(name).parts).exists():
+                    raise already_committed(name, str(self.root))
             try:
-                for name in conflicts:
-                    if self.root.joinpath(*check_name(name).parts).exists():
-                        raise already_committed(name, str(self.root))
                 for name in replace:
                     self.delete(name)
                 self._mkdirs(folder)
@@ -350,6 +352,11 @@ class LocalStorage(Storage):
                     self.discard([rec_staged])
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
+
+    def restage(self, staged: Staged, name: str) -> Staged:
+        """The same staged file, to be published under ``name`` (a rename at publish: nothing is copied)."""
+        self._path(name, for_write=True)
+        return Staged(final=name, temp=staged.temp, sha256=staged.sha256, size=staged.size)
 
     def delete(self, name: str) -> bool:
         path = self._path(name, for_write=True)
