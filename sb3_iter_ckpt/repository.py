@@ -395,7 +395,8 @@ class CheckpointRepository:
         """
         listing = self.storage.listdir(_CK)
         its = [p[0] for n in listing if (p := rec.parse_record_name(n)) is not None]
-        its += [a[1] for n in listing if (a := rec.parse_artifact_name(strip_attempt(n))) is not None]
+        # Plain names only: an attempt key no record names (object storage) is our own leftover, swept later.
+        its += [a[1] for n in listing if (a := rec.parse_artifact_name(n)) is not None]
         return max(its) + 1 if its else 0
 
     def default_selection(self) -> tuple[str, str]:

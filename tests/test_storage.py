@@ -88,6 +88,9 @@ def test_publish_refuses_a_committed_iteration_and_discards_nothing_else(tmp_pat
     with pytest.raises(CheckpointExistsError, match="already exists"):
         st.publish(staged, f"{CK}/metrics_iter_0.json", b"{}", conflicts=[f"{CK}/metrics_iter_0.json"])
     assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"first"
+    # the staged file is left to the caller (automatic numbering publishes it under the next number)
+    assert st.read_bytes(staged[0].temp) == b"second"
+    st.discard(staged)
     assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"], "temporaries discarded"
 
 

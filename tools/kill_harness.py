@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -424,6 +425,10 @@ def check_repository(root: str | os.PathLike[str], state: RepoState, venv: Any =
         for key in ("model_file", "best_model_file"):
             if best.get(key) and not (Path(root) / best[key]).is_file():
                 problems.append(f"training_summary.json names a missing file: {best[key]}")
+            elif key == "best_model_file" and best.get(key):
+                # verify() leaves best_model.zip's content alone (another tool may own the name): check it here
+                if hashlib.sha256((Path(root) / best[key]).read_bytes()).hexdigest() != best.get("sha256"):
+                    problems.append(f"training_summary.json names {best[key]}, which holds another model")
     return problems, repo.next_iteration()
 
 
