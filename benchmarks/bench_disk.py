@@ -72,11 +72,10 @@ def main() -> int:
             with torch.no_grad():
                 next(model.policy.parameters()).add_(1e-3)
             snapshots.append(ModelSnapshot.capture(model))
-        results = {}
-        for variant in ("copy", "hard link"):
-            changed: list[float] = []
-            same: list[float] = []
-            for r in range(repeats):  # the variants take turns, so noise hits both alike
+        times: dict[str, tuple[list[float], list[float]]] = {"copy": ([], []), "hard link": ([], [])}
+        roots: dict[str, Path] = {}
+        for r in range(repeats):
+            for variant, (changed, same) in times.items():  # the variants take turns: noise hits both alike
                 root = c.tmpdir(f"disk-{variant.replace(' ', '')}") / "repo"
                 storage = LocalStorage(root) if variant == "copy" else HardLinkStorage(root)
                 repo = CheckpointRepository(root, storage=storage)
@@ -90,11 +89,15 @@ def main() -> int:
                     best_score = score if best_score is None else max(best_score, score)
                 if r < repeats - 1:
                     shutil.rmtree(root.parent)
-            best_file = root / "best_model.zip"
-            linked = os.path.samefile(best_file, root / "checkpoints" / f"model_iter_{repo.best().iteration}.zip")
+                roots[variant] = root
+        results = {}
+        for variant, root in roots.items():
+            best = CheckpointRepository(root).best()
+            assert best is not None
+            linked = os.path.samefile(root / "best_model.zip", root / "checkpoints" / best.artifacts["model"].file)
             if variant == "copy":
                 safe = safe and not linked
-            results[variant] = (root, changed, same, linked)
+            results[variant] = (root, times[variant][0], times[variant][1], linked)
         seed = c.tmpdir("disk-seed") / "repo"
         (seed / "checkpoints").mkdir(parents=True)
         best_score, best_i = None, None
