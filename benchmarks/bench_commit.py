@@ -1,7 +1,7 @@
 # ruff: noqa: B023  (closures are called within their loop iteration)
 """3. Cost of one commit at the boundary (temp + fsync + rename + create-only record), against model.save(path).
 
-Also reported: the repository refresh that follows a commit (best-model hard link, two summaries),
+Also reported: the repository refresh that follows a commit (best-model copy, two summaries),
 and what the disk does for a plain write + fsync of the same bytes (MB/s).
 
 A commit keeps a new file per iteration. Writing a new file that stays costs more on some file
@@ -80,7 +80,7 @@ def main() -> int:
         ratios[label] = (commit_t / save, commit_t / save_fsync_t, commit_t / c.median(times["save_same"]))
         for key, name in (
             ("commit", "ours: repo.commit (zip built from the snapshot, fsync, rename, record)"),
-            ("commit_refresh", "ours: commit + refresh (best link, 2 summaries)"),
+            ("commit_refresh", "ours: commit + refresh (best copy, 2 summaries)"),
             ("save", "model.save(path), a new file per iteration, no fsync"),
             ("save_same", "model.save(path), the same file every time, no fsync"),
             ("save_fsync", "model.save + write + fsync, a new file per iteration"),

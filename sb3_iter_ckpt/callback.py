@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
 from sb3_iter_ckpt.record import Checkpoint, as_score, get_metric
-from sb3_iter_ckpt.repository import CheckpointRepository
+from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration
 from sb3_iter_ckpt.snapshot import ModelSnapshot, copy_replay_buffer
 from sb3_iter_ckpt.writer import AsyncWriter
 
@@ -70,7 +70,9 @@ class IterationCheckpointCallback(BaseCallback):
     gets a placeholder record with a reason.
 
     :param repository: A ``CheckpointRepository`` or a path to one (``results/{experiment_id}``).
-    :param iteration: Number of the first iteration this callback writes; None: the next free one.
+    :param iteration: Number of the first iteration this callback writes (refused before training when
+        taken, unless ``overwrite``); None: automatic numbering, the next free one, settled at each commit:
+        when another writer takes that number meanwhile, the commit takes the next free one instead.
         Each further boundary (or ``learn()`` call with the same callback) takes the next number.
     :param eval_env: Validation environment (``gym.Env``, ``VecEnv`` or a gymnasium env id); None: use the
         statistics of the training episodes finished since the last evaluation.
@@ -142,7 +144,8 @@ class IterationCheckpointCallback(BaseCallback):
         self.repository = (
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
-        self.iteration = None if iteration is None else int(iteration)
+        # Checked here like every other argument, not first at learn().
+        self.iteration = None if iteration is None else _check_iteration(iteration)
         # A string is a gymnasium env id, so YAML configs (RL Zoo) can name a validation env.
         self.eval_env = gym.make(eval_env) if isinstance(eval_env, str) else eval_env
         self.eval_freq = int(eval_freq)
@@ -186,13 +189,19 @@ class IterationCheckpointCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.wait()  # async: a write left by an earlier learn() that raised finishes (and surfaces) first
-        if self._current is None:
-            self._current = self.iteration if self.iteration is not None else self.repository.next_iteration()
-        total = int(self.locals.get("total_timesteps", self.model.num_timesteps))
-        remaining = max(total - self.model.num_timesteps, 0)
-        windows = 1 if self.iteration_timesteps is None else max(1, math.ceil(remaining / self.iteration_timesteps))
-        # Refuse before any training time is spent (SB3 runs this before the first rollout).
-        self.repository.ensure_free(range(self._current, self._current + windows), self.overwrite)
+        if self.iteration is None:
+            # Automatic numbering: a guess here, settled at each commit (next_free), where another writer
+            # on the same repository that took this number meanwhile makes ours the next free one.
+            nxt = self.repository.next_iteration()
+            self._current = nxt if self._current is None else max(self._current, nxt)
+        else:
+            if self._current is None:
+                self._current = self.iteration
+            total = int(self.locals.get("total_timesteps", self.model.num_timesteps))
+            remaining = max(total - self.model.num_timesteps, 0)
+            windows = 1 if self.iteration_timesteps is None else max(1, math.ceil(remaining / self.iteration_timesteps))
+            # Explicit numbers: refused before any training time is spent (SB3 runs this before the first rollout).
+            self.repository.ensure_free(range(self._current, self._current + windows), self.overwrite)
         self._begin_window(self.model.num_timesteps)
 
     def _begin_window(self, start: int) -> None:
@@ -416,7 +425,12 @@ class IterationCheckpointCallback(BaseCallback):
         if p.best is None:
             # A placeholder keeps the last evaluation's metrics, so the analysis still sees them.
             return self.repository.commit(
-                p.iteration, metrics=p.last_metrics, reason=p.reason, extra=p.extra, overwrite=self.overwrite
+                p.iteration,
+                metrics=p.last_metrics,
+                reason=p.reason,
+                extra=p.extra,
+                overwrite=self.overwrite,
+                next_free=self.iteration is None,
             )
         best = p.best
         return self.repository.commit(
@@ -428,6 +442,7 @@ class IterationCheckpointCallback(BaseCallback):
             timesteps=best.timesteps,
             extra=p.extra,
             overwrite=self.overwrite,
+            next_free=self.iteration is None,
         )
 
     def _commit_failed(self, p: _Pending, exc: BaseException) -> Checkpoint | None:
@@ -444,6 +459,7 @@ class IterationCheckpointCallback(BaseCallback):
                 reason="save_failed",
                 extra=extra,
                 overwrite=self.overwrite,
+                next_free=self.iteration is None,
             )
         except (CheckpointError, OSError) as exc2:
             self.errors.append(exc2)
@@ -514,6 +530,8 @@ class IterationCheckpointCallback(BaseCallback):
         ``housekeeping``: ``"now"`` to run retention and summaries here; None when the writer thread
         already did; the exception it met there.
         """
+        if self._current is not None and ck.iteration >= self._current:
+            self._current = ck.iteration + 1  # automatic numbering moved past a number another writer took
         try:
             if isinstance(housekeeping, BaseException):
                 raise housekeeping

@@ -122,6 +122,13 @@ def _check_url(url: str) -> None:
 def _experiment_root(results_dir: str, experiment_id: Any) -> Path | str:
     from sb3_iter_ckpt.storage import is_url
 
+    text = str(experiment_id)
+    parts = text.replace("\\", "/").split("/")
+    # An id names a folder inside RESULTS_DIR: never one above it or elsewhere (../x, /abs).
+    if "\x00" in text or text.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise UsageError(
+            f"--experiment-id {text!r} must be a folder name inside --results-dir (no '..', no absolute path)"
+        )
     if is_url(results_dir):
         return f"{results_dir.rstrip('/')}/{experiment_id}"
     return Path(results_dir) / str(experiment_id)

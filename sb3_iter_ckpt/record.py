@@ -30,7 +30,9 @@ BEST_VECNORMALIZE = "best_vecnormalize.pkl"
 TRAINING_SUMMARY = "training_summary.json"
 CHECKPOINT_SUMMARY = "checkpoint_summary.json"
 
-_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(\d+)\.json$")
+# [0-9] and \Z: no other script's digits (int() reads "５" as 5), no leading zeros, no trailing newline.
+_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
+_ARTIFACT_RE = re.compile(r"^(?P<kind>model|vecnormalize|replay_buffer)_iter_(?P<iteration>0|[1-9][0-9]*)\.(zip|pkl)\Z")
 
 #: Artifact kind -> file name pattern (the seed's layout for model and metrics).
 ARTIFACT_NAMES = {
@@ -58,6 +60,14 @@ def parse_record_name(name: str) -> tuple[int, bool] | None:
     if m is None:
         return None
     return int(m.group(2)), m.group(1) == "no_model"
+
+
+def parse_artifact_name(name: str) -> tuple[str, int] | None:
+    """``model_iter_3.zip`` -> ``("model", 3)``; any name that is not exactly an artifact name -> None."""
+    m = _ARTIFACT_RE.match(name)
+    if m is None or artifact_name(m["kind"], int(m["iteration"])) != name:
+        return None
+    return m["kind"], int(m["iteration"])
 
 
 def utc_now() -> str:

@@ -63,6 +63,7 @@ _RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see reco
 # is bound to give it another change time, so a scan made then can be reused while it keeps it.
 _SETTLED_NS = 2_000_000_000
 _Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
+_NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
 
 #: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
 #: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
@@ -77,6 +78,24 @@ _LOAD_ERRORS = (
     AttributeError,
     TypeError,
 )
+
+
+#: The files derived from the best iteration, and the artifact kind each copies.
+_BEST_FILES = {rec.BEST_MODEL: "model", rec.BEST_VECNORMALIZE: "vecnormalize"}
+
+
+@dataclass(frozen=True)
+class _BestFile:
+    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user"."""
+
+    owner: str
+    sha256: str | None = None
+    stat: FileStat | None = None
+
+
+def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
+    """How a later refresh recognizes our copy without reading it: any write changes one of these."""
+    return {"sha256": sha256, "size": st.size, "mtime_ns": st.mtime_ns, "inode": st.inode, "etag": st.etag}
 
 
 @dataclass(frozen=True)
@@ -256,7 +275,7 @@ class CheckpointRepository:
         self._prefetched: dict[str, bytes | Exception | None] = {}
         self._settled: tuple[tuple[int, ...], _Scan] | None = None
         self._ck_local: Path | str | None = None
-        self._best_linked: tuple[str | None, str | None] = (None, None)
+        self._best_seen: dict[str, tuple[FileStat, str]] = {}  # best-file name -> (stat, sha256) last hashed
         if sweep:
             try:
                 removed = self.storage.sweep()
@@ -359,7 +378,7 @@ class CheckpointRepository:
     def _orphan_models(self) -> builtins.list[int]:
         """Iterations of ``model_iter_{i}.zip`` files that no record names."""
         names = self.storage.listdir(_CK)
-        found = [int(m.group(1)) for n in names if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+        found = [p[1] for n in names if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
         return sorted(i for i in found if rec.record_name(i) not in names and rec.placeholder_name(i) not in names)
 
     def list(self) -> builtins.list[Checkpoint]:
@@ -434,10 +453,13 @@ class CheckpointRepository:
     def next_iteration(self) -> int:
         """The next free iteration number: one past the highest committed (or unreadable) record.
 
-        A ``model_iter_{i}.zip`` without a record (a legacy or a stranger's file) counts too: never overwrite it.
+        An artifact name without a record (``model_iter_{i}.zip``..., a legacy or a stranger's file) counts
+        too: never overwrite it.
         """
-        its = [p[0] for n in self._records_listing() if (p := rec.parse_record_name(n)) is not None]
-        its += self._orphan_models()
+        listing = self.storage.listdir(_CK)
+        its = [p[0] for n in listing if (p := rec.parse_record_name(n)) is not None]
+        # Plain names only: an attempt key no record names (object storage) is our own leftover, swept later.
+        its += [a[1] for n in listing if (a := rec.parse_artifact_name(n)) is not None]
         return max(its) + 1 if its else 0
 
     def default_selection(self) -> tuple[str, str]:
@@ -709,11 +731,11 @@ class CheckpointRepository:
         if ck is None or not ck.has_model:
             return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
         try:
-            digest, _ = self.storage.hash_file(best["best_model_file"])
+            self.storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
         except (IntegrityError, UnsafePathError) as exc:
             return [Problem(it, str(best["best_model_file"]), str(exc))]
-        if ck.verified and digest != ck.sha256:
-            return [Problem(it, str(best["best_model_file"]), "does not match the best iteration's model")]
+        # ...other content is not: another tool wrote that name after the summary was written (SB3's
+        # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
         return []
 
     # -- writing ---------------------------------------------------------------------------------
@@ -727,6 +749,20 @@ class CheckpointRepository:
                 f"iteration(s) {', '.join(map(str, taken))} already committed in {self.checkpoints_dir}; "
                 "use iteration=None for the next free one, or overwrite=True to replace"
             )
+        stray = self._stray_artifacts(iterations)
+        if stray:
+            raise CheckpointExistsError(
+                f"{_CK}/{stray[0]} exists without a record (another program's file?) and would be overwritten; "
+                "move it away, use iteration=None for the next free number, or pass overwrite=True"
+            )
+
+    def _stray_artifacts(self, iterations: Sequence[int]) -> builtins.list[str]:
+        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
+        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
+        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
+
+    def _taken(self, iteration: int) -> bool:
+        return self.has(iteration) or bool(self._stray_artifacts([iteration]))
 
     def commit(
         self,
@@ -741,6 +777,7 @@ class CheckpointRepository:
         extra: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         idempotent: bool = False,
+        next_free: bool = False,
     ) -> Checkpoint:
         """Durably commit one iteration: artifacts first, the metrics record last (the commit marker).
 
@@ -757,6 +794,9 @@ class CheckpointRepository:
         :param overwrite: Replace an already committed iteration instead of raising.
         :param idempotent: For retries: when the iteration is already committed (by an earlier attempt
             or another writer that won the race), return that record instead of raising.
+        :param next_free: Automatic numbering: when ``iteration`` is taken (by a record, or by a file
+            without one), or another writer takes it during this commit, commit under the next free
+            number instead of raising. The returned checkpoint carries the number used.
         :return: The committed ``Checkpoint``.
         """
         iteration = _check_iteration(iteration)
@@ -766,7 +806,11 @@ class CheckpointRepository:
             raise CheckpointError("a placeholder holds no artifacts")
         if idempotent and not overwrite and self.has(iteration):
             return self.get(iteration)
-        self.ensure_free([iteration], overwrite)
+        next_free = next_free and not overwrite
+        if next_free and self._taken(iteration):
+            iteration = max(iteration + 1, self.next_iteration())
+        elif not next_free:
+            self.ensure_free([iteration], overwrite)
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
         replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
@@ -775,27 +819,39 @@ class CheckpointRepository:
             for kind, src in sources.items():
                 if src is not None:
                     staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
-            artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
             fields = dict(extra or {})
             fields.setdefault("versions", versions())
-            record = rec.build(
-                iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
-            )
-            if self._key is not None:
-                record["signature"] = self._signature(record)
-            name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
-            data = rec.dumps(record)
-            # Refused before publishing what no reader could parse back (metadata nested too deeply...).
-            committed = rec.parse(name, data, model_path_for=self._model_path)
-            self.storage.publish(
-                list(staged.values()),
-                f"{_CK}/{name}",
-                data,
-                conflicts=[]
-                if overwrite
-                else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
-                replace=replace,
-            )
+            for attempt in range(_NEXT_FREE_ATTEMPTS):
+                artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
+                record = rec.build(
+                    iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
+                )
+                if self._key is not None:
+                    record["signature"] = self._signature(record)
+                name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
+                data = rec.dumps(record)
+                # Refused before publishing what no reader could parse back (metadata nested too deeply...).
+                committed = rec.parse(name, data, model_path_for=self._model_path)
+                try:
+                    self.storage.publish(
+                        list(staged.values()),
+                        f"{_CK}/{name}",
+                        data,
+                        conflicts=[]
+                        if overwrite
+                        else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
+                        replace=replace,
+                    )
+                    break
+                except CheckpointExistsError:
+                    if not next_free or attempt == _NEXT_FREE_ATTEMPTS - 1:
+                        raise
+                # Automatic numbering: another writer took this number since we chose it. The record is
+                # create-only, so trying the next free number until one is ours is race-free.
+                iteration = max(iteration + 1, self.next_iteration())
+                staged = {
+                    k: self.storage.restage(s, f"{_CK}/{rec.artifact_name(k, iteration)}") for k, s in staged.items()
+                }
         except CheckpointExistsError:
             self.storage.discard(list(staged.values()))  # another writer's record won
             if idempotent:
@@ -824,32 +880,107 @@ class CheckpointRepository:
         return files
 
     # -- best model and summaries -------------------------------------------------------------------
-    def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
-        """Point ``best_model.zip`` (and ``best_vecnormalize.pkl``) at the best iteration's files.
+    # best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file system has them), never
+    # hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
+    # and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
+    # while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
+    # never replaced, never deleted, never a verify() problem.
+    def _owned_best_files(self) -> tuple[dict[str, builtins.list[dict[str, Any]]], bool]:
+        """What we last wrote under the best-file names (from ``training_summary.json``), and whether the
+        summary predates that field (then a copy of any committed artifact of the same kind counts as ours)."""
+        try:
+            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
+        except (CheckpointError, ValueError, RecursionError):
+            return {}, False
+        if not isinstance(summary, dict):
+            return {}, False
+        files = summary.get("best_files")
+        if not isinstance(files, dict):
+            return {}, "best" in summary  # an earlier version's summary: its best files were hard links
+        out: dict[str, builtins.list[dict[str, Any]]] = {}
+        for name in _BEST_FILES:
+            entries = files.get(name)
+            if isinstance(entries, list):
+                out[name] = [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
+        return out, False
 
-        A hard link where the file system allows it (no second copy on disk), else a copy.
+    def _best_file_state(self, name: str, owned: Sequence[Mapping[str, Any]], legacy: bool) -> _BestFile:
+        st = self.storage.stat_many([name]).get(name)
+        if st is None:
+            return _BestFile("absent")
+        for e in owned:  # the file as we left it (same inode/ETag, size, mtime): no need to read it
+            if e.get("size") == st.size and [e.get("mtime_ns"), e.get("inode"), e.get("etag")] == [
+                st.mtime_ns,
+                st.inode,
+                st.etag,
+            ]:
+                return _BestFile("ours", e["sha256"], st)
+        seen = self._best_seen.get(name)
+        if seen is not None and seen[0] == st:
+            digest: str | None = seen[1]
+        else:
+            try:
+                digest = self.storage.hash_file(name)[0]
+            except (IntegrityError, UnsafePathError):
+                return _BestFile("user", None, st)  # unreadable, a symlink out of the root: not ours to touch
+            self._best_seen[name] = (st, digest)
+        ours = {e["sha256"] for e in owned}
+        if legacy:
+            kind = _BEST_FILES[name]
+            ours |= {a.sha256 for c in self._scan()[0].values() if (a := c.artifacts.get(kind)) and a.sha256}
+        return _BestFile("ours" if digest in ours else "user", digest, st)
+
+    def _best_files(self) -> dict[str, _BestFile]:
+        owned, legacy = self._owned_best_files()
+        return {name: self._best_file_state(name, owned.get(name, []), legacy) for name in _BEST_FILES}
+
+    def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
+        """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
+        (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.
+
+        Each copy is a reflink where the file system has them, else a byte copy, written under a
+        temporary name and renamed into place: it shares no inode with the committed artifact. A file
+        under those names that we did not write (SB3's ``EvalCallback(best_model_save_path=root)``,
+        ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
         best = self.best(monitor, mode)
-        if best is None:
-            # e.g. the only model was overwritten by a placeholder: no stale "best" may remain
-            self.storage.delete(rec.BEST_MODEL)
-            self.storage.delete(rec.BEST_VECNORMALIZE)
-            self._best_linked = (None, None)
-            return None
-        key = (best.record_file, best.sha256)
-        if self._best_linked == key and self.storage.exists(rec.BEST_MODEL):
-            return best
-        self.storage.link_or_copy(f"{_CK}/{best.artifacts['model'].file}", rec.BEST_MODEL)
-        vn = best.artifacts.get("vecnormalize")
-        if vn is not None:
-            self.storage.link_or_copy(f"{_CK}/{vn.file}", rec.BEST_VECNORMALIZE)
-        else:
-            self.storage.delete(rec.BEST_VECNORMALIZE)
-        self._best_linked = key
+        found = self._best_files()
+        todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
+        for name, kind in _BEST_FILES.items():
+            art = best.artifacts.get(kind) if best is not None else None
+            if found[name].owner == "user":
+                continue
+            if art is None:
+                if found[name].owner == "ours":
+                    todo[name] = None
+                continue
+            src = f"{_CK}/{art.file}"
+            digest = art.sha256 or self.storage.hash_file(src)[0]  # a legacy record has no hash
+            if found[name].sha256 != digest:
+                todo[name] = (src, digest)
+        if todo:
+            # Crash-safe order: the summary first stops naming best_model.zip and records both the old and
+            # the new content as ours, so a kill at any point leaves files we still recognize.
+            pending = {name: t[1] for name, t in todo.items() if t is not None}
+            self._write_training_summary(monitor, mode, found, pending)
+            for name, t in todo.items():
+                if t is None:
+                    self.storage.delete(name)
+                    found[name] = _BestFile("absent")
+                else:
+                    self.storage.copy_file(t[0], name)
+                    found[name] = _BestFile("ours", t[1], self.storage.stat_many([name]).get(name))
+        self._write_training_summary(monitor, mode, found, None)
         return best
 
     def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """The content of ``training_summary.json`` (totals, best checkpoint, performance range)."""
+        return self._training_summary(monitor, mode, self._best_files(), None)
+
+    def _training_summary(
+        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        """``pending``: a refresh about to replace the best files (then no ``best_model_file`` is named)."""
         d_monitor, d_mode = self.default_selection()
         monitor, mode = monitor or d_monitor, mode or d_mode
         cks = self.list()
@@ -861,22 +992,32 @@ class CheckpointRepository:
         perf = performance_range(cks, monitor)
         best_info = None
         if best is not None:
-            best_model_ok = self.storage.exists(rec.BEST_MODEL) and self._best_linked[1] == best.sha256
-            if not best_model_ok and best.sha256 and self.storage.exists(rec.BEST_MODEL):
-                # linked by an earlier process (a fresh repository object): check the file itself
-                try:
-                    best_model_ok = self.storage.hash_file(rec.BEST_MODEL)[0] == best.sha256
-                except (IntegrityError, UnsafePathError):
-                    best_model_ok = False
+            bm = found[rec.BEST_MODEL]
+            best_model_ok = pending is None and bm.owner == "ours" and bool(best.sha256) and bm.sha256 == best.sha256
+            model_file = f"{_CK}/{best.artifacts['model'].file}"
             best_info = {
                 "iteration": best.iteration,
                 "score": best.score(monitor),
                 "metrics": best.metrics,
-                "model_file": f"{_CK}/{best.artifacts['model'].file}",
+                "model_file": model_file,
                 "best_model_file": rec.BEST_MODEL if best_model_ok else None,
                 "sha256": best.sha256,
                 "timesteps": best.timesteps,
             }
+            if bm.owner == "user":
+                best_info["best_model_note"] = (
+                    f"{rec.BEST_MODEL} is another tool's file (e.g. SB3's EvalCallback), left as it is; "
+                    f"this repository's best model is {model_file}"
+                )
+        best_files: dict[str, builtins.list[dict[str, Any]]] = {}
+        for name, f in found.items():
+            entries = []
+            if f.owner == "ours" and f.sha256 is not None:
+                st = f.stat
+                entries.append({"sha256": f.sha256} if st is None else _identity(f.sha256, st))
+            if pending and name in pending and pending[name] != f.sha256:
+                entries.append({"sha256": pending[name]})
+            best_files[name] = entries
         return {
             "schema_version": rec.SCHEMA_VERSION,
             "updated_at": rec.utc_now(),
@@ -889,21 +1030,27 @@ class CheckpointRepository:
             "monitor": monitor,
             "mode": mode,
             "best": best_info,
+            "best_files": best_files,
             "performance_range": perf,
             "versions": versions(),
         }
 
-    def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
-        """Write ``training_summary.json`` atomically and return it."""
-        summary = self.training_summary(monitor, mode)
+    def _write_training_summary(
+        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        summary = self._training_summary(monitor, mode, found, pending)
         try:
             self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
         except OSError as exc:
             raise _commit_error(exc, f"{rec.TRAINING_SUMMARY} in {self.root}") from exc
         return summary
 
+    def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """Write ``training_summary.json`` atomically and return it."""
+        return self._write_training_summary(monitor, mode, self._best_files(), None)
+
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
-        """After a commit: update the best model link, then both summaries (in that order).
+        """After a commit: the best model's copy with ``training_summary.json``, then ``checkpoint_summary.json``.
 
         Under the commit lock, so that concurrent writers leave one consistent best. Crash-safe:
         before ``best_model.zip`` changes, ``training_summary.json`` stops naming it, so a kill
@@ -912,13 +1059,7 @@ class CheckpointRepository:
         """
         try:
             with self.storage.lock():
-                best = self.best(monitor, mode)
-                key = (best.record_file, best.sha256) if best is not None else (None, None)
-                if key != self._best_linked or not self.storage.exists(rec.BEST_MODEL):
-                    self._best_linked = (None, None)
-                    self.write_training_summary(monitor, mode)
                 self.update_best(monitor, mode)
-                self.write_training_summary(monitor, mode)
                 self.write_summary(monitor, mode)
         except OSError as exc:
             raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc
@@ -1139,7 +1280,7 @@ class CheckpointRepository:
         with self.storage.lock():
             good = dict(self._scan()[0])
             listing = self.storage.listdir(_CK)
-            orphan_models = [int(m.group(1)) for n in listing if (m := re.fullmatch(r"model_iter_(\d+)\.zip", n))]
+            orphan_models = [p[1] for n in listing if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
             for i in sorted(set(orphan_models) - set(good)):
                 good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
             for i, ck in sorted(good.items()):

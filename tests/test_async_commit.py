@@ -224,7 +224,7 @@ def test_kill_during_a_background_write_leaves_no_visible_partial_iteration(tmp_
             assert proc.poll() is None, "the child died before writing"
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        assert any(n.startswith(".") and ".tmp-" in n for n in os.listdir(root / "checkpoints"))
+        assert any(n.startswith(".") and ".sb3ckpt-tmp-" in n for n in os.listdir(root / "checkpoints"))
     finally:
         proc.kill()
         proc.wait()

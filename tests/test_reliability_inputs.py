@@ -373,7 +373,9 @@ def test_symlink_at_an_artifact_name_is_replaced_not_followed(repo_copy: Path):
     outside.write_bytes(b"precious")
     (repo_copy / CK / "model_iter_2.zip").symlink_to(outside)
     repo = CheckpointRepository(repo_copy)
-    repo.commit(2, metrics={"mean_reward": 0.5}, model=_model_path(repo_copy, 0).read_bytes())
+    with pytest.raises(CheckpointExistsError, match="without a record"):  # a file we did not commit
+        repo.commit(2, metrics={"mean_reward": 0.5}, model=_model_path(repo_copy, 0).read_bytes())
+    repo.commit(2, metrics={"mean_reward": 0.5}, model=_model_path(repo_copy, 0).read_bytes(), overwrite=True)
     assert not (repo_copy / CK / "model_iter_2.zip").is_symlink()
     assert outside.read_bytes() == b"precious"
     assert repo.verify() == []

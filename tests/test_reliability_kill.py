@@ -71,14 +71,14 @@ def test_harness_notices_damage(zygote, tmp_path):
     assert problems == [] and nxt == 8
     ck = root / "checkpoints"
     (ck / "metrics_iter_7.json").unlink()
-    (ck / ".model_iter_9.zip.tmp-otherhost-1-0123abcd").write_bytes(b"x")
+    (ck / ".model_iter_9.zip.sb3ckpt-tmp-otherhost-1-0123abcd").write_bytes(b"x")
     data = bytearray((ck / "model_iter_3.zip").read_bytes())
     data[100] ^= 1
     (ck / "model_iter_3.zip").write_bytes(bytes(data))
     problems, _ = harness.check_repository(root, state)
     text = "\n".join(problems)
     assert "record lost: metrics_iter_7.json" in text
-    assert "leftover after reopening: checkpoints/.model_iter_9.zip.tmp-otherhost-1-0123abcd" in text
+    assert "leftover after reopening: checkpoints/.model_iter_9.zip.sb3ckpt-tmp-otherhost-1-0123abcd" in text
     assert "model_iter_3.zip" in text
 
 

@@ -88,6 +88,9 @@ def test_publish_refuses_a_committed_iteration_and_discards_nothing_else(tmp_pat
     with pytest.raises(CheckpointExistsError, match="already exists"):
         st.publish(staged, f"{CK}/metrics_iter_0.json", b"{}", conflicts=[f"{CK}/metrics_iter_0.json"])
     assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"first"
+    # the staged file is left to the caller (automatic numbering publishes it under the next number)
+    assert st.read_bytes(staged[0].temp) == b"second"
+    st.discard(staged)
     assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"], "temporaries discarded"
 
 
@@ -156,30 +159,31 @@ def test_explicit_replace_deletes_first(tmp_path):
     assert st.read_bytes(f"{CK}/model_iter_0.zip") == b"new" and st.read_bytes(f"{CK}/metrics_iter_0.json") == b"{}"
 
 
-def test_link_or_copy_falls_back_to_a_copy(tmp_path, mocker):
+def test_copy_file_makes_an_independent_copy(tmp_path):
+    """best_model.zip is a copy, never a hard link: writing it in place cannot reach the committed model."""
     st = LocalStorage(tmp_path)
     _commit(st, 0, b"model bytes")
-    st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
-    assert os.path.samefile(tmp_path / "best_model.zip", tmp_path / CK / "model_iter_0.zip")
-    real_link = os.link
-    mocker.patch.object(
-        local_mod.os, "link", side_effect=lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EXDEV, "cross-device"))
-    )
-    st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
-    mocker.stopall()
-    assert os.link is real_link
+    (tmp_path / "best_model.zip").write_bytes(b"an older copy")
+    held = open(tmp_path / "best_model.zip", "r+b")  # a writer that opened the old file keeps its own inode
+    st.copy_file(f"{CK}/model_iter_0.zip", "best_model.zip")
+    held.write(b"late write")
+    held.close()
     assert (tmp_path / "best_model.zip").read_bytes() == b"model bytes"
     assert not os.path.samefile(tmp_path / "best_model.zip", tmp_path / CK / "model_iter_0.zip")
+    with open(tmp_path / "best_model.zip", "r+b") as f:  # what model.save(root / "best_model.zip") does
+        f.write(b"overwritten")
+    assert (tmp_path / CK / "model_iter_0.zip").read_bytes() == b"model bytes"
     assert sorted(_files(tmp_path)) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
 
 
-def test_link_or_copy_onto_the_same_file_leaves_no_temporary(tmp_path):
-    """rename() of two links to one file is a no-op: a refresh that re-links the same best must not leave
-    its temporary behind (a fresh repository object re-links at every refresh)."""
+def test_copy_file_onto_an_earlier_copy_leaves_no_temporary(tmp_path):
+    """A refresh copies the same best again (a fresh repository object does at every refresh): no temporary
+    may stay behind, and the copy never becomes a second name of the committed file."""
     st = LocalStorage(tmp_path)
     _commit(st, 0, b"model bytes")
     for _ in range(2):
-        st.link_or_copy(f"{CK}/model_iter_0.zip", "best_model.zip")
+        st.copy_file(f"{CK}/model_iter_0.zip", "best_model.zip")
+    assert (tmp_path / "best_model.zip").stat().st_ino != (tmp_path / CK / "model_iter_0.zip").stat().st_ino
     assert sorted(_files(tmp_path)) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
 
 
@@ -268,13 +272,13 @@ def test_sweep_rolls_back_a_dead_writers_intent(tmp_path):
     dead = _dead_pid()
     ck = tmp_path / CK
     (ck / "model_iter_1.zip").write_bytes(b"renamed, no record yet")
-    (ck / ".intent-iter-1.json").write_text(
+    (ck / ".sb3ckpt-intent-iter-1.json").write_text(
         json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"], "pid": dead})
     )
     host = socket.gethostname()
-    (ck / f".vecnormalize_iter_1.pkl.tmp-{host}-{dead}-0123abcd").write_bytes(b"staged")
-    (ck / f".metrics_iter_1.json.tmp-{host}-{dead}-89abcdef").write_bytes(b"{}")
-    (tmp_path / f".best_model.zip.tmp-{host}-{dead}-00000000").write_bytes(b"")
+    (ck / f".vecnormalize_iter_1.pkl.sb3ckpt-tmp-{host}-{dead}-0123abcd").write_bytes(b"staged")
+    (ck / f".metrics_iter_1.json.sb3ckpt-tmp-{host}-{dead}-89abcdef").write_bytes(b"{}")
+    (tmp_path / f".best_model.zip.sb3ckpt-tmp-{host}-{dead}-00000000").write_bytes(b"")
     removed = st.sweep()
     assert f"{CK}/model_iter_1.zip" in removed and len(removed) == 5
     assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
@@ -283,10 +287,10 @@ def test_sweep_rolls_back_a_dead_writers_intent(tmp_path):
 def test_sweep_keeps_a_committed_iteration_named_by_a_leftover_intent(tmp_path):
     st = LocalStorage(tmp_path)
     _commit(st, 1, b"committed")
-    (tmp_path / CK / ".intent-iter-1.json").write_text(
+    (tmp_path / CK / ".sb3ckpt-intent-iter-1.json").write_text(
         json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"], "pid": 1})
     )
-    assert st.sweep() == [f"{CK}/.intent-iter-1.json"]
+    assert st.sweep() == [f"{CK}/.sb3ckpt-intent-iter-1.json"]
     assert st.read_bytes(f"{CK}/model_iter_1.zip") == b"committed"
 
 
@@ -294,7 +298,7 @@ def test_sweep_keeps_a_committed_iteration_named_by_a_leftover_intent(tmp_path):
 def test_sweep_removes_a_corrupt_intent_and_nothing_else(tmp_path, content):
     st = LocalStorage(tmp_path)
     _commit(st, 0)
-    (tmp_path / CK / ".intent-iter-0.json").write_bytes(content)
+    (tmp_path / CK / ".sb3ckpt-intent-iter-0.json").write_bytes(content)
     st.sweep()
     assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
 
@@ -304,9 +308,9 @@ def test_sweep_spares_live_and_recent_foreign_temporaries(tmp_path):
     ck = tmp_path / CK
     ck.mkdir()
     host = socket.gethostname()
-    live = ck / f".model_iter_0.zip.tmp-{host}-{os.getpid()}-0123abcd"
-    foreign_new = ck / ".model_iter_1.zip.tmp-other-host-1-0123abcd"
-    foreign_old = ck / ".model_iter_2.zip.tmp-other-host-1-0123abce"
+    live = ck / f".model_iter_0.zip.sb3ckpt-tmp-{host}-{os.getpid()}-0123abcd"
+    foreign_new = ck / ".model_iter_1.zip.sb3ckpt-tmp-other-host-1-0123abcd"
+    foreign_old = ck / ".model_iter_2.zip.sb3ckpt-tmp-other-host-1-0123abce"
     unrelated = ck / ".notes"
     for p in (live, foreign_new, foreign_old, unrelated):
         p.write_bytes(b"x")
@@ -340,7 +344,7 @@ def test_a_leftover_is_still_swept_at_open_under_the_lock(tmp_path, mocker):
 
     ck = tmp_path / CK
     ck.mkdir()
-    leftover = ck / f".model_iter_0.zip.tmp-{socket.gethostname()}-{_dead_pid()}-0123abcd"
+    leftover = ck / f".model_iter_0.zip.sb3ckpt-tmp-{socket.gethostname()}-{_dead_pid()}-0123abcd"
     leftover.write_bytes(b"partial")
     lock = mocker.spy(LocalStorage, "lock")
     CheckpointRepository(tmp_path)
@@ -399,11 +403,11 @@ def test_a_forged_intent_cannot_delete_committed_or_foreign_files(tmp_path):
             17,
         ],
     }
-    (root / CK / ".intent-iter-7.json").write_text(json.dumps(forged))
+    (root / CK / ".sb3ckpt-intent-iter-7.json").write_text(json.dumps(forged))
     # and an intent whose record is not its own iteration's
-    (root / CK / ".intent-iter-8.json").write_text(
+    (root / CK / ".sb3ckpt-intent-iter-8.json").write_text(
         json.dumps({"record": f"{CK}/metrics_iter_0.json", "artifacts": [f"{CK}/model_iter_0.zip"]})
     )
-    assert sorted(st.sweep()) == [f"{CK}/.intent-iter-7.json", f"{CK}/.intent-iter-8.json"]
+    assert sorted(st.sweep()) == [f"{CK}/.sb3ckpt-intent-iter-7.json", f"{CK}/.sb3ckpt-intent-iter-8.json"]
     assert _files(root) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
     assert outside.read_bytes() == b"keep"

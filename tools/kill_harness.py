@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -53,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 TRIALS_ENV = "SB3_ITER_CKPT_KILL_TRIALS"
-_LEFTOVER_RE = re.compile(r"(\.tmp-.+-\d+-[0-9a-f]{8}$)|(^\.intent-)")
+_LEFTOVER_RE = re.compile(r"(\.sb3ckpt-tmp-.+-\d+-[0-9a-f]{8}$)|(^\.sb3ckpt-intent-)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -516,6 +517,10 @@ def check_repository(root: str | os.PathLike[str], state: RepoState, venv: Any =
         for key in ("model_file", "best_model_file"):
             if best.get(key) and not (Path(root) / best[key]).is_file():
                 problems.append(f"training_summary.json names a missing file: {best[key]}")
+            elif key == "best_model_file" and best.get(key):
+                # verify() leaves best_model.zip's content alone (another tool may own the name): check it here
+                if hashlib.sha256((Path(root) / best[key]).read_bytes()).hexdigest() != best.get("sha256"):
+                    problems.append(f"training_summary.json names {best[key]}, which holds another model")
     return problems, repo.next_iteration()
 
 

@@ -3,7 +3,7 @@
 The commit protocol (``LocalStorage``):
 
 1. ``stage``: each artifact is streamed to a temporary name *next to* its final name
-   (``.model_iter_3.zip.tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
+   (``.model_iter_3.zip.sb3ckpt-tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
 2. ``publish`` (under a cross-process lock, held only for renames): refuse if the iteration is
    already committed, write an intent file naming the final artifacts, rename the artifacts into
    place, then publish the record with ``os.link`` (create-only: it fails if the name exists,
@@ -14,7 +14,7 @@ The commit protocol (``LocalStorage``):
 
 ``FsspecStorage`` (``s3://``, ``memory://``, any fsspec URL) has no rename and no lock: artifacts
 go to attempt-unique keys and the record is created create-only (see ``storage.fsspec``).
-``storage_for(root)`` picks the backend: plain paths and ``file://`` are local.
+``storage_for(root)`` picks the backend: plain paths, ``file://`` and ``local://`` are local.
 """
 
 from __future__ import annotations
@@ -65,16 +65,18 @@ def storage_options_from_env() -> dict[str, Any]:
 
 
 def storage_for(root: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> Storage:
-    """The storage of a repository root: ``LocalStorage`` for a path or ``file://``, else ``FsspecStorage``.
+    """The storage of a root: ``LocalStorage`` for a path, ``file://`` or ``local://``, else ``FsspecStorage``.
 
     :param storage_options: For URL roots (credentials, ``endpoint_url``...); None: from the
         ``SB3_ITER_CKPT_STORAGE_OPTIONS`` environment variable. Refused for a local path.
     """
     text = os.fspath(root)
-    if not is_url(text) or text.startswith("file://"):
+    # fsspec's local:// is a local folder too: it gets LocalStorage's lock and symlink checks.
+    local = next((p for p in ("file://", "local://") if text.startswith(p)), None)
+    if not is_url(text) or local is not None:
         if storage_options:
             raise CheckpointError(f"storage_options apply to URL roots (s3://...), not to the local path {text}")
-        return LocalStorage(text[len("file://") :] if is_url(text) else text)
+        return LocalStorage(text[len(local) :] if local is not None else text)
     return FsspecStorage(text, storage_options if storage_options is not None else storage_options_from_env())
 
 

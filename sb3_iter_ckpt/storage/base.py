@@ -5,7 +5,7 @@ Every byte of file I/O of a checkpoint repository goes through a ``Storage``.
 ``LocalStorage`` implements the commit protocol on a POSIX file system:
 
 1. ``stage``: each artifact is streamed to a temporary name *next to* its final name
-   (``.model_iter_3.zip.tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
+   (``.model_iter_3.zip.sb3ckpt-tmp-<host>-<pid>-<rand>``), hashed while written, flushed and fsynced.
 2. ``publish`` (under a cross-process lock, held only for renames): refuse if the iteration is
    already committed, write an intent file naming the final artifacts, rename the artifacts into
    place, then publish the record with ``os.link`` (create-only: it fails if the name exists,
@@ -39,8 +39,11 @@ from sb3_iter_ckpt.errors import CheckpointExistsError, UnsafePathError
 Source = bytes | Callable[[BinaryIO], None]
 
 _CHUNK = 1 << 20
-_TMP_RE = re.compile(r"\.tmp-(?P<host>.+)-(?P<pid>\d+)-(?P<rand>[0-9a-f]{8})$")
-_INTENT_RE = re.compile(r"^\.intent-iter-(\d+)\.json$")
+# Our temporaries and intents carry the package's tag: the sweep removes only those, never a user's
+# hidden file that merely looks temporary (``.notes.tmp-host-1-deadbeef``). [0-9], not \d: no other digits.
+TMP_TAG = "sb3ckpt-tmp"
+_TMP_RE = re.compile(r"^\..+\.sb3ckpt-tmp-(?P<host>.+)-(?P<pid>[0-9]+)-(?P<rand>[0-9a-f]{8})\Z")
+_INTENT_RE = re.compile(r"^\.sb3ckpt-intent-iter-(0|[1-9][0-9]*)\.json\Z")
 LOCK_NAME = ".lock"
 
 
@@ -201,6 +204,10 @@ class Storage(ABC):
         """Write ``source`` durably under a temporary name for ``name``."""
 
     @abstractmethod
+    def restage(self, staged: Staged, name: str) -> Staged:
+        """``staged``, to be published under ``name`` instead (automatic numbering that lost a race)."""
+
+    @abstractmethod
     def discard(self, staged: Sequence[Staged]) -> None:
         """Remove staged temporaries (after a failed or refused commit)."""
 
@@ -217,7 +224,8 @@ class Storage(ABC):
         """Make ``staged`` visible under their final names, then create ``record`` last.
 
         :param conflicts: Names whose existence means the iteration is already committed
-            (``CheckpointExistsError``); checked under the lock.
+            (``CheckpointExistsError``); checked under the lock, before anything is touched (the
+            staged files are then left to the caller).
         :param replace: Names to delete first (an explicit overwrite).
         """
 
@@ -226,8 +234,11 @@ class Storage(ABC):
         """Delete ``name`` if present (a symlink itself, never its target). True if removed."""
 
     @abstractmethod
-    def link_or_copy(self, src: str, dst: str) -> None:
-        """Make ``dst`` hold ``src``'s bytes: a hard link where possible, else a copy; atomic."""
+    def copy_file(self, src: str, dst: str) -> None:
+        """Replace ``dst`` atomically and durably with a copy of ``src`` that shares no inode with it.
+
+        Never a hard link: a tool that writes ``dst`` in place (SB3's ``model.save``) must not reach ``src``.
+        """
 
     @abstractmethod
     def lock(self) -> contextlib.AbstractContextManager[None]:
@@ -248,13 +259,13 @@ class Storage(ABC):
 
 #: An attempt-unique artifact name on object storage: ``model_iter_3.<16 hex>.zip``.
 ATTEMPT_RE = re.compile(
-    r"^(?P<stem>[A-Za-z][A-Za-z0-9_]*_iter_(?P<iteration>\d+))\.(?P<attempt>[0-9a-f]{16})\.(?P<ext>[A-Za-z0-9]+)$"
+    r"^(?P<stem>[A-Za-z][A-Za-z0-9_]*_iter_(?P<iteration>0|[1-9][0-9]*))\.(?P<attempt>[0-9a-f]{16})\.(?P<ext>[A-Za-z0-9]+)\Z"
 )
 
 
 def strip_attempt(file: str) -> str:
     """``model_iter_3.0123456789abcdef.zip`` -> ``model_iter_3.zip``; any other name unchanged."""
-    m = ATTEMPT_RE.match(file)
+    m = ATTEMPT_RE.fullmatch(file)
     return f"{m['stem']}.{m['ext']}" if m else file
 
 

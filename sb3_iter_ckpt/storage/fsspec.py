@@ -58,7 +58,7 @@ from sb3_iter_ckpt.storage.base import (
 
 #: Protocols whose ``pipe_file(mode="create")`` is atomic: S3's conditional PUT; ``memory`` under a lock here.
 _CREATE_ONLY = ("s3", "s3a", "memory")
-_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(\d+)\.json$")
+_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
 _MEMORY_LOCK = threading.Lock()  # the memory filesystem lives in this process: a lock makes "create" atomic
 MIN_S3FS = (2025, 7)
 
@@ -214,13 +214,18 @@ class FsspecStorage(Storage):
         self.fs.pipe_file(path, bytes(data))
         self._fresh(path)
 
-    def stage(self, name: str, source: Source) -> Staged:
+    @staticmethod
+    def _attempt_key(name: str) -> str:
+        """``checkpoints/model_iter_3.zip`` -> ``checkpoints/model_iter_3.<16 hex>.zip``."""
         rel = check_name(name)
         stem, dot, ext = rel.name.rpartition(".")
         if not dot or not stem:
             stem, ext = rel.name, "bin"
         unique = f"{stem}.{uuid.uuid4().hex[:16]}.{ext}"
-        final = unique if str(rel.parent) == "." else f"{rel.parent}/{unique}"
+        return unique if str(rel.parent) == "." else f"{rel.parent}/{unique}"
+
+    def stage(self, name: str, source: Source) -> Staged:
+        final = self._attempt_key(name)
         path = self._path(final)
         self._staged_at[final] = time.time()
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -250,6 +255,18 @@ class FsspecStorage(Storage):
             with contextlib.suppress(OSError):
                 os.unlink(local)
         return Staged(final=final, temp=final, sha256=hw.hash.hexdigest(), size=hw.size)
+
+    def restage(self, staged: Staged, name: str) -> Staged:
+        """A server-side copy under an attempt key of ``name``'s iteration (the key names its iteration:
+        the sweep and ``discard`` rely on it); the old key is removed."""
+        final = self._attempt_key(name)
+        try:
+            self.fs.cp_file(self._path(staged.temp), self._path(final))
+        except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            raise _read_error(staged.temp, self._url, exc) from exc
+        self._staged_at[final] = self._staged_at.get(staged.temp, time.time())  # the grace counts from the upload
+        self.discard([staged])
+        return Staged(final=final, temp=final, sha256=staged.sha256, size=staged.size)
 
     def discard(self, staged: Sequence[Staged]) -> None:
         """Remove staged artifacts, except any that a record names (a commit whose outcome was unclear)."""
@@ -349,8 +366,8 @@ class FsspecStorage(Storage):
         self._fresh(path)
         return True
 
-    def link_or_copy(self, src: str, dst: str) -> None:
-        """A server-side copy (S3 ``CopyObject``): no bytes travel through this process."""
+    def copy_file(self, src: str, dst: str) -> None:
+        """A server-side copy (S3 ``CopyObject``, one atomic object write): no bytes travel through this process."""
         try:
             self.fs.cp_file(self._path(src), self._path(dst))
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import errno
+import fcntl
 import hashlib
 import io
 import json
@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
@@ -31,6 +32,7 @@ from sb3_iter_ckpt.storage.base import (
     _INTENT_RE,
     _TMP_RE,
     LOCK_NAME,
+    TMP_TAG,
     Capabilities,
     FileStat,
     Source,
@@ -42,6 +44,8 @@ from sb3_iter_ckpt.storage.base import (
     already_committed,
     check_name,
 )
+
+_FICLONE = 0x40049409  # Linux's ioctl number, for Pythons whose fcntl does not name it
 
 # File systems whose folder times change with every entry created, renamed or removed, and are not
 # served from a cache of another host's state (NFS attribute caching, FUSE object-store mounts).
@@ -246,9 +250,8 @@ class LocalStorage(Storage):
     # -- writing ---------------------------------------------------------------------------------
     def _temp_for(self, name: str) -> str:
         rel = check_name(name)
-        return (
-            str(rel.parent / f".{rel.name}.tmp-{_token()}") if str(rel.parent) != "." else f".{rel.name}.tmp-{_token()}"
-        )
+        temp = f".{rel.name}.{TMP_TAG}-{_token()}"
+        return str(rel.parent / temp) if str(rel.parent) != "." else temp
 
     def _write_temp(self, name: str, source: Source, durable: bool = True) -> Staged:
         temp = self._temp_for(name)
@@ -309,17 +312,19 @@ class LocalStorage(Storage):
     ) -> None:
         record_path = self._path(record, for_write=True)
         folder = record_path.parent
-        intent_name = str(PurePosixPath(record).parent / f".intent-{PurePosixPath(record).stem}.json")
-        intent_name = re.sub(r"\.intent-(metrics|no_model)_iter_", ".intent-iter-", intent_name)
+        intent_name = str(PurePosixPath(record).parent / f".sb3ckpt-intent-{PurePosixPath(record).stem}.json")
+        intent_name = re.sub(r"\.sb3ckpt-intent-(metrics|no_model)_iter_", ".sb3ckpt-intent-iter-", intent_name)
         moved: list[Path] = []
         intent_path: Path | None = None
         rec_staged: Staged | None = None
         linked = False
         with self.lock():
+            # Before the try: a refused publish leaves the staged files to the caller (which may retry
+            # them under another iteration number, or discard them).
+            for name in conflicts:
+                if self.root.joinpath(*check_name(name).parts).exists():
+                    raise already_committed(name, str(self.root))
             try:
-                for name in conflicts:
-                    if self.root.joinpath(*check_name(name).parts).exists():
-                        raise already_committed(name, str(self.root))
                 for name in replace:
                     self.delete(name)
                 self._mkdirs(folder)
@@ -366,6 +371,11 @@ class LocalStorage(Storage):
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
 
+    def restage(self, staged: Staged, name: str) -> Staged:
+        """The same staged file, to be published under ``name`` (a rename at publish: nothing is copied)."""
+        self._path(name, for_write=True)
+        return Staged(final=name, temp=staged.temp, sha256=staged.sha256, size=staged.size)
+
     def delete(self, name: str) -> bool:
         path = self._path(name, for_write=True)
         try:
@@ -374,24 +384,25 @@ class LocalStorage(Storage):
             return False
         return True
 
-    def link_or_copy(self, src: str, dst: str) -> None:
+    def copy_file(self, src: str, dst: str) -> None:
+        """A reflink (``FICLONE``: btrfs, xfs, bcachefs...) where the file system has one, else a byte copy;
+        written under a temporary name, fsynced, renamed over ``dst``: a writer still holding the old
+        ``dst`` open writes into that old file, never into ``src`` or the new copy."""
         src_path = self._path(src)
         dst_path = self._path(dst, for_write=True)
         self._mkdirs(dst_path.parent)
         temp = self._path(self._temp_for(dst), for_write=True)
         try:
-            try:
-                os.link(src_path, temp)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-                shutil.copyfile(src_path, temp)
-                with open(temp, "rb+") as f:
-                    os.fsync(f.fileno())
+            with open(src_path, "rb") as fsrc, open(temp, "xb") as fdst:
+                if not _reflink(fsrc.fileno(), fdst.fileno()):
+                    shutil.copyfileobj(fsrc, _HashingWriter(fdst), _CHUNK)  # the same write path as a commit
+                    fdst.flush()
+                os.fsync(fdst.fileno())
             os.replace(temp, dst_path)
-            # rename() of two links to one file does nothing and leaves the temporary (dst already linked)
-            with contextlib.suppress(FileNotFoundError):
+        except FileNotFoundError as exc:
+            with contextlib.suppress(OSError):
                 os.unlink(temp)
+            raise _read_error(src, self.root, exc) from exc
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
@@ -466,7 +477,7 @@ class LocalStorage(Storage):
             record, artifacts = None, []
         records = [str(folder / f"{kind}_iter_{iteration}.json") for kind in ("metrics", "no_model")]
         if record in records and not any(self.exists(r) for r in records):
-            own = re.compile(rf"^[A-Za-z][A-Za-z0-9_]*_iter_{iteration}\.[A-Za-z0-9]+$")
+            own = re.compile(rf"^[A-Za-z][A-Za-z0-9_]*_iter_{iteration}\.[A-Za-z0-9]+\Z")
             for name in artifacts:
                 p = PurePosixPath(name)
                 if p.parent != folder or own.match(p.name) is None or name in records:
@@ -477,6 +488,17 @@ class LocalStorage(Storage):
         if self.delete(intent_name):
             removed.append(intent_name)
         return removed
+
+
+def _reflink(src_fd: int, dst_fd: int) -> bool:
+    """Share ``src``'s blocks with the empty ``dst`` (copy-on-write); False where the file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fcntl.ioctl(dst_fd, getattr(fcntl, "FICLONE", _FICLONE), src_fd)
+    except OSError:  # EOPNOTSUPP (ext4, tmpfs), EXDEV, EINVAL...: the caller copies the bytes
+        return False
+    return True
 
 
 def _read_error(name: str, root: Path, exc: OSError) -> IntegrityError:
