@@ -1,6 +1,7 @@
 """The ``sb3-iter-ckpt`` command line: run a walk-forward, then list, inspect, verify and prune its checkpoints.
 
-Exit codes: 0 success, 1 other error, 2 bad usage, 3 not found, 4 integrity problem, 5 configuration mismatch.
+Exit codes: 0 success, 1 other error, 2 bad usage (a signing key missing or not the repository's included),
+3 not found, 4 integrity problem (``verify`` of a signed repository without its key included), 5 configuration mismatch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sb3_iter_ckpt.errors import (
     ConfigMismatchError,
     IntegrityError,
     RecordError,
+    SigningKeyError,
     UnsafePathError,
 )
 
@@ -83,8 +85,9 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
             "say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]"
         )
     options = _storage_options(args)
+    key = _signing_key(args)
     if isinstance(root, str):  # a URL root (s3://...): options from --storage-option or the environment
-        repo = CheckpointRepository(root, storage_options=options)
+        repo = CheckpointRepository(root, storage_options=options, signing_key=key)
         if must_exist and not repo.storage.listdir("checkpoints"):
             raise CheckpointNotFound(
                 f"no checkpoint repository at {root} (nothing under checkpoints/); check the URL and storage options"
@@ -94,7 +97,28 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
         raise UsageError("--storage-option applies to URL roots (s3://...), not to a local folder")
     if must_exist and not (root / "checkpoints").is_dir():
         raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
-    return CheckpointRepository(root)
+    return CheckpointRepository(root, signing_key=key)
+
+
+def _signing_key(args: argparse.Namespace) -> bytes | None:
+    """The key of ``--signing-key-file`` (trailing line breaks ignored); None: the repository reads the environment."""
+    from sb3_iter_ckpt.signing import SIGNING_KEY_ENV
+
+    if getattr(args, "signing_key_value", None) is not None:
+        raise UsageError(
+            "a signing key on the command line would show in the process list and shell history; "
+            f"set {SIGNING_KEY_ENV} or pass --signing-key-file PATH"
+        )
+    path = getattr(args, "signing_key_file", None)
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read --signing-key-file {path}: {exc.strerror or exc}") from exc
+    if not key:
+        raise UsageError(f"--signing-key-file {path} is empty")
+    return key
 
 
 def _experiment_root(results_dir: str, experiment_id: Any) -> Path | str:
@@ -384,7 +408,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         mode=args.window_mode,
         max_windows=args.iterations,
     )
-    repo = CheckpointRepository(root, storage_options=_storage_options(args))
+    repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
     algo_kwargs: dict[str, Any] = {}
     if args.algo.lower() in ("ppo", "a2c"):
         algo_kwargs["n_steps"] = args.n_steps
@@ -477,6 +501,15 @@ def build_parser() -> argparse.ArgumentParser:
             "over the JSON object in SB3_ITER_CKPT_STORAGE_OPTIONS",
         )
 
+    def signing_key_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--signing-key-file",
+            metavar="PATH",
+            help="file holding the HMAC key of a signed repository (trailing line breaks ignored); default: the "
+            "SB3_ITER_CKPT_SIGNING_KEY environment variable. Never give the key itself on the command line",
+        )
+        p.add_argument("--signing-key", dest="signing_key_value", help=argparse.SUPPRESS)  # refused with a message
+
     def repo_parser(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
@@ -484,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         storage_option(p)
+        signing_key_file(p)
         return p
 
     def selection(p: argparse.ArgumentParser) -> None:
@@ -511,7 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only show the plan")
     p.add_argument("--remove-records", action="store_true", help="delete the pruned iterations' metrics records too")
     p.set_defaults(func=cmd_prune)
-    p = repo_parser("verify", "check every file against its recorded sha256 (exit 4 on problems)")
+    p = repo_parser(
+        "verify",
+        "check every file against its recorded sha256 and, with the key, every signature (exit 4 on problems, "
+        "and on a signed repository without its key)",
+    )
     p.set_defaults(func=cmd_verify)
     p = repo_parser("summary", "write checkpoint_summary.json and training_summary.json")
     selection(p)
@@ -562,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--json", action="store_true")
     storage_option(p)
+    signing_key_file(p)
     p.set_defaults(func=cmd_walk_forward)
     return parser
 
@@ -582,6 +621,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointNotFound as exc:
         print(f"sb3-iter-ckpt: not found: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except SigningKeyError as exc:  # the key is the user's to give: not a damaged repository
+        print(f"sb3-iter-ckpt: signing key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (IntegrityError, RecordError, UnsafePathError) as exc:
         print(f"sb3-iter-ckpt: integrity problem: {exc}; run 'sb3-iter-ckpt verify'", file=sys.stderr)
         return EXIT_INTEGRITY
