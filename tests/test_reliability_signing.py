@@ -9,7 +9,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from stable_baselines3 import PPO
@@ -332,3 +336,70 @@ def test_worker_processes_get_the_key(repo_root, no_env_key):
 
     ref = RepositoryRef.of(CheckpointRepository(repo_root, signing_key="k"))
     assert ref.signing_key == b"k" and ref.open().signing_key == b"k"
+
+
+# -- the command line: the key from the environment or a key file, never as a value -------------------------
+
+CLI = str(Path(sys.executable).with_name("sb3-iter-ckpt"))
+
+
+def _cli(*args: str, cwd, key_env: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != SIGNING_KEY_ENV}
+    if key_env is not None:
+        env[SIGNING_KEY_ENV] = key_env
+    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_takes_the_key_from_the_environment_or_a_key_file(tmp_path, models, no_env_key):
+    from sb3_iter_ckpt.cli import EXIT_INTEGRITY, EXIT_OK, EXIT_USAGE
+
+    root = tmp_path / "repo"
+    _signed_repo(root, models, 3)
+    key_file = tmp_path / "key"
+    key_file.write_text("k\n")  # as `echo k > key` writes it
+    wrong_file = tmp_path / "wrong"
+    wrong_file.write_text("wrong")
+
+    assert _cli("verify", str(root), cwd=tmp_path, key_env="k").returncode == EXIT_OK
+    assert _cli("verify", str(root), "--signing-key-file", str(key_file), cwd=tmp_path).returncode == EXIT_OK
+    no_key = _cli("verify", str(root), cwd=tmp_path)
+    assert no_key.returncode == EXIT_INTEGRITY and "could not be checked" in no_key.stdout, no_key.stdout
+    wrong = _cli("verify", str(root), "--signing-key-file", str(wrong_file), cwd=tmp_path)
+    assert wrong.returncode == EXIT_USAGE and "another key" in wrong.stderr and "Traceback" not in wrong.stderr
+
+    before = {p.name: p.read_bytes() for p in (root / CK).iterdir()}
+    refused = _cli("prune", str(root), "--keep-last-n", "1", cwd=tmp_path)
+    assert refused.returncode == EXIT_USAGE, refused.stderr
+    assert SIGNING_KEY_ENV in refused.stderr and "--signing-key-file" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert {p.name: p.read_bytes() for p in (root / CK).iterdir()} == before
+
+    # a key as a command-line value is refused, never used (it would show in ps and the shell history)
+    on_line = _cli("prune", str(root), "--keep-last-n", "1", "--signing-key", "k", cwd=tmp_path)
+    assert on_line.returncode == EXIT_USAGE and "command line" in on_line.stderr, on_line.stderr
+    assert {p.name: p.read_bytes() for p in (root / CK).iterdir()} == before
+
+    pruned = _cli("prune", str(root), "--keep-last-n", "1", "--signing-key-file", str(key_file), cwd=tmp_path)
+    assert pruned.returncode == EXIT_OK, pruned.stderr
+    assert CheckpointRepository(root, signing_key="k").verify() == []
+    assert _cli("summary", str(root), cwd=tmp_path, key_env="k").returncode == EXIT_OK
+
+
+def test_cli_walk_forward_signs_with_a_key_file(tmp_path, no_env_key):
+    key_file = tmp_path / "key"
+    key_file.write_bytes(b"walk-forward-key")
+    tiny = ["--n-prices", "300", "--train-size", "150", "--val-size", "60", "--total-timesteps", "64"]
+    tiny += ["--n-steps", "64", "--eval-freq", "64", "--iterations", "1"]
+    args = ["walk-forward", "--experiment-id", "s", *tiny, "--signing-key-file", str(key_file)]
+    proc = _cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    root = tmp_path / "results" / "s"
+    assert json.loads((root / MARKER).read_bytes())["key_fingerprint"] == Signer("walk-forward-key").fingerprint
+    assert CheckpointRepository(root, signing_key="walk-forward-key").verify() == []
+    record = json.loads((root / CK / "metrics_iter_0.json").read_bytes())
+    assert Signer("walk-forward-key").verifies(record)
+    # a resume with nothing left to train writes nothing, so it needs no key
+    before = {p.name: p.read_bytes() for p in (root / CK).iterdir()}
+    again = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path)
+    assert again.returncode == 0 and "(resumed)" in again.stdout, again.stderr
+    assert {p.name: p.read_bytes() for p in (root / CK).iterdir()} == before
