@@ -713,7 +713,12 @@ class CheckpointRepository:
 
     # -- writing ---------------------------------------------------------------------------------
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
-        """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``)."""
+        """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``).
+
+        Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
+        or another key): the callback calls this before any training time is spent.
+        """
+        self._authorize_write(scan=False)
         if overwrite:
             return
         taken = [i for i in iterations if self.has(i)]
@@ -761,8 +766,7 @@ class CheckpointRepository:
             raise CheckpointError("a placeholder holds no artifacts")
         if idempotent and not overwrite and self.has(iteration):
             return self.get(iteration)
-        self._authorize_write(scan=False)
-        self.ensure_free([iteration], overwrite)
+        self.ensure_free([iteration], overwrite)  # and the signing key's check
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
         replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}

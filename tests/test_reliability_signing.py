@@ -403,3 +403,12 @@ def test_cli_walk_forward_signs_with_a_key_file(tmp_path, no_env_key):
     again = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path)
     assert again.returncode == 0 and "(resumed)" in again.stdout, again.stderr
     assert {p.name: p.read_bytes() for p in (root / CK).iterdir()} == before
+    # a run that died before its commit, resumed without the key: refused before any training
+    for name in ("metrics_iter_0.json", "model_iter_0.zip"):
+        (root / CK / name).unlink()
+    refused = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path)
+    assert refused.returncode == 2 and SIGNING_KEY_ENV in refused.stderr, refused.stderr
+    assert "walk-forward: 100%" not in refused.stderr and not (root / CK / "metrics_iter_0.json").exists()
+    resumed = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path, key_env="walk-forward-key")
+    assert resumed.returncode == 0, resumed.stderr
+    assert CheckpointRepository(root, signing_key="walk-forward-key").verify() == []
