@@ -480,12 +480,10 @@ class CheckpointRepository:
     # -- signing: who may write ---------------------------------------------------------------------
     def _read_marker(self) -> tuple[bool, str | None]:
         """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
-        if not self.storage.exists(MARKER):
-            return False, None
-        try:
+        try:  # one read (one request on object storage), not an existence check first
             return True, marker_fingerprint(self.storage.read_bytes(MARKER))
-        except IntegrityError:
-            return True, None
+        except IntegrityError as exc:
+            return not isinstance(exc.__cause__, FileNotFoundError), None
 
     def _wrong_key(self) -> SigningKeyError:
         return SigningKeyError(
