@@ -412,3 +412,14 @@ def test_cli_walk_forward_signs_with_a_key_file(tmp_path, no_env_key):
     resumed = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path, key_env="walk-forward-key")
     assert resumed.returncode == 0, resumed.stderr
     assert CheckpointRepository(root, signing_key="walk-forward-key").verify() == []
+
+
+def test_a_record_strict_json_cannot_sign_is_just_wrongly_signed():
+    """A value strict JSON refuses (inf, a cycle) was never signed by us: wrong, never a crash."""
+    s = Signer("k")
+    assert not s.verifies({"iteration": 1, "metrics": {"x": float("inf")}, "signature": "ab" * 32})
+    cyclic: dict = {"iteration": 1}
+    cyclic["self"] = cyclic
+    assert not s.verifies({**cyclic, "signature": "ab" * 32})
+    with pytest.raises(SignatureError, match="wrong signature"):
+        s.check({"metrics": {"x": float("nan")}, "signature": "ab" * 32}, 3)
