@@ -17,6 +17,7 @@ from sb3_iter_ckpt.errors import (
     IntegrityError,
     RecordError,
     SignatureError,
+    SigningKeyError,
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import Checkpoint
@@ -49,6 +50,7 @@ __all__ = [
     "PruneResult",
     "RecordError",
     "SignatureError",
+    "SigningKeyError",
     "UnsafePathError",
     "VerifyReport",
     "__version__",

@@ -1,6 +1,7 @@
 """The ``sb3-iter-ckpt`` command line: run a walk-forward, then list, inspect, verify and prune its checkpoints.
 
-Exit codes: 0 success, 1 other error, 2 bad usage, 3 not found, 4 integrity problem, 5 configuration mismatch.
+Exit codes: 0 success, 1 other error, 2 bad usage (a signing key missing or not the repository's included),
+3 not found, 4 integrity problem (``verify`` of a signed repository without its key included), 5 configuration mismatch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sb3_iter_ckpt.errors import (
     ConfigMismatchError,
     IntegrityError,
     RecordError,
+    SigningKeyError,
     UnsafePathError,
 )
 
@@ -85,10 +87,11 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
             "say which repository: a PATH to the experiment folder, or --experiment-id ID [--results-dir DIR]"
         )
     options = _storage_options(args)
+    key = _signing_key(args)
     if isinstance(root, str):  # a URL root (s3://...): options from --storage-option or the environment
         _check_url(root)
         try:
-            repo = CheckpointRepository(root, storage_options=options)
+            repo = CheckpointRepository(root, storage_options=options, signing_key=key)
             found = repo.storage.listdir("checkpoints") if must_exist else True
         except ValueError as exc:  # raised by the filesystem's client, e.g. endpoint_url=notaurl
             if isinstance(exc, CheckpointError):
@@ -103,7 +106,28 @@ def _open_repo(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
         raise UsageError("--storage-option applies to URL roots (s3://...), not to a local folder")
     if must_exist and not (root / "checkpoints").is_dir():
         raise CheckpointNotFound(f"no checkpoint repository at {root} (no checkpoints/ folder); check the path")
-    return CheckpointRepository(root)
+    return CheckpointRepository(root, signing_key=key)
+
+
+def _signing_key(args: argparse.Namespace) -> bytes | None:
+    """The key of ``--signing-key-file`` (trailing line breaks ignored); None: the repository reads the environment."""
+    from sb3_iter_ckpt.signing import SIGNING_KEY_ENV
+
+    if getattr(args, "signing_key_value", None) is not None:
+        raise UsageError(
+            "a signing key on the command line would show in the process list and shell history; "
+            f"set {SIGNING_KEY_ENV} or pass --signing-key-file PATH"
+        )
+    path = getattr(args, "signing_key_file", None)
+    if path is None:
+        return None
+    try:
+        key = Path(path).read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise UsageError(f"cannot read --signing-key-file {path}: {exc.strerror or exc}") from exc
+    if not key:
+        raise UsageError(f"--signing-key-file {path} is empty")
+    return key
 
 
 def _check_url(url: str) -> None:
@@ -523,7 +547,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             f"no window fits in {len(prices)} prices: --train-size + --gap + --val-size = {splitter.min_length}; "
             "use smaller windows" + ("" if args.data else " or a larger --n-prices")
         )
-    repo = CheckpointRepository(root, storage_options=_storage_options(args))
+    repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
     algo_kwargs: dict[str, Any] = {}
     if args.algo.lower() in ("ppo", "a2c"):
         algo_kwargs["n_steps"] = args.n_steps
@@ -642,6 +666,15 @@ def build_parser() -> argparse.ArgumentParser:
             "over the JSON object in SB3_ITER_CKPT_STORAGE_OPTIONS",
         )
 
+    def signing_key_file(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--signing-key-file",
+            metavar="PATH",
+            help="file holding the HMAC key of a signed repository (trailing line breaks ignored); default: the "
+            "SB3_ITER_CKPT_SIGNING_KEY environment variable. Never give the key itself on the command line",
+        )
+        p.add_argument("--signing-key", dest="signing_key_value", help=argparse.SUPPRESS)  # refused with a message
+
     def repo_parser(name: str, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
@@ -649,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         storage_option(p)
+        signing_key_file(p)
         return p
 
     def selection(p: argparse.ArgumentParser) -> None:
@@ -678,8 +712,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_prune)
     p = repo_parser(
         "verify",
-        "hash every recorded file against its sha256 and size; seed-format iterations (no hashes) are only "
-        "opened as SB3 zips and reported as not verified; exit 4 on problems",
+        "hash every recorded file against its sha256 and size and, with the key, check every signature; "
+        "seed-format iterations (no hashes) are only opened as SB3 zips and reported as not verified; "
+        "exit 4 on problems, and on a signed repository without its key",
     )
     p.set_defaults(func=cmd_verify)
     p = repo_parser("summary", "write checkpoint_summary.json and training_summary.json")
@@ -732,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--json", action="store_true")
     storage_option(p)
+    signing_key_file(p)
     p.set_defaults(func=cmd_walk_forward)
     return parser
 
@@ -747,6 +783,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointNotFound as exc:
         print(f"sb3-iter-ckpt: not found: {exc}", file=sys.stderr)
         return EXIT_NOT_FOUND
+    except SigningKeyError as exc:  # the key is the user's to give: not a damaged repository
+        print(f"sb3-iter-ckpt: signing key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except (IntegrityError, RecordError, UnsafePathError) as exc:
         print(f"sb3-iter-ckpt: integrity problem: {exc}; run 'sb3-iter-ckpt verify'", file=sys.stderr)
         return EXIT_INTEGRITY

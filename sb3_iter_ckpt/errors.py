@@ -23,6 +23,10 @@ class SignatureError(IntegrityError):
     """A record is unsigned or wrongly signed while a signing key is configured."""
 
 
+class SigningKeyError(SignatureError):
+    """A signed repository was opened without its key for a write, or with another key."""
+
+
 class RecordError(CheckpointError):
     """A metrics record is not valid JSON, has wrong types or an unknown schema version."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import hmac
 import importlib
 import io
 import json
@@ -15,6 +14,7 @@ import os
 import pickle
 import platform
 import re
+import threading
 import time
 import warnings
 import zipfile
@@ -32,9 +32,11 @@ from sb3_iter_ckpt.errors import (
     IntegrityError,
     RecordError,
     SignatureError,
+    SigningKeyError,
     UnsafePathError,
 )
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
+from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, SIGNING_KEY_ENV, Signer, marker_fingerprint
 from sb3_iter_ckpt.storage import (
     FileStat,
     RemoteRoot,
@@ -53,9 +55,6 @@ if TYPE_CHECKING:
 
 #: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
-
-#: Environment variable holding the HMAC signing key (see ``signing_key``).
-SIGNING_KEY_ENV = "SB3_ITER_CKPT_SIGNING_KEY"
 
 _CK = rec.CHECKPOINTS_DIR
 _RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
@@ -245,9 +244,11 @@ class CheckpointRepository:
         ``LocalStorage`` for a path or ``file://``, ``FsspecStorage`` for other URLs.
     :param storage_options: Options of a URL root's filesystem (``key``, ``secret``, ``endpoint_url``...);
         default: the JSON object in ``SB3_ITER_CKPT_STORAGE_OPTIONS``.
-    :param signing_key: Key (bytes or str) for HMAC-signing records; default from the
-        ``SB3_ITER_CKPT_SIGNING_KEY`` environment variable. With a key, ``load`` refuses
-        unsigned or wrongly signed checkpoints.
+    :param signing_key: Key (bytes, str or a ``Signer``) for HMAC-signing records; default from the
+        ``SB3_ITER_CKPT_SIGNING_KEY`` environment variable. With a key, only records whose signature
+        verifies count (list, best, retention, summaries, ``best_model.zip``) and ``load`` refuses the
+        others; the repository gets a ``signing.json`` marker, and from then on every write needs the key.
+        A key that is not the marker's raises ``SigningKeyError`` here.
     :param sweep: Remove leftovers of writers that died mid-commit when opening (default True).
     :param verbose: Verbosity level: 0 no output, 1 info messages.
     """
@@ -258,7 +259,7 @@ class CheckpointRepository:
         *,
         storage: Storage | None = None,
         storage_options: dict[str, Any] | None = None,
-        signing_key: bytes | str | None = None,
+        signing_key: bytes | str | Signer | None = None,
         sweep: bool = True,
         verbose: int = 0,
     ) -> None:
@@ -269,7 +270,9 @@ class CheckpointRepository:
         self.storage: Storage = storage if storage is not None else storage_for(root, storage_options)
         self.root = display_root(self.storage, root if storage is None else None)
         key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
-        self._key: bytes | None = key.encode() if isinstance(key, str) else key
+        self._signer: Signer | None = key if isinstance(key, Signer) or key is None else Signer(key)
+        self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
+        self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
         self.verbose = verbose
         self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
         self._prefetched: dict[str, bytes | Exception | None] = {}
@@ -283,9 +286,25 @@ class CheckpointRepository:
                 removed = []  # read-only folder: nothing of ours can be cleaned anyway
             if removed and verbose >= 1:
                 print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {self.root}")
+        if self._signer is not None:
+            try:
+                present, fingerprint = self._read_marker()
+            except (OSError, CheckpointError):
+                present, fingerprint = False, None  # unreachable now: every write checks again
+            if present and fingerprint is not None and fingerprint != self._signer.fingerprint:
+                raise self._wrong_key()
 
     def __repr__(self) -> str:
         return f"CheckpointRepository({str(self.root)!r})"
+
+    @property
+    def signing_key(self) -> bytes | None:
+        """The signing key, to open this repository in another process (``executors.RepositoryRef``)."""
+        return self._signer.key if self._signer is not None else None
+
+    @property
+    def _key(self) -> bytes | None:  # the name executors.RepositoryRef.of reads
+        return self.signing_key
 
     @property
     def checkpoints_dir(self) -> Path | RemoteRoot:
@@ -393,19 +412,41 @@ class CheckpointRepository:
                 f"(first: {next(iter(bad.values()))}); run verify()",
                 stacklevel=2,
             )
-        return [good[i] for i in sorted(good)]
+        trusted = self._trusted(good)
+        if len(trusted) < len(good):
+            first = min(set(good) - set(trusted))
+            warnings.warn(
+                f"{len(good) - len(trusted)} record(s) in {self.checkpoints_dir} without a valid signature "
+                f"left out (first: iteration {first}); run verify()",
+                stacklevel=2,
+            )
+        return [trusted[i] for i in sorted(trusted)]
+
+    def _trusted(self, good: Mapping[int, Checkpoint]) -> dict[int, Checkpoint]:
+        """With a key: only the records whose signature verifies (checked once per parsed record)."""
+        if self._signer is None:
+            return dict(good)
+        out: dict[int, Checkpoint] = {}
+        for i, ck in good.items():
+            hit = self._sig_ok.get(ck.record_file)
+            if hit is None or hit[0] is not ck:
+                hit = (ck, self._signer.verifies(ck.record))
+                self._sig_ok[ck.record_file] = hit
+            if hit[1]:
+                out[i] = ck
+        return out
 
     def __iter__(self) -> Iterator[Checkpoint]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._scan()[0])
+        return len(self._trusted(self._scan()[0]))
 
     def __contains__(self, iteration: object) -> bool:
         return isinstance(iteration, int) and self.has(iteration)
 
     def iterations(self) -> builtins.list[int]:
-        return sorted(self._scan()[0])
+        return sorted(self._trusted(self._scan()[0]))
 
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
@@ -447,7 +488,7 @@ class CheckpointRepository:
 
     def latest(self) -> Checkpoint | None:
         """The highest committed iteration, or None."""
-        good = self._scan()[0]
+        good = self._trusted(self._scan()[0])
         return good[max(good)] if good else None
 
     def next_iteration(self) -> int:
@@ -468,7 +509,7 @@ class CheckpointRepository:
         Without a recorded rule (a seed folder): the first of ``mean_reward``,
         ``validation_performance``, ``combined_performance`` present in the records, maximized.
         """
-        good = self._scan()[0]
+        good = self._trusted(self._scan()[0])  # a forged record must not choose the rule either
         for i in sorted(good, reverse=True):
             sel = good[i].selection
             if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
@@ -514,27 +555,56 @@ class CheckpointRepository:
             digest = hashlib.sha256(data).hexdigest()
             if digest != art.sha256:
                 raise IntegrityError(f"{name} does not match its recorded sha256 (tampered or corrupt); not loaded")
-        if verify:
-            self._check_signature(ck)
+        if verify and self._signer is not None:
+            try:
+                self._signer.check(ck.record, ck.iteration)
+            except SignatureError as exc:
+                raise SignatureError(f"{exc}; not loaded") from None
         return data
 
-    def _signature(self, ck_record: Mapping[str, Any]) -> str:
-        # The whole record is signed (artifact hashes, metrics, selection...), so an edited metric
-        # cannot promote another model to "best" unnoticed.
-        assert self._key is not None
-        unsigned = {k: v for k, v in ck_record.items() if k != "signature"}
-        payload = json.dumps(rec.to_jsonable(unsigned), sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()
+    # -- signing: who may write ---------------------------------------------------------------------
+    def _read_marker(self) -> tuple[bool, str | None]:
+        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
+        try:  # one read (one request on object storage), not an existence check first
+            return True, marker_fingerprint(self.storage.read_bytes(MARKER))
+        except IntegrityError as exc:
+            return not isinstance(exc.__cause__, FileNotFoundError), None
 
-    def _check_signature(self, ck: Checkpoint) -> None:
-        if self._key is None:
+    def _wrong_key(self) -> SigningKeyError:
+        return SigningKeyError(
+            f"{self.root} is signed with another key (wrong signature fingerprint in {MARKER}); "
+            f"give the key that signed it: {HOW_TO_GIVE_KEY}"
+        )
+
+    def _authorize_write(self, scan: bool = True) -> None:
+        """Before a write: a signed repository needs its key, and a key must be the repository's.
+
+        Signed means a ``signing.json`` marker or, when it was deleted, records carrying signatures
+        (``scan``; a commit checks the marker only, the refresh after it checks the records).
+        With the key and no marker, the marker is (re)written, unless no signed record verifies.
+        """
+        if getattr(self._tls, "authorized", False):
             return
-        sig = ck.record.get("signature")
-        if not isinstance(sig, str):
-            raise SignatureError(f"iteration {ck.iteration} is not signed and a signing key is configured; not loaded")
-        # compare_digest raises TypeError on non-ASCII str: a forged non-ASCII value is just wrong
-        if not (sig.isascii() and hmac.compare_digest(sig, self._signature(ck.record))):
-            raise SignatureError(f"iteration {ck.iteration} has a wrong signature; not loaded")
+        present, fingerprint = self._read_marker()
+        if self._signer is None:
+            if present or (scan and any("signature" in c.record for c in self._scan()[0].values())):
+                why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
+                raise SigningKeyError(
+                    f"{self.root} is a signed repository ({why}): writing to it without the key would leave "
+                    f"unsigned records or strip signatures; {HOW_TO_GIVE_KEY}"
+                )
+            return
+        if present:
+            if fingerprint != self._signer.fingerprint:
+                raise self._wrong_key()
+            return
+        signed = [c for c in self._scan()[0].values() if "signature" in c.record]
+        if signed and not any(self._signer.verifies(c.record) for c in signed):
+            raise SigningKeyError(
+                f"{self.root}'s signed records fail with this key (wrong signature key?) and its {MARKER} "
+                f"is missing; give the key that signed them: {HOW_TO_GIVE_KEY}"
+            )
+        self.storage.write_atomic(MARKER, self._signer.marker())
 
     @staticmethod
     def _algorithm_class(path: str) -> type[BaseAlgorithm]:
@@ -644,6 +714,12 @@ class CheckpointRepository:
         mode = kwargs.pop("mode", None)
         best = self.best(monitor, mode)
         if best is None:
+            unsigned = len(self._scan()[0]) - len(self._trusted(self._scan()[0]))
+            if unsigned:
+                raise SignatureError(
+                    f"no signed checkpoint with a model and a finite score in {self.checkpoints_dir} "
+                    f"({unsigned} record(s) fail the signature check; run verify())"
+                )
             raise CheckpointNotFound(f"no checkpoint with a model and a finite score in {self.checkpoints_dir}")
         return self.load(best.iteration, env=env, device=device, verify=verify, **kwargs)
 
@@ -702,12 +778,13 @@ class CheckpointRepository:
                     continue
                 if digest != art.sha256 or size != art.size:
                     problems.append(Problem(i, art.file, f"{kind} does not match its recorded sha256/size"))
-            if self._key is not None:
+            if self._signer is not None:
                 try:
-                    self._check_signature(ck)
+                    self._signer.check(ck.record, i)
                 except SignatureError as exc:
                     problems.append(Problem(i, ck.record_file, str(exc)))
-        problems += self._verify_best(good)
+        problems += self._verify_signing(good)
+        problems += self._verify_best(self._trusted(good))
         failed = {p.iteration for p in problems}
         fine = [ck for i, ck in sorted(good.items()) if i not in failed]
         return VerifyReport(
@@ -717,6 +794,34 @@ class CheckpointRepository:
             opened_only=tuple(c.iteration for c in fine if not c.verified and c.artifacts),
             unchecked=tuple(c.iteration for c in fine if not c.verified and not c.artifacts),
         )
+
+    def _verify_signing(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
+        """A signed repository without its marker, or checked without its key, is not "ok"."""
+        present, fingerprint = self._read_marker()
+        carries = any("signature" in c.record for c in good.values())
+        if self._signer is None:
+            if present or carries:
+                return [
+                    Problem(
+                        None,
+                        MARKER,
+                        f"signed repository: signatures could not be checked without the key; {HOW_TO_GIVE_KEY}",
+                    )
+                ]
+            return []
+        if present and fingerprint != self._signer.fingerprint:
+            return [
+                Problem(
+                    None, MARKER, "not a marker of this key (damaged, or the repository is signed with another key)"
+                )
+            ]
+        if not present and carries:
+            return [
+                Problem(
+                    None, MARKER, "missing although the records are signed (deleted?); a write with the key restores it"
+                )
+            ]
+        return []
 
     def _verify_best(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
         try:
@@ -740,7 +845,12 @@ class CheckpointRepository:
 
     # -- writing ---------------------------------------------------------------------------------
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
-        """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``)."""
+        """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``).
+
+        Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
+        or another key): the callback calls this before any training time is spent.
+        """
+        self._authorize_write(scan=False)
         if overwrite:
             return
         taken = [i for i in iterations if self.has(i)]
@@ -807,10 +917,12 @@ class CheckpointRepository:
         if idempotent and not overwrite and self.has(iteration):
             return self.get(iteration)
         next_free = next_free and not overwrite
-        if next_free and self._taken(iteration):
-            iteration = max(iteration + 1, self.next_iteration())
-        elif not next_free:
-            self.ensure_free([iteration], overwrite)
+        if not next_free:
+            self.ensure_free([iteration], overwrite)  # and the signing key's check
+        else:
+            self._authorize_write(scan=False)
+            if self._taken(iteration):
+                iteration = max(iteration + 1, self.next_iteration())
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
         replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
@@ -826,8 +938,8 @@ class CheckpointRepository:
                 record = rec.build(
                     iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
                 )
-                if self._key is not None:
-                    record["signature"] = self._signature(record)
+                if self._signer is not None:
+                    record["signature"] = self._signer.sign(record)
                 name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
                 data = rec.dumps(record)
                 # Refused before publishing what no reader could parse back (metadata nested too deeply...).
@@ -943,6 +1055,7 @@ class CheckpointRepository:
         under those names that we did not write (SB3's ``EvalCallback(best_model_save_path=root)``,
         ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
+        self._authorize_write()
         best = self.best(monitor, mode)
         found = self._best_files()
         todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
@@ -1047,6 +1160,7 @@ class CheckpointRepository:
 
     def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``training_summary.json`` atomically and return it."""
+        self._authorize_write()
         return self._write_training_summary(monitor, mode, self._best_files(), None)
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
@@ -1057,12 +1171,16 @@ class CheckpointRepository:
         between the two never leaves a summary naming a file that holds another model.
         A failed write (disk full, I/O error, permission denied) raises ``CommitError``.
         """
+        self._authorize_write()
+        self._tls.authorized = True  # the writes below need no second check
         try:
             with self.storage.lock():
                 self.update_best(monitor, mode)
                 self.write_summary(monitor, mode)
         except OSError as exc:
             raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc
+        finally:
+            self._tls.authorized = False
 
     # -- experiment metadata files -------------------------------------------------------------------
     def read_metadata(self, name: str) -> dict[str, Any] | None:
@@ -1153,6 +1271,8 @@ class CheckpointRepository:
             return PruneResult(
                 plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
             )
+        if not dry_run:
+            self._authorize_write()  # pruning rewrites records: never strip their signatures
         removed: builtins.list[str] = []
         freed = 0
         try:
@@ -1187,8 +1307,8 @@ class CheckpointRepository:
             }
             pruned["artifacts"] = {}
             pruned.pop("signature", None)
-            if self._key is not None:
-                pruned["signature"] = self._signature(pruned)
+            if self._signer is not None:
+                pruned["signature"] = self._signer.sign(pruned)
             self.storage.write_atomic(record_name, rec.dumps(pruned))
         removed: builtins.list[str] = []
         freed = 0
@@ -1227,6 +1347,7 @@ class CheckpointRepository:
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
+        self._authorize_write()
         created = None
         try:
             old = rec.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY), rec.CHECKPOINT_SUMMARY)
@@ -1277,6 +1398,7 @@ class CheckpointRepository:
 
     def _adopt(self) -> builtins.list[int]:
         adopted: builtins.list[int] = []
+        self._authorize_write()  # an adopted record is signed with the key, never left unsigned
         with self.storage.lock():
             good = dict(self._scan()[0])
             listing = self.storage.listdir(_CK)
@@ -1302,8 +1424,8 @@ class CheckpointRepository:
                     timesteps=None,
                     extra={"adopted_at": rec.utc_now(), "legacy_record": ck.record},
                 )
-                if self._key is not None:
-                    record["signature"] = self._signature(record)
+                if self._signer is not None:
+                    record["signature"] = self._signer.sign(record)
                 self.storage.write_atomic(f"{_CK}/{ck.record_file}", rec.dumps(record))
                 adopted.append(i)
         return adopted
