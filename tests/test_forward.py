@@ -577,3 +577,27 @@ def test_observations_are_normalized_with_the_given_statistics(tmp_path):
     for raw, seen in zip(plain.seen, normalized.seen, strict=True):
         assert seen == pytest.approx(stats.normalize_obs(raw), abs=1e-6)
     assert not np.allclose(plain.seen[0], normalized.seen[0])
+
+
+def test_a_model_and_statistics_from_the_repository_trade_alike_by_both_routes(repo_root):
+    """The wiring the runner uses: the kept model and its VecNormalize statistics loaded through the
+    repository (hash-verified), either as a ``callable(venv)`` or as the env ``load(i, env=...)`` made."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
+    from sb3_iter_ckpt.envs.trading import TradingEnv
+
+    prices = synthetic_prices(500, seed=9)
+    venv = VecNormalize(DummyVecEnv([lambda: TradingEnv(prices.iloc[:300].to_numpy())]))
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    repo = CheckpointRepository(repo_root)
+    model.learn(128, callback=IterationCheckpointCallback(repo, evaluator=lambda m, e: {"mean_reward": 1.0}))
+    assert "vecnormalize" in repo.get(0).artifacts
+    w = Window(0, 0, 300, 300, 400, test_start=400, test_stop=500)
+    factory = functools.partial(repo.load_vecnormalize, 0)
+    by_factory = evaluate_forward(repo.load(0), prices, w, iteration=0, vecnormalize=factory)
+    loaded = repo.load(0, env=DummyVecEnv([lambda: TradingEnv(prices.to_numpy())]))
+    by_env = evaluate_forward(loaded, prices, w, iteration=0, vecnormalize=loaded.get_env())
+    assert by_factory.to_json_bytes() == by_env.to_json_bytes()
+    assert len(by_factory.returns) == 99 and not by_factory.placeholder
