@@ -411,7 +411,7 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
     if not isinstance(placeholder, bool):
         raise _fail(what, f"placeholder must be true or false, got {placeholder!r}")
     rows = raw["rows"]
-    n = len(rows) if isinstance(rows, list) else -1
+    n = len(rows) if isinstance(rows, list) and all(type(r) is int for r in rows) else -1
     if n < 0 or rows != list(range(start + 1, start + 1 + n)) or not start < stop or start + n > stop:
         raise _fail(what, f"rows must be the consecutive rows after test_start {start} inside the test part")
     if dates is not None and (
@@ -423,6 +423,8 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
         raise _fail(what, f"rows, returns, positions and equity must have the same length ({n})")
     if not np.allclose(equity, np.cumprod(1.0 + np.asarray(returns)), rtol=1e-12, atol=0.0):
         raise _fail(what, "equity is not the compounded returns")
+    if placeholder and any(returns + positions):
+        raise _fail(what, "a placeholder must be flat (zero returns and positions)")
     ppy = raw["periods_per_year"]
     if isinstance(ppy, bool) or not isinstance(ppy, (int, float)) or not ppy > 0:
         raise _fail(what, f"periods_per_year must be a positive number, got {ppy!r}")

@@ -242,6 +242,8 @@ def _mutations():
         ("number candidate", set_("candidate", 3)),
         ("string placeholder", set_("placeholder", "false")),
         ("rows not consecutive", set_("rows", [5, 7, 8])),
+        ("rows as floats", set_("rows", [5.0, 6.0, 7.0])),
+        ("placeholder that traded", set_("placeholder", True)),
         ("rows before the test part", set_("rows", [4, 5, 6])),
         ("rows past the test part", lambda raw: raw.update(test_stop=5)),
         ("dates too short", set_("dates", ["2020-01-06T00:00:00"])),
