@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,14 @@ import pandas as pd
 
 from sb3_iter_ckpt.errors import CheckpointError
 
-__all__ = ["DataError", "DEFAULT_REGIMES", "synthetic_prices", "load_prices_csv", "data_fingerprint"]
+__all__ = [
+    "DataError",
+    "DEFAULT_REGIMES",
+    "synthetic_prices",
+    "load_prices_csv",
+    "estimate_periods_per_year",
+    "data_fingerprint",
+]
 
 
 class DataError(CheckpointError, ValueError):
@@ -139,22 +147,66 @@ def _rows(mask: np.ndarray, values: pd.Series, limit: int = 5) -> str:
     return f"{shown}{more}"
 
 
+#: A day/month date with a four-digit year last, and whatever follows (a time): ``13.01.2017 00:00:00.000``.
+_DAY_MONTH = re.compile(r"^\s*(\d{1,2})([./-])(\d{1,2})\2(\d{4})((?:[\sT].*)?)$", re.DOTALL)
+_FORMAT_EXAMPLE = "%d.%m.%Y %H:%M:%S.%f"
+
+
+def _day_month_to_iso(parts: pd.DataFrame, raw: pd.Series, column: Any, path: Path) -> pd.Series:
+    """ISO strings from day/month dates, day-first or month-first as the column proves; refused if it cannot."""
+    first, second = parts[0].astype(float), parts[2].astype(float)
+    day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
+    hint = f"pass --date-format (a strftime format such as {_FORMAT_EXAMPLE!r} or '%m/%d/%Y')"
+    if day_first == month_first:
+        problem = (
+            "some rows read only day-first and others only month-first"
+            if day_first
+            else f"every value reads both day-first and month-first (e.g. {raw.dropna().iloc[0]!r})"
+        )
+        raise DataError(f"{path}: column {column!r} is ambiguous: {problem}; {hint}")
+    day, month = (parts[0], parts[2]) if day_first else (parts[2], parts[0])
+    return parts[3] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + parts[4]
+
+
+def _parse_dates(raw: pd.Series, column: Any, path: Path, date_format: str | None) -> pd.Series:
+    """``raw`` as timestamps (NaT where a value cannot be read: the caller reports those rows)."""
+    try:
+        if date_format is not None:
+            return pd.to_datetime(raw, format=date_format, errors="coerce")
+        parts = raw.astype("string").str.extract(_DAY_MONTH)
+        if parts[0].notna().any():
+            # A day/month column: rows of another form stay NaT and are reported as unparsable.
+            return pd.to_datetime(_day_month_to_iso(parts, raw, column, path), format="ISO8601", errors="coerce")
+        return pd.to_datetime(raw, errors="coerce")
+    except (ValueError, TypeError) as exc:  # e.g. mixed time zones, or a bad directive in date_format
+        raise DataError(f"{path}: cannot parse column {column!r} as dates: {exc}") from exc
+
+
 def load_prices_csv(
     path: str | os.PathLike[str],
     date_column: str = "date",
     close_column: str = "close",
+    date_format: str | None = None,
 ) -> pd.Series:
     """Load close prices from a CSV file, strictly.
 
     Column names are matched case-insensitively (``Date``/``Close`` work). Rows are sorted by date.
 
+    Dates: ISO forms (``2017-01-13``, ``2017-01-13 09:00:00.000``) are read as they are. Day/month forms
+    with a four-digit year last (``13.01.2017 00:00:00.000``, ``01/13/2017``; separator ``.``, ``/`` or
+    ``-``, any time after) are day-first or month-first only when the column proves it: a first number above
+    12 somewhere means day-first, a second number above 12 means month-first. A column where every value
+    could be either (``01.02.2017``) is refused rather than guessed; so is one where some rows prove each.
+    ``date_format`` (a strftime format, the CLI's ``--date-format``) settles it and every value must match.
+
     :param path: CSV file with a header row.
     :param date_column: name of the date column.
     :param close_column: name of the close price column.
+    :param date_format: strftime format of the dates (e.g. ``"%d.%m.%Y %H:%M:%S.%f"``); None: as above.
     :return: float64 Series named ``"close"`` with a sorted DatetimeIndex named ``"date"``.
     :raises DataError: if the file is missing or unreadable, a column is missing (the message lists the
-        columns present), a date cannot be parsed, a close is missing, non-numeric, non-finite or <= 0, there
-        are fewer than 2 rows, or a date appears twice.
+        columns present), a date cannot be parsed or is ambiguous, a close is missing, non-numeric,
+        non-finite or <= 0, there are fewer than 2 rows, or a date appears twice.
     """
     p = Path(path)
     if not p.is_file():
@@ -171,15 +223,13 @@ def load_prices_csv(
     raw_dates = frame[date_col]
     raw_close = frame[close_col]
 
-    try:
-        dates = pd.to_datetime(raw_dates, errors="coerce")
-    except (ValueError, TypeError) as exc:  # e.g. mixed time zones
-        raise DataError(f"{p}: cannot parse column {date_col!r} as dates: {exc}") from exc
+    dates = _parse_dates(raw_dates, date_col, p, date_format)
     bad_dates = dates.isna().to_numpy()
     if bad_dates.any():
+        expected = f"the date format {date_format!r}" if date_format else "one consistent format such as YYYY-MM-DD"
         raise DataError(
             f"{p}: unparsable or missing dates in column {date_col!r} ({_rows(bad_dates, raw_dates)}); "
-            "use one consistent format such as YYYY-MM-DD"
+            f"use {expected}, or pass --date-format (a strftime format such as {_FORMAT_EXAMPLE!r})"
         )
 
     close = pd.to_numeric(raw_close, errors="coerce").astype(np.float64)
@@ -200,6 +250,28 @@ def load_prices_csv(
     series = pd.Series(close.to_numpy(), index=pd.DatetimeIndex(dates.to_numpy(), name="date"), name="close")
     # Dates are unique at this point, so the sorted order is fully determined.
     return series.sort_index()
+
+
+def estimate_periods_per_year(index: Any) -> float | None:
+    """Bars per year of calendar time, from the timestamps: the annualization the data itself implies.
+
+    ``(n - 1) / years``, where ``n`` is the number of timestamps and ``years`` the time from the first to
+    the last one in 365.25-day years: ``n - 1`` bars fill that span. It gives about 252 for daily bars of an
+    exchange calendar (weekdays without holidays: 365.25 * 5 / 7, about 261), about 6,260 for 24x5 hourly
+    FX (120 bars a week), 8,766 for 24x7 hourly crypto (24 * 365.25), 52.2 for weekly bars.
+
+    :param index: a pandas index, or a Series/DataFrame (its index).
+    :return: the estimate; None when the index has no dates (a RangeIndex: keep your default), fewer
+        than two of them, or no time between the first and the last.
+    """
+    if isinstance(index, (pd.Series, pd.DataFrame)):
+        index = index.index
+    if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+        return None
+    seconds = (index.max() - index.min()).total_seconds()
+    if not seconds > 0:
+        return None
+    return (len(index) - 1) / (seconds / (365.25 * 86400.0))
 
 
 def data_fingerprint(series: pd.Series | Sequence[float] | np.ndarray) -> str:

@@ -5,8 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pandas.tseries.holiday import (
+    AbstractHolidayCalendar,
+    GoodFriday,
+    Holiday,
+    USLaborDay,
+    USMartinLutherKingJr,
+    USMemorialDay,
+    USPresidentsDay,
+    USThanksgivingDay,
+    nearest_workday,
+)
 
-from sb3_iter_ckpt.data import DEFAULT_REGIMES, DataError, data_fingerprint, load_prices_csv, synthetic_prices
+from sb3_iter_ckpt.data import (
+    DEFAULT_REGIMES,
+    DataError,
+    data_fingerprint,
+    estimate_periods_per_year,
+    load_prices_csv,
+    synthetic_prices,
+)
 from sb3_iter_ckpt.errors import CheckpointError
 
 # -- synthetic_prices ------------------------------------------------------------------------------------------
@@ -189,3 +207,118 @@ def test_fingerprint_known_value():
 
 
 KNOWN_FINGERPRINT = "0413070918604b33ad9c7527b80035aaebbb0f43f4c4c28e25b65727ba7a43f3"
+
+
+# -- estimate_periods_per_year ---------------------------------------------------------------------------------
+
+
+class _ExchangeCalendar(AbstractHolidayCalendar):
+    """The holidays of a US stock exchange (about nine a year), to build a trading-day index."""
+
+    rules = [
+        Holiday("New Year", month=1, day=1, observance=nearest_workday),
+        USMartinLutherKingJr,
+        USPresidentsDay,
+        GoodFriday,
+        USMemorialDay,
+        Holiday("Independence Day", month=7, day=4, observance=nearest_workday),
+        USLaborDay,
+        USThanksgivingDay,
+        Holiday("Christmas", month=12, day=25, observance=nearest_workday),
+    ]
+
+
+def test_periods_per_year_of_trading_days_hourly_fx_and_hourly_crypto():
+    trading_days = pd.bdate_range("2015-01-01", "2022-12-31", freq="C", holidays=_ExchangeCalendar().holidays())
+    assert estimate_periods_per_year(trading_days) == pytest.approx(252, abs=3)
+    hours = pd.date_range("2018-01-01", "2020-12-31 23:00", freq="h")
+    fx = hours[hours.day_of_week < 5]  # 24x5: Monday to Friday, every hour
+    assert estimate_periods_per_year(fx) == pytest.approx(6200, abs=100)
+    assert estimate_periods_per_year(hours) == pytest.approx(8760, abs=10)  # 24x7: 24 * 365.25 = 8766
+    # the formula itself: (n - 1) bars over the span in 365.25-day years
+    weekly = pd.date_range("2020-01-05", periods=105, freq="W")
+    assert estimate_periods_per_year(weekly) == pytest.approx(104 / (104 * 7 / 365.25))
+    weekdays = pd.bdate_range("2015-01-01", periods=2000)  # no holidays: 365.25 * 5 / 7
+    assert estimate_periods_per_year(weekdays) == pytest.approx(260.9, abs=0.5)
+
+
+def test_periods_per_year_without_dates_is_none():
+    assert estimate_periods_per_year(pd.RangeIndex(100)) is None
+    assert estimate_periods_per_year(pd.Series([1.0, 2.0, 3.0])) is None
+    assert estimate_periods_per_year(pd.DatetimeIndex(["2020-01-01"])) is None
+    assert estimate_periods_per_year(pd.DatetimeIndex(["2020-01-01", "2020-01-01"])) is None  # no time spanned
+    s = synthetic_prices(300, seed=0, freq="D")  # a Series: its index; 365.25 daily bars a year
+    assert estimate_periods_per_year(s) == pytest.approx(365.25)
+    assert estimate_periods_per_year(s.index[::-1]) == pytest.approx(365.25)  # the order does not matter
+
+
+# -- day-first and other non-ISO dates -------------------------------------------------------------------------
+
+
+def _csv(tmp_path, dates, name="p.csv"):
+    path = tmp_path / name
+    path.write_text("date,close\n" + "".join(f"{d},{k + 1}\n" for k, d in enumerate(dates)))
+    return path
+
+
+def test_day_first_timestamps_with_milliseconds_are_read_day_first(tmp_path):
+    dates = ["13.01.2017 00:00:00.000", "01.02.2017 00:00:00.000", "02.02.2017 13:30:00.250"]
+    s = load_prices_csv(_csv(tmp_path, dates))
+    assert list(s.index) == [
+        pd.Timestamp("2017-01-13"),
+        pd.Timestamp("2017-02-01"),  # not January 2nd: the column proved day-first
+        pd.Timestamp("2017-02-02 13:30:00.250"),
+    ]
+    # the proof may come anywhere in the column, not only first
+    s = load_prices_csv(_csv(tmp_path, list(reversed(dates))))
+    assert list(s.index)[:2] == [pd.Timestamp("2017-01-13"), pd.Timestamp("2017-02-01")]
+    assert list(s.to_numpy()) == [3.0, 2.0, 1.0]  # sorted by date, as before
+
+
+def test_month_first_is_read_when_the_column_proves_it(tmp_path):
+    s = load_prices_csv(_csv(tmp_path, ["01/02/2017", "01/13/2017"]))
+    assert list(s.index) == [pd.Timestamp("2017-01-02"), pd.Timestamp("2017-01-13")]
+
+
+@pytest.mark.parametrize(
+    "dates, match",
+    [
+        (["01.02.2017 00:00:00.000", "03.02.2017 00:00:00.000"], "ambiguous: every value reads both"),
+        (["01/02/2017", "03/04/2017"], "ambiguous"),
+        (["13.01.2017", "01.13.2017"], "some rows read only day-first and others only month-first"),
+    ],
+)
+def test_ambiguous_day_month_dates_are_refused_naming_date_format(tmp_path, dates, match):
+    with pytest.raises(DataError, match=match) as info:
+        load_prices_csv(_csv(tmp_path, dates))
+    assert "--date-format" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_date_format_settles_ambiguous_dates(tmp_path):
+    path = _csv(tmp_path, ["01.02.2017 00:00:00.000", "03.02.2017 00:00:00.000"])
+    s = load_prices_csv(path, date_format="%d.%m.%Y %H:%M:%S.%f")
+    assert list(s.index) == [pd.Timestamp("2017-02-01"), pd.Timestamp("2017-02-03")]
+    s = load_prices_csv(path, date_format="%m.%d.%Y %H:%M:%S.%f")
+    assert list(s.index) == [pd.Timestamp("2017-01-02"), pd.Timestamp("2017-03-02")]
+    with pytest.raises(DataError, match=r"row 2: '2017-02-03'.*date format '%d\.%m\.%Y'.*--date-format"):
+        load_prices_csv(_csv(tmp_path, ["01.02.2017", "2017-02-03"]), date_format="%d.%m.%Y")
+    with pytest.raises(DataError, match="cannot parse column 'date'"):
+        load_prices_csv(path, date_format="%Q")
+
+
+def test_day_first_data_keeps_the_other_checks(tmp_path):
+    with pytest.raises(DataError, match=r"duplicate dates.*row 1.*row 3"):
+        load_prices_csv(_csv(tmp_path, ["13.01.2017", "14.01.2017", "13.01.2017"]))
+    with pytest.raises(DataError, match=r"unparsable or missing dates.*row 2: '31.02.2017'.*--date-format"):
+        load_prices_csv(_csv(tmp_path, ["13.01.2017", "31.02.2017"]))
+    with pytest.raises(DataError, match=r"unparsable or missing dates.*row 2: '2017-01-14'"):
+        load_prices_csv(_csv(tmp_path, ["13.01.2017", "2017-01-14"]))  # one form per column
+
+
+def test_hourly_day_first_fx_file_gets_its_own_annualization(tmp_path):
+    hours = pd.date_range("2019-01-01", "2019-12-31 23:00", freq="h")
+    hours = hours[hours.day_of_week < 5]
+    path = _csv(tmp_path, [t.strftime("%d.%m.%Y %H:%M:%S.000") for t in hours])
+    s = load_prices_csv(path)
+    assert list(s.index) == list(hours)
+    assert estimate_periods_per_year(s) == pytest.approx(6200, abs=100)
