@@ -22,6 +22,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
 from sb3_iter_ckpt.record import Checkpoint, as_score, get_metric
 from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration
+from sb3_iter_ckpt.selection import SelectionRule
 from sb3_iter_ckpt.snapshot import ModelSnapshot, copy_replay_buffer
 from sb3_iter_ckpt.writer import AsyncWriter
 
@@ -127,8 +128,11 @@ class IterationCheckpointCallback(BaseCallback):
         metadata: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
         verbose: int = 0,
         async_commit: bool = False,
+        selection: SelectionRule | None = None,
     ) -> None:
         super().__init__(verbose=verbose)
+        if selection is not None:
+            monitor, mode, min_score = selection.monitor, selection.mode, selection.min_score
         self.async_commit = bool(async_commit)
         self._writer: AsyncWriter | None = None
         if mode not in ("max", "min"):

@@ -37,6 +37,7 @@ PURE = {
     "splitter.py",
     "overfitting.py",
     "selection.py",
+    "options.py",
     "signing.py",
     "errors.py",
     "storage/base.py",
