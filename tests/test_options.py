@@ -115,3 +115,16 @@ def test_options_travel_to_a_worker_unchanged():
     assert dataclasses.replace(back, make_env=None) == dataclasses.replace(
         opts, make_env=None
     )  # a partial: by identity
+
+
+def test_the_callback_takes_a_ready_selection_rule_or_its_three_parts(tmp_path):
+    from sb3_iter_ckpt import IterationCheckpointCallback
+
+    rule = SelectionRule("validation.sharpe", "min", 0.5)
+    assert IterationCheckpointCallback(tmp_path / "a", selection=rule).selection is rule
+    parts = IterationCheckpointCallback(tmp_path / "b", monitor="validation.sharpe", mode="min", min_score=0.5)
+    assert parts.selection == rule
+    with pytest.raises(CheckpointError, match="either selection= or monitor="):
+        IterationCheckpointCallback(tmp_path / "c", selection=rule, monitor="x")
+    with pytest.raises(CheckpointError, match="on_error must be 'warn' or 'raise'"):
+        IterationCheckpointCallback(tmp_path / "d", on_error="ignore")
