@@ -1,7 +1,10 @@
 """``IterationCheckpointCallback``: SB3 lifecycle only.
 
 It decides when to evaluate, keeps the iteration's best snapshot in memory, and at each
-iteration boundary asks the repository to commit it. It does no file I/O itself.
+iteration boundary prepares its commit and hands it to a ``Committer`` (``committer.py``: the
+repository commit, the error policy, the background thread of ``async_commit``). Its settings are
+checked by the value objects that hold them (``SelectionRule``, ``EvaluationOptions``,
+``CommitOptions``). It does no file I/O itself.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import math
 import pickle
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import gymnasium as gym
@@ -19,11 +21,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
-from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
-from sb3_iter_ckpt.record import Checkpoint, as_score, get_metric
+from sb3_iter_ckpt.committer import Committer, PreparedCommit, WindowBest
+from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.options import CommitOptions, EvaluationOptions
+from sb3_iter_ckpt.record import Checkpoint
 from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration
+from sb3_iter_ckpt.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.snapshot import ModelSnapshot, copy_replay_buffer
-from sb3_iter_ckpt.writer import AsyncWriter
 
 if TYPE_CHECKING:
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -33,32 +37,25 @@ if TYPE_CHECKING:
 Evaluator = Callable[[Any, Any], Mapping[str, Any]]
 
 
-@dataclass
-class _Snapshot:
-    """The iteration's best so far, held in memory until the boundary."""
-
-    score: float
-    metrics: dict[str, Any]
-    model: bytes | ModelSnapshot  # a ModelSnapshot is a writer Source: serialized only at commit
-    vecnormalize: bytes | None
-    timesteps: int
-    evaluation: int
-
-
-@dataclass
-class _Pending:
-    """One iteration's commit, prepared at its boundary (what the writer thread needs, nothing live)."""
-
-    iteration: int
-    best: _Snapshot | None
-    extra: dict[str, Any]
-    replay: Callable[[Any], None] | None
-    last_metrics: dict[str, Any]
-    reason: str
-
-
 def _qualname(obj: Any) -> str:
     return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+
+
+def _selection(rule: SelectionRule | None, monitor: str, mode: str, min_score: MinScore) -> SelectionRule:
+    if rule is None:
+        return SelectionRule(monitor, mode, min_score)  # type: ignore[arg-type]
+    if (monitor, mode, min_score) != ("mean_reward", "max", None):
+        raise CheckpointError("give either selection= or monitor=/mode=/min_score=, not both")
+    return rule
+
+
+def _episode_stats(rewards: list[float], lengths: list[float] | list[int]) -> dict[str, Any]:
+    return {
+        "mean_reward": float(np.mean(rewards)),
+        "std_reward": float(np.std(rewards)),
+        "mean_ep_length": float(np.mean(lengths)),
+        "n_episodes": len(rewards),
+    }
 
 
 class IterationCheckpointCallback(BaseCallback):
@@ -104,6 +101,7 @@ class IterationCheckpointCallback(BaseCallback):
         training end (and ``close()``) waits for the writer. While a write is pending, do not use the
         same ``CheckpointRepository`` object from other code; ``committed`` is filled when it finishes.
     :param verbose: Verbosity level: 0 no output, 1 a line per iteration, 2 a line per evaluation.
+    :param selection: A ready ``SelectionRule`` instead of ``monitor``, ``mode`` and ``min_score``.
     """
 
     def __init__(
@@ -116,7 +114,7 @@ class IterationCheckpointCallback(BaseCallback):
         evaluator: Evaluator | None = None,
         monitor: str = "mean_reward",
         mode: str = "max",
-        min_score: float | Callable[[Mapping[str, Any]], bool] | None = None,
+        min_score: MinScore = None,
         iteration_timesteps: int | None = None,
         save_vecnormalize: bool = True,
         save_replay_buffer: bool = False,
@@ -127,20 +125,15 @@ class IterationCheckpointCallback(BaseCallback):
         metadata: Mapping[str, Any] | Callable[[int], Mapping[str, Any]] | None = None,
         verbose: int = 0,
         async_commit: bool = False,
+        selection: SelectionRule | None = None,
     ) -> None:
         super().__init__(verbose=verbose)
-        self.async_commit = bool(async_commit)
-        self._writer: AsyncWriter | None = None
-        if mode not in ("max", "min"):
-            raise CheckpointError(f"mode must be 'max' or 'min', got {mode!r}")
-        if on_error not in ("warn", "raise"):
-            raise CheckpointError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
-        if int(eval_freq) <= 0:
-            raise CheckpointError(f"eval_freq must be a positive number of timesteps, got {eval_freq}")
-        if iteration_timesteps is not None and int(iteration_timesteps) <= 0:
-            raise CheckpointError(f"iteration_timesteps must be positive, got {iteration_timesteps}")
-        if min_score is not None and not callable(min_score) and as_score(min_score) is None:
-            raise CheckpointError(f"min_score must be a finite number or a callable, got {min_score!r}")
+        # Every setting is checked by the value object that holds it, before anything is opened.
+        self.selection = _selection(selection, monitor, mode, min_score)
+        self.evaluation = EvaluationOptions(eval_freq, n_eval_episodes, deterministic, iteration_timesteps)
+        self.commit_options = CommitOptions(
+            on_error, async_commit, overwrite, retention, save_vecnormalize, save_replay_buffer
+        )
         self.repository = (
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
@@ -148,24 +141,19 @@ class IterationCheckpointCallback(BaseCallback):
         self.iteration = None if iteration is None else _check_iteration(iteration)
         # A string is a gymnasium env id, so YAML configs (RL Zoo) can name a validation env.
         self.eval_env = gym.make(eval_env) if isinstance(eval_env, str) else eval_env
-        self.eval_freq = int(eval_freq)
-        self.n_eval_episodes = int(n_eval_episodes)
         self.evaluator = evaluator
-        self.monitor = monitor
-        self.mode = mode
-        self.min_score = min_score
-        self.iteration_timesteps = None if iteration_timesteps is None else int(iteration_timesteps)
-        self.save_vecnormalize = save_vecnormalize
-        self.save_replay_buffer = save_replay_buffer
-        self.deterministic = deterministic
-        self.retention = retention
-        self.overwrite = overwrite
-        self.on_error = on_error
         self.metadata = metadata
+        self._committer = Committer(
+            self.repository,
+            self.commit_options,
+            self.selection,
+            next_free=self.iteration is None,
+            on_committed=self._on_committed,
+        )
         #: Checkpoints committed by this callback, in order.
-        self.committed: list[Checkpoint] = []
+        self.committed: list[Checkpoint] = self._committer.committed
         #: Errors met at boundaries (with ``on_error="warn"``).
-        self.errors: list[BaseException] = []
+        self.errors: list[BaseException] = self._committer.errors
         self._eval_vec_env: VecEnv | None = None
         self._window_open = False
         self._current: int | None = None
@@ -199,16 +187,18 @@ class IterationCheckpointCallback(BaseCallback):
                 self._current = self.iteration
             total = int(self.locals.get("total_timesteps", self.model.num_timesteps))
             remaining = max(total - self.model.num_timesteps, 0)
-            windows = 1 if self.iteration_timesteps is None else max(1, math.ceil(remaining / self.iteration_timesteps))
+            step = self.evaluation.iteration_timesteps
+            windows = 1 if step is None else max(1, math.ceil(remaining / step))
             # Explicit numbers: refused before any training time is spent (SB3 runs this before the first rollout).
-            self.repository.ensure_free(range(self._current, self._current + windows), self.overwrite)
+            self.repository.ensure_free(range(self._current, self._current + windows), self.commit_options.overwrite)
         self._begin_window(self.model.num_timesteps)
 
     def _begin_window(self, start: int) -> None:
+        step = self.evaluation.iteration_timesteps
         self._window_start = start
-        self._window_end = None if self.iteration_timesteps is None else start + self.iteration_timesteps
-        self._next_eval = start + self.eval_freq
-        self._best: _Snapshot | None = None
+        self._window_end = None if step is None else start + step
+        self._next_eval = start + self.evaluation.eval_freq
+        self._best: WindowBest | None = None
         self._n_evals = 0
         self._n_nan = 0
         self._n_below = 0
@@ -225,7 +215,7 @@ class IterationCheckpointCallback(BaseCallback):
         if self.num_timesteps >= self._next_eval:
             if self._evaluate():
                 while self._next_eval <= self.num_timesteps:
-                    self._next_eval += self.eval_freq
+                    self._next_eval += self.evaluation.eval_freq
         if self._window_end is not None and self.num_timesteps >= self._window_end:
             end = self._window_end
             self._boundary()
@@ -240,7 +230,7 @@ class IterationCheckpointCallback(BaseCallback):
         # Idempotent: launchers may call this twice; an empty window makes no iteration.
         if not self._window_open:
             return
-        if self.iteration_timesteps is not None and self.num_timesteps <= self._window_start:
+        if self.evaluation.iteration_timesteps is not None and self.num_timesteps <= self._window_start:
             self._window_open = False
             return
         self._boundary()
@@ -258,58 +248,22 @@ class IterationCheckpointCallback(BaseCallback):
                 evaluate_policy(
                     self.model,
                     self._eval_vec_env,
-                    n_eval_episodes=self.n_eval_episodes,
-                    deterministic=self.deterministic,
+                    n_eval_episodes=self.evaluation.n_eval_episodes,
+                    deterministic=self.evaluation.deterministic,
                     return_episode_rewards=True,
                     warn=False,
                 ),
             )
-            return {
-                "mean_reward": float(np.mean(rewards)),
-                "std_reward": float(np.std(rewards)),
-                "mean_ep_length": float(np.mean(lengths)),
-                "n_episodes": len(rewards),
-            }
+            return _episode_stats(rewards, lengths)
         if not self._episodes:
             return None
-        ep_rewards = [float(ep["r"]) for ep in self._episodes]
-        ep_lengths = [float(ep["l"]) for ep in self._episodes]
-        self._episodes = []
-        return {
-            "mean_reward": float(np.mean(ep_rewards)),
-            "std_reward": float(np.std(ep_rewards)),
-            "mean_ep_length": float(np.mean(ep_lengths)),
-            "n_episodes": len(ep_rewards),
-        }
+        episodes, self._episodes = self._episodes, []
+        return _episode_stats([float(ep["r"]) for ep in episodes], [float(ep["l"]) for ep in episodes])
 
     def _sync_normalization(self, eval_env: Any) -> None:
         train = self.model.get_vec_normalize_env()
         if train is not None and isinstance(eval_env, VecNormalize):
             sync_envs_normalization(self.training_env, eval_env)
-
-    def _score(self, metrics: Mapping[str, Any]) -> float | None:
-        if not _has_key(metrics, self.monitor):
-            raise CheckpointError(
-                f"monitor {self.monitor!r} is not in the evaluation metrics (keys: {sorted(metrics)}); "
-                "set monitor= to one of them"
-            )
-        raw = get_metric(metrics, self.monitor)
-        if raw is not None and (isinstance(raw, bool) or not isinstance(raw, (int, float, np.number))):
-            raise CheckpointError(f"monitor {self.monitor!r} is not numeric: {raw!r}")
-        return as_score(raw)
-
-    def _accepts(self, score: float, metrics: Mapping[str, Any]) -> bool:
-        if self.min_score is None:
-            return True
-        if callable(self.min_score):
-            return bool(self.min_score(metrics))
-        threshold = float(self.min_score)
-        return score >= threshold if self.mode == "max" else score <= threshold
-
-    def _better(self, score: float) -> bool:
-        if self._best is None:
-            return True
-        return score > self._best.score if self.mode == "max" else score < self._best.score
 
     def _evaluate(self) -> bool:
         """Evaluate now; keep a snapshot if it is the window's best. False when no data was available."""
@@ -318,14 +272,15 @@ class IterationCheckpointCallback(BaseCallback):
             return False
         self._n_evals += 1
         self._last_metrics = metrics
-        score = self._score(metrics)
+        rule = self.selection
+        score = rule.strict_score(metrics)
         self.logger.record("checkpoint/eval_score", float("nan") if score is None else score)
         if score is None:
             self._n_nan += 1
-        elif not self._accepts(score, metrics):
+        elif not rule.accepts(score, metrics):
             self._n_below += 1
-        elif self._better(score):
-            self._best = _Snapshot(
+        elif rule.better(score, None if self._best is None else self._best.score):
+            self._best = WindowBest(
                 score=score,
                 metrics=metrics,
                 model=self._snapshot_model(),
@@ -334,7 +289,7 @@ class IterationCheckpointCallback(BaseCallback):
                 evaluation=self._n_evals,
             )
         if self.verbose >= 2:
-            print(f"sb3-iter-ckpt: eval at {self.num_timesteps} timesteps: {self.monitor}={score}")
+            print(f"sb3-iter-ckpt: eval at {self.num_timesteps} timesteps: {rule.monitor}={score}")
         return True
 
     def _snapshot_model(self) -> ModelSnapshot:
@@ -342,7 +297,7 @@ class IterationCheckpointCallback(BaseCallback):
         return ModelSnapshot.capture(self.model)
 
     def _snapshot_vecnormalize(self) -> bytes | None:
-        vn = self.model.get_vec_normalize_env() if self.save_vecnormalize else None
+        vn = self.model.get_vec_normalize_env() if self.commit_options.save_vecnormalize else None
         return None if vn is None else pickle.dumps(vn)
 
     # -- boundary -------------------------------------------------------------------------------------
@@ -353,13 +308,8 @@ class IterationCheckpointCallback(BaseCallback):
         assert self._current is not None
         iteration = self._current
         self._current += 1
-        if self.async_commit:
-            self._submit(iteration)
-            return
-        ck = self._commit(iteration)
-        if ck is not None:
-            self.committed.append(ck)
-            self._after_commit(ck)
+        self._committer.surface()  # async: errors of earlier background commits surface at this boundary
+        self._committer.commit(self._prepare(iteration))
 
     def _reason(self) -> str:
         if self._n_evals == 0:
@@ -370,14 +320,9 @@ class IterationCheckpointCallback(BaseCallback):
 
     def _extra(self, iteration: int) -> dict[str, Any]:
         policy = getattr(self.model, "policy", None)
-        min_score = self.min_score
+        evaluation = self.evaluation
         extra: dict[str, Any] = {
-            "selection": {
-                "monitor": self.monitor,
-                "mode": self.mode,
-                "min_score": _qualname(min_score) if callable(min_score) else min_score,
-                "score": None if self._best is None else self._best.score,
-            },
+            "selection": {**self.selection.to_record(), "score": None if self._best is None else self._best.score},
             "algorithm": _qualname(type(self.model)),
             "policy_class": _qualname(type(policy)) if policy is not None else None,
             "n_evaluations": self._n_evals,
@@ -387,9 +332,9 @@ class IterationCheckpointCallback(BaseCallback):
             "window_timesteps": [self._window_start, self.num_timesteps],
             "evaluation": {
                 "source": "evaluator" if self.evaluator else ("eval_env" if self.eval_env else "training_episodes"),
-                "eval_freq": self.eval_freq,
-                "n_eval_episodes": self.n_eval_episodes,
-                "deterministic": self.deterministic,
+                "eval_freq": evaluation.eval_freq,
+                "n_eval_episodes": evaluation.n_eval_episodes,
+                "deterministic": evaluation.deterministic,
             },
         }
         meta = self.metadata(iteration) if callable(self.metadata) else self.metadata
@@ -397,12 +342,12 @@ class IterationCheckpointCallback(BaseCallback):
             extra["metadata"] = dict(meta)
         return extra
 
-    def _prepare(self, iteration: int, copy_state: bool = False) -> _Pending:
-        """What committing ``iteration`` needs, taken now; ``copy_state``: copied for a later write."""
-        best = self._best
+    def _prepare(self, iteration: int) -> PreparedCommit:
+        """What committing ``iteration`` needs, taken now (with ``async_commit``, copied for a later write)."""
+        best, options = self._best, self.commit_options
         replay = None
-        if best is not None and self.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
-            if copy_state:
+        if best is not None and options.save_replay_buffer and getattr(self.model, "replay_buffer", None) is not None:
+            if options.async_commit:
                 from stable_baselines3.common.save_util import save_to_pkl
 
                 buffer = copy_replay_buffer(cast("OffPolicyAlgorithm", self.model).replay_buffer)
@@ -410,155 +355,25 @@ class IterationCheckpointCallback(BaseCallback):
             else:
                 model = cast("OffPolicyAlgorithm", self.model)
                 replay = lambda f: model.save_replay_buffer(f)  # noqa: E731
-        return _Pending(iteration, best, self._extra(iteration), replay, dict(self._last_metrics), self._reason())
-
-    def _commit(self, iteration: int) -> Checkpoint | None:
-        p = self._prepare(iteration)
-        try:
-            return self._write(p)
-        except CheckpointExistsError:
-            raise  # another writer owns this iteration: a conflict, not a fault to ride out
-        except (CheckpointError, OSError) as exc:
-            return self._commit_failed(p, exc)
-
-    def _write(self, p: _Pending) -> Checkpoint:
-        if p.best is None:
-            # A placeholder keeps the last evaluation's metrics, so the analysis still sees them.
-            return self.repository.commit(
-                p.iteration,
-                metrics=p.last_metrics,
-                reason=p.reason,
-                extra=p.extra,
-                overwrite=self.overwrite,
-                next_free=self.iteration is None,
-            )
-        best = p.best
-        return self.repository.commit(
-            p.iteration,
-            metrics=best.metrics,
-            model=best.model,
-            vecnormalize=best.vecnormalize,
-            replay_buffer=p.replay,
-            timesteps=best.timesteps,
-            extra=p.extra,
-            overwrite=self.overwrite,
-            next_free=self.iteration is None,
-        )
-
-    def _commit_failed(self, p: _Pending, exc: BaseException) -> Checkpoint | None:
-        iteration, best, extra = p.iteration, p.best, p.extra
-        if self.on_error == "raise":
-            raise exc
-        self.errors.append(exc)
-        warnings.warn(f"iteration {iteration} could not be committed, training goes on: {exc}", stacklevel=3)
-        try:
-            extra["error"] = str(exc)
-            return self.repository.commit(
-                iteration,
-                metrics=best.metrics if best else p.last_metrics,
-                reason="save_failed",
-                extra=extra,
-                overwrite=self.overwrite,
-                next_free=self.iteration is None,
-            )
-        except (CheckpointError, OSError) as exc2:
-            self.errors.append(exc2)
-            warnings.warn(f"not even a placeholder for iteration {iteration} could be written: {exc2}", stacklevel=3)
-            return None
-
-    # -- asynchronous commit (async_commit=True) -------------------------------------------------------
-    def _submit(self, iteration: int) -> None:
-        self._surface()  # errors of earlier background commits surface at this boundary
-        p = self._prepare(iteration, copy_state=True)
-        if self._writer is None:
-            self._writer = AsyncWriter(max_pending=1)
-        self._writer.submit(lambda: self._background_commit(p), label=p)
-
-    def _background_commit(self, p: _Pending) -> tuple[Checkpoint, BaseException | None]:
-        """In the writer thread: file I/O only (commit, then retention and summaries)."""
-        ck = self._write(p)
-        try:
-            self._housekeeping()
-        except (CheckpointError, OSError) as exc:
-            return ck, exc
-        return ck, None
-
-    def _surface(self) -> None:
-        """In the training thread: results and errors of finished background commits, in order."""
-        if self._writer is None:
-            return
-        fatal: BaseException | None = None
-        for job in self._writer.collect():
-            p: _Pending = job.label
-            try:
-                if job.error is None:
-                    ck, after = job.result
-                else:
-                    exc = job.error
-                    if isinstance(exc, CheckpointExistsError) or not isinstance(exc, (CheckpointError, OSError)):
-                        raise exc
-                    self._writer.wait()  # the repository is used from this thread now
-                    ck, after = self._commit_failed(p, exc), "now"
-                    if ck is None:
-                        continue
-                self.committed.append(ck)
-                self._after_commit(ck, after)
-            except BaseException as exc:  # keep handling the other jobs; the first error is raised
-                fatal = fatal or exc
-        if fatal is not None:
-            raise fatal
+        return PreparedCommit(iteration, best, self._extra(iteration), replay, dict(self._last_metrics), self._reason())
 
     def wait(self) -> None:
         """Wait for background commits (``async_commit``) and surface their results and errors."""
-        if self._writer is not None:
-            self._writer.wait()
-        self._surface()
+        self._committer.wait()
 
     close = wait
 
-    def _housekeeping(self) -> None:
-        # Without retention=, a repository subclass's retention_policy() hook still applies. prune()
-        # refreshes before deleting (the summaries never name a pruned iteration) and after; the refresh
-        # here covers a prune that removed nothing and the callback's own monitor.
-        if self.retention is not None or self.repository.retention_policy() is not None:
-            self.repository.prune(self.retention, monitor=self.monitor, mode=self.mode)
-        self.repository.refresh(self.monitor, self.mode)
-
-    def _after_commit(self, ck: Checkpoint, housekeeping: BaseException | str | None = "now") -> None:
-        """Only once the iteration is durable: retention, best link, summaries, logging.
-
-        ``housekeeping``: ``"now"`` to run retention and summaries here; None when the writer thread
-        already did; the exception it met there.
-        """
+    def _on_committed(self, ck: Checkpoint) -> None:
+        """Once the iteration is durable (and housekept): numbering, logging."""
         if self._current is not None and ck.iteration >= self._current:
             self._current = ck.iteration + 1  # automatic numbering moved past a number another writer took
-        try:
-            if isinstance(housekeeping, BaseException):
-                raise housekeeping
-            if housekeeping == "now":
-                self._housekeeping()
-        except (CheckpointError, OSError) as exc:
-            if self.on_error == "raise":
-                raise
-            self.errors.append(exc)
-            warnings.warn(f"after committing iteration {ck.iteration}: {exc}", stacklevel=2)
+        monitor = self.selection.monitor
         self.logger.record("checkpoint/iteration", ck.iteration)
         self.logger.record("checkpoint/has_model", int(ck.has_model))
         self.logger.record("checkpoint/n_evaluations", ck.record.get("n_evaluations", self._n_evals))
-        score = ck.score(self.monitor)
+        score = ck.score(monitor)
         if score is not None:
             self.logger.record("checkpoint/score", score)
         if self.verbose >= 1:
-            what = f"{self.monitor}={score}" if ck.has_model else f"placeholder ({ck.reason})"
+            what = f"{monitor}={score}" if ck.has_model else f"placeholder ({ck.reason})"
             print(f"sb3-iter-ckpt: iteration {ck.iteration}: {what} -> {self.repository.checkpoints_dir}")
-
-
-def _has_key(metrics: Mapping[str, Any], key: str) -> bool:
-    if key in metrics:
-        return True
-    node: Any = metrics
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True

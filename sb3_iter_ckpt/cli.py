@@ -180,10 +180,6 @@ def _storage_options(args: argparse.Namespace) -> dict[str, Any] | None:
     return options
 
 
-def _monitor(args: argparse.Namespace) -> str | None:
-    return getattr(args, "monitor", None)
-
-
 # -- verbs ----------------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
     repo = _open_repo(args)
@@ -357,22 +353,15 @@ def cmd_adopt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _plain(text: Any) -> str:
-    """Text shown as written: matplotlib would parse "$...$" (from a record or a flag) as math, or fail to."""
-    return str(text).replace("$", r"\$")
+def _plot_out(args: argparse.Namespace) -> Path:
+    """``--out`` as an image file matplotlib can write, checked before the repository is opened."""
+    from sb3_iter_ckpt.plotting import image_formats
 
-
-def cmd_plot(args: argparse.Namespace) -> int:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        formats = image_formats()
     except ImportError as exc:
         raise UsageError('plot needs matplotlib: pip install "sb3-iter-ckpt[plot]"') from exc
     out = Path(args.out)
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
     if out.suffix.lstrip(".").lower() not in formats:
         raise UsageError(
             f"--out {args.out}: give an image file name ending in one of "
@@ -380,61 +369,24 @@ def cmd_plot(args: argparse.Namespace) -> int:
         )
     if out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; give an image file name, e.g. {out / 'progress.png'}")
+    return out
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from sb3_iter_ckpt.plotting import plot_progress
+
+    out = _plot_out(args)
     repo = _open_repo(args)
     metric = args.metric or repo.default_selection()[0]
     cks = repo.list()
     if args.metric and cks and not any(c.score(metric) is not None for c in cks):
         raise CheckpointNotFound(f"no iteration has a value for --metric {metric!r} in {repo.checkpoints_dir}")
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    pts = [(c.iteration, c.score(metric)) for c in cks if c.has_model or c.reason == "pruned"]
-    pts = [(i, s) for i, s in pts if s is not None]
-    if pts:
-        # NaN where an iteration has no value, so the line breaks there instead of bridging a placeholder
-        xs = [c.iteration for c in cks]
-        values = dict(pts)
-        ax.plot(xs, [values.get(i, float("nan")) for i in xs], marker="o", label=_plain(metric))
-    holes = [c.iteration for c in cks if not c.has_model and c.reason != "pruned"]
-    for j, c in enumerate(c for c in cks if c.iteration in holes):
-        ax.axvline(
-            c.iteration, color="tab:red", alpha=0.35, linestyle="--", label="placeholder (no model)" if j == 0 else None
-        )
-        ax.annotate(
-            _plain(c.reason),
-            (c.iteration, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            va="top",
-            ha="right",
-            fontsize=8,
-            color="tab:red",
-        )
     best = repo.best(metric, args.mode)
-    if best is not None:
-        ax.scatter(
-            [best.iteration],
-            [best.score(metric)],
-            s=160,
-            facecolors="none",
-            edgecolors="tab:green",
-            linewidths=2,
-            label=f"best (iteration {best.iteration})",
-            zorder=3,
-        )
-    ax.set_xlabel("walk-forward iteration")
-    ax.set_ylabel(_plain(metric))
-    ax.set_title(_plain(f"{metric} across iterations — {repo.root}"))
-    ax.grid(alpha=0.3)
-    if pts or holes:
-        ax.legend(loc="best")
-    fig.tight_layout()
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=110)
+        points, holes = plot_progress(out, cks, metric, best, f"{metric} across iterations — {repo.root}")
     except OSError as exc:
         raise UsageError(f"cannot write --out {args.out}: {exc.strerror or exc}; choose a writable path") from exc
-    finally:
-        plt.close(fig)
-    print(f"wrote {out} ({len(pts)} points, {len(holes)} placeholders)")
+    print(f"wrote {out} ({points} points, {holes} placeholders)")
     return EXIT_OK
 
 
@@ -458,14 +410,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_INTEGRITY if data.problems else EXIT_OK
 
 
-def _report_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="the HTML file to write (default: PATH/report.html; ./ID-report.html for a URL)")
-    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
-    p.set_defaults(func=cmd_report)
-
-
 def _walk_forward_monitors() -> set[str]:
-    """Every metric the built-in trading evaluator records (``executors._evaluator``), as a monitor key."""
+    """Every metric the built-in trading evaluator records (``window._evaluator``), as a monitor key."""
     from sb3_iter_ckpt.metrics import METRIC_KEYS
 
     per_env = (*METRIC_KEYS, "mean_reward", "n_episodes")  # evaluate_trading adds the last two
@@ -513,27 +459,20 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--algo: {exc}") from None
 
 
-def cmd_walk_forward(args: argparse.Namespace) -> int:
-    _check_walk_forward_args(args)
-    import torch
-
+def _prices(args: argparse.Namespace) -> Any:
     from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
-    from sb3_iter_ckpt.executors import make_executor
-    from sb3_iter_ckpt.repository import CheckpointRepository
-    from sb3_iter_ckpt.splitter import WalkForwardSplitter
-    from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
-    torch.set_num_threads(args.threads)
-    root = _experiment_root(args.results_dir, args.experiment_id)
-    logs = Path(tempfile.gettempdir()) / "sb3-iter-ckpt" / str(args.experiment_id) if isinstance(root, str) else root
-    os.environ.setdefault("SB3_LOGDIR", str(logs / "logs"))
-    if args.data:
-        try:
-            prices = load_prices_csv(args.data, date_column=args.date_column, close_column=args.close_column)
-        except ValueError as exc:
-            raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
-    else:
-        prices = synthetic_prices(args.n_prices, seed=args.data_seed)
+    if not args.data:
+        return synthetic_prices(args.n_prices, seed=args.data_seed)
+    try:
+        return load_prices_csv(args.data, date_column=args.date_column, close_column=args.close_column)
+    except ValueError as exc:
+        raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
+
+
+def _splitter(args: argparse.Namespace, n_prices: int) -> Any:
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+
     splitter = WalkForwardSplitter(
         train_size=args.train_size,
         val_size=args.val_size,
@@ -542,22 +481,24 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         mode=args.window_mode,
         max_windows=args.iterations,
     )
-    if splitter.n_windows(len(prices)) == 0:
+    if splitter.n_windows(n_prices) == 0:
         raise UsageError(
-            f"no window fits in {len(prices)} prices: --train-size + --gap + --val-size = {splitter.min_length}; "
+            f"no window fits in {n_prices} prices: --train-size + --gap + --val-size = {splitter.min_length}; "
             "use smaller windows" + ("" if args.data else " or a larger --n-prices")
         )
-    repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
+    return splitter
+
+
+def _run_options(args: argparse.Namespace) -> Any:
+    """The run's settings from the flags: every walk-forward flag that changes what is trained is read here."""
+    from sb3_iter_ckpt.options import RunOptions
+
     algo_kwargs: dict[str, Any] = {}
     if args.algo.lower() in ("ppo", "a2c"):
         algo_kwargs["n_steps"] = args.n_steps
     if args.algo.lower() == "ppo":
         algo_kwargs["batch_size"] = min(64, args.n_steps)
-    executor = make_executor(args.executor, args.workers, address=args.ray_address, torch_threads=args.threads or None)
-    runner = WalkForwardRunner(
-        prices,
-        splitter,
-        repo,
+    return RunOptions(
         args.total_timesteps,
         algo=args.algo,
         algo_kwargs=algo_kwargs,
@@ -565,10 +506,46 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         eval_freq=args.eval_freq,
         monitor=args.monitor,
         warm_start=args.warm_start,
-        progress=not args.json,
-        executor=executor,
         torch_threads=args.threads or None,
     )
+
+
+def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> None:
+    monitor = args.monitor
+    for ck in result.checkpoints:
+        window = ck.record.get("metadata", {}).get("window", {})
+        dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
+        # Every path under the root as the user gave it (not the resolved absolute model path).
+        model = ck.artifacts.get("model")
+        path = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
+        where = str(path) if ck.has_model else f"placeholder ({ck.reason}) {path}"
+        skipped = " (resumed)" if ck.iteration in result.skipped else ""
+        print(f"  iteration {ck.iteration} val {dates}: {monitor}={_fmt(ck.score(monitor))} -> {where}{skipped}")
+    shown = repo.root  # a Path or an s3:// URL, both join with /
+    if result.best is not None:
+        print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
+    print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
+    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt plot {shown} --out {shown / 'progress.png'}")
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    _check_walk_forward_args(args)
+    import torch
+
+    from sb3_iter_ckpt.executors import make_executor
+    from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    torch.set_num_threads(args.threads)
+    root = _experiment_root(args.results_dir, args.experiment_id)
+    logs = Path(tempfile.gettempdir()) / "sb3-iter-ckpt" / str(args.experiment_id) if isinstance(root, str) else root
+    os.environ.setdefault("SB3_LOGDIR", str(logs / "logs"))
+    prices = _prices(args)
+    splitter = _splitter(args, len(prices))
+    repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
+    options = _run_options(args)
+    executor = make_executor(args.executor, args.workers, address=args.ray_address, torch_threads=options.torch_threads)
+    runner = WalkForwardRunner(prices, splitter, repo, options=options, progress=not args.json, executor=executor)
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
     if not args.json:
         print(
@@ -580,32 +557,20 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         result = runner.run()
     finally:
         executor.close()
-    if args.json:
-        _emit_json(
-            {
-                "root": str(root),
-                "trained": result.trained,
-                "skipped": result.skipped,
-                "best": None if result.best is None else _ck_dict(result.best),
-                "checkpoints": [_ck_dict(c) for c in result.checkpoints],
-            }
-        )
+    if not args.json:
+        _print_walk_forward(args, repo, result)
         return EXIT_OK
-    for ck in result.checkpoints:
-        window = ck.record.get("metadata", {}).get("window", {})
-        dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
-        # Every path under the root as the user gave it (not the resolved absolute model path).
-        model = ck.artifacts.get("model")
-        path = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
-        where = str(path) if ck.has_model else f"placeholder ({ck.reason}) {path}"
-        score = ck.score(args.monitor)
-        skipped = " (resumed)" if ck.iteration in result.skipped else ""
-        print(f"  iteration {ck.iteration} val {dates}: {args.monitor}={_fmt(score)} -> {where}{skipped}")
-    shown = repo.root  # a Path or an s3:// URL, both join with /
-    if result.best is not None:
-        print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
-    print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
-    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt plot {shown} --out {shown / 'progress.png'}")
+    best = None if result.best is None else _ck_dict(result.best)
+    checkpoints = [_ck_dict(c) for c in result.checkpoints]
+    _emit_json(
+        {
+            "root": str(root),
+            "trained": result.trained,
+            "skipped": result.skipped,
+            "best": best,
+            "checkpoints": checkpoints,
+        }
+    )
     return EXIT_OK
 
 
@@ -646,6 +611,186 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _storage_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an option of an s3:// (or other URL) root's filesystem, e.g. endpoint_url=http://...; repeatable; "
+        "over the JSON object in SB3_ITER_CKPT_STORAGE_OPTIONS",
+    )
+
+
+def _signing_key_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--signing-key-file",
+        metavar="PATH",
+        help="file holding the HMAC key of a signed repository (trailing line breaks ignored); default: the "
+        "SB3_ITER_CKPT_SIGNING_KEY environment variable. Never give the key itself on the command line",
+    )
+    p.add_argument("--signing-key", dest="signing_key_value", help=argparse.SUPPRESS)  # refused with a message
+
+
+def _selection_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--monitor", help="metric key (dotted for nested); default: as recorded")
+    p.add_argument("--mode", choices=["max", "min"], help="default: as recorded")
+
+
+Subparsers = Any  # argparse's _SubParsersAction
+
+
+def _repo_parser(sub: Subparsers, name: str, help_: str, func: Any) -> argparse.ArgumentParser:
+    """A command on one repository: PATH or --experiment-id, --json, storage options, the signing key."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+    p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
+    p.add_argument("--results-dir", default="results", help="folder holding experiments (default: results)")
+    p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _storage_option(p)
+    _signing_key_file(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _list_parser(sub: Subparsers) -> None:
+    p = _repo_parser(sub, "list", "list every iteration (placeholders included)", cmd_list)
+    p.add_argument("--monitor", help="metric column to show")
+
+
+def _show_parser(sub: Subparsers) -> None:
+    p = _repo_parser(sub, "show", "show one iteration's record", cmd_show)
+    p.add_argument("iteration", type=_non_negative_int)
+
+
+def _best_parser(sub: Subparsers) -> None:
+    _selection_flags(_repo_parser(sub, "best", "the best iteration", cmd_best))
+
+
+def _analyze_parser(sub: Subparsers) -> None:
+    p = _repo_parser(sub, "analyze", "statistics and trend across iterations", cmd_analyze)
+    _selection_flags(p)
+    p.add_argument("--top-k", type=_positive_int, default=5)
+
+
+def _prune_parser(sub: Subparsers) -> None:
+    help_ = "remove models the retention rules do not keep (best, latest, placeholders are kept)"
+    p = _repo_parser(sub, "prune", help_, cmd_prune)
+    p.add_argument("--keep-every-n", type=_positive_int)
+    p.add_argument("--keep-last-n", type=_positive_int)
+    p.add_argument("--keep-best-k", type=_positive_int)
+    _selection_flags(p)
+    p.add_argument("--dry-run", action="store_true", help="only show the plan")
+    p.add_argument("--remove-records", action="store_true", help="delete the pruned iterations' metrics records too")
+
+
+def _verify_parser(sub: Subparsers) -> None:
+    help_ = (
+        "hash every recorded file against its sha256 and size and, with the key, check every signature; "
+        "seed-format iterations (no hashes) are only opened as SB3 zips and reported as not verified; "
+        "exit 4 on problems, and on a signed repository without its key"
+    )
+    _repo_parser(sub, "verify", help_, cmd_verify)
+
+
+def _summary_parser(sub: Subparsers) -> None:
+    _selection_flags(
+        _repo_parser(sub, "summary", "write checkpoint_summary.json and training_summary.json", cmd_summary)
+    )
+
+
+def _adopt_parser(sub: Subparsers) -> None:
+    _repo_parser(sub, "adopt", "record hashes for a folder written by the seed's script", cmd_adopt)
+
+
+def _plot_parser(sub: Subparsers) -> None:
+    p = _repo_parser(sub, "plot", "plot a metric across iterations (placeholders marked)", cmd_plot)
+    p.add_argument("--metric", help="metric key; default: the monitored one")
+    p.add_argument("--mode", choices=["max", "min"])
+    p.add_argument("--out", required=True, help="output image, e.g. progress.png")
+
+
+def _report_parser(sub: Subparsers) -> None:
+    help_ = "write a self-contained HTML report (exit 4 if verify finds problems)"
+    p = _repo_parser(sub, "report", help_, cmd_report)
+    p.add_argument("--out", help="the HTML file to write (default: PATH/report.html; ./ID-report.html for a URL)")
+    p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
+    p.add_argument("--date-column", default="date", help="date column of --data (case-insensitive)")
+    p.add_argument("--close-column", default="close", help="close price column of --data (case-insensitive)")
+    p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")
+    p.add_argument("--data-seed", type=_non_negative_int, default=0)
+
+
+def _window_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
+    p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
+    p.add_argument("--val-size", type=_positive_int, default=125, help="validation rows per window (default 125)")
+    p.add_argument("--step", type=_positive_int, help="rows between windows (default: --val-size)")
+    p.add_argument("--gap", type=_non_negative_int, default=0, help="purge gap between train and validation rows")
+    p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
+
+
+def _training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn (default: ppo)")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument(
+        "--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)"
+    )
+    p.add_argument("--monitor", default="validation.sharpe")
+    p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
+    p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: fastest for small MLPs)")
+
+
+def _execution_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results-dir", default="results")
+    p.add_argument(
+        "--executor",
+        choices=["sequential", "process", "ray"],
+        default="sequential",
+        help="where windows train: this process, a local process pool, or Ray tasks (default: sequential)",
+    )
+    p.add_argument("--workers", type=_positive_int, help="windows at once for process/ray (default: the CPUs)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
+    p.add_argument("--json", action="store_true")
+    _storage_option(p)
+    _signing_key_file(p)
+
+
+def _walk_forward_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "walk-forward",
+        help="run walk-forward training (the main job)",
+        description="Train on each window, keep each iteration's best by validation Sharpe.",
+    )
+    p.add_argument("--experiment-id", required=True)
+    p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
+    _data_flags(p)
+    _window_flags(p)
+    _training_flags(p)
+    _execution_flags(p)
+    p.set_defaults(func=cmd_walk_forward)
+
+
+#: The commands, in the order ``--help`` lists them.
+_COMMANDS = (
+    _list_parser,
+    _show_parser,
+    _best_parser,
+    _analyze_parser,
+    _prune_parser,
+    _verify_parser,
+    _summary_parser,
+    _adopt_parser,
+    _plot_parser,
+    _report_parser,
+    _walk_forward_parser,
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sb3_iter_ckpt.version import __version__
 
@@ -656,119 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    def storage_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--storage-option",
-            action="append",
-            metavar="KEY=VALUE",
-            help="an option of an s3:// (or other URL) root's filesystem, e.g. endpoint_url=http://...; repeatable; "
-            "over the JSON object in SB3_ITER_CKPT_STORAGE_OPTIONS",
-        )
-
-    def signing_key_file(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--signing-key-file",
-            metavar="PATH",
-            help="file holding the HMAC key of a signed repository (trailing line breaks ignored); default: the "
-            "SB3_ITER_CKPT_SIGNING_KEY environment variable. Never give the key itself on the command line",
-        )
-        p.add_argument("--signing-key", dest="signing_key_value", help=argparse.SUPPRESS)  # refused with a message
-
-    def repo_parser(name: str, help_: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.add_argument("path", nargs="?", help="the experiment folder (results/ID); or use --experiment-id")
-        p.add_argument("--results-dir", default="results", help="folder holding experiments (default: results)")
-        p.add_argument("--experiment-id", help="experiment id: the repository is RESULTS_DIR/ID")
-        p.add_argument("--json", action="store_true", help="machine-readable output")
-        storage_option(p)
-        signing_key_file(p)
-        return p
-
-    def selection(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--monitor", help="metric key (dotted for nested); default: as recorded")
-        p.add_argument("--mode", choices=["max", "min"], help="default: as recorded")
-
-    p = repo_parser("list", "list every iteration (placeholders included)")
-    p.add_argument("--monitor", help="metric column to show")
-    p.set_defaults(func=cmd_list)
-    p = repo_parser("show", "show one iteration's record")
-    p.add_argument("iteration", type=_non_negative_int)
-    p.set_defaults(func=cmd_show)
-    p = repo_parser("best", "the best iteration")
-    selection(p)
-    p.set_defaults(func=cmd_best)
-    p = repo_parser("analyze", "statistics and trend across iterations")
-    selection(p)
-    p.add_argument("--top-k", type=_positive_int, default=5)
-    p.set_defaults(func=cmd_analyze)
-    p = repo_parser("prune", "remove models the retention rules do not keep (best, latest, placeholders are kept)")
-    p.add_argument("--keep-every-n", type=_positive_int)
-    p.add_argument("--keep-last-n", type=_positive_int)
-    p.add_argument("--keep-best-k", type=_positive_int)
-    selection(p)
-    p.add_argument("--dry-run", action="store_true", help="only show the plan")
-    p.add_argument("--remove-records", action="store_true", help="delete the pruned iterations' metrics records too")
-    p.set_defaults(func=cmd_prune)
-    p = repo_parser(
-        "verify",
-        "hash every recorded file against its sha256 and size and, with the key, check every signature; "
-        "seed-format iterations (no hashes) are only opened as SB3 zips and reported as not verified; "
-        "exit 4 on problems, and on a signed repository without its key",
-    )
-    p.set_defaults(func=cmd_verify)
-    p = repo_parser("summary", "write checkpoint_summary.json and training_summary.json")
-    selection(p)
-    p.set_defaults(func=cmd_summary)
-    p = repo_parser("adopt", "record hashes for a folder written by the seed's script")
-    p.set_defaults(func=cmd_adopt)
-    p = repo_parser("plot", "plot a metric across iterations (placeholders marked)")
-    p.add_argument("--metric", help="metric key; default: the monitored one")
-    p.add_argument("--mode", choices=["max", "min"])
-    p.add_argument("--out", required=True, help="output image, e.g. progress.png")
-    p.set_defaults(func=cmd_plot)
-    _report_parser(repo_parser("report", "write a self-contained HTML report (exit 4 if verify finds problems)"))
-
-    p = sub.add_parser(
-        "walk-forward",
-        help="run walk-forward training (the main job)",
-        description="Train on each window, keep each iteration's best by validation Sharpe.",
-    )
-    p.add_argument("--experiment-id", required=True)
-    p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
-    p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
-    p.add_argument("--date-column", default="date", help="date column of --data (case-insensitive)")
-    p.add_argument("--close-column", default="close", help="close price column of --data (case-insensitive)")
-    p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn (default: ppo)")
-    p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
-    p.add_argument("--val-size", type=_positive_int, default=125, help="validation rows per window (default 125)")
-    p.add_argument("--step", type=_positive_int, help="rows between windows (default: --val-size)")
-    p.add_argument("--gap", type=_non_negative_int, default=0, help="purge gap between train and validation rows")
-    p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
-    p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument(
-        "--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)"
-    )
-    p.add_argument("--monitor", default="validation.sharpe")
-    p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
-    p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")
-    p.add_argument("--data-seed", type=_non_negative_int, default=0)
-    p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
-    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: fastest for small MLPs)")
-    p.add_argument(
-        "--executor",
-        choices=["sequential", "process", "ray"],
-        default="sequential",
-        help="where windows train: this process, a local process pool, or Ray tasks (default: sequential)",
-    )
-    p.add_argument("--workers", type=_positive_int, help="windows at once for process/ray (default: the CPUs)")
-    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
-    p.add_argument("--json", action="store_true")
-    storage_option(p)
-    signing_key_file(p)
-    p.set_defaults(func=cmd_walk_forward)
+    for add in _COMMANDS:
+        add(sub)
     return parser
 
 

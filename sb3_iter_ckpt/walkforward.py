@@ -7,11 +7,11 @@ One call (or ``sb3-iter-ckpt walk-forward``) replaces the hand-written loop of t
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
+import dataclasses
 import hashlib
 import json
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import numpy as np
 from sb3_iter_ckpt.algorithms import ALGORITHMS, algorithm_class
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.executors import Executor, forwarded_env, make_executor
+from sb3_iter_ckpt.options import RunOptions
 from sb3_iter_ckpt.record import Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
@@ -27,17 +28,6 @@ from sb3_iter_ckpt.window import RepositoryRef, WindowSpec
 
 #: Name of the run description the runner keeps at the repository root (resume gate).
 RUN_FILE = "walk_forward.json"
-
-MakeEnv = Callable[[Any, int], Any]
-MakeModel = Callable[[Any, int], Any]
-
-
-def _name_of(fn: Any) -> str | None:
-    if fn is None:
-        return None
-    if isinstance(fn, functools.partial):
-        return f"partial({_name_of(fn.func)}, {sorted(fn.keywords)})"
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 @dataclass
@@ -72,30 +62,19 @@ class WalkForwardRunner:
     :param splitter: The ``WalkForwardSplitter``.
     :param repository: A ``CheckpointRepository`` or its path (``results/{experiment_id}``).
     :param total_timesteps: Training timesteps per iteration.
-    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path; used by the default ``make_model``.
-    :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
-    :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
-    :param make_model: ``callable(vec_env, seed) -> model``;
-        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
-    :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...).
-    :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
-    :param eval_freq: Evaluate every this many timesteps (default: ``total_timesteps // 5``).
-    :param monitor: Metric that picks the best snapshot (default ``"validation.sharpe"``).
-    :param mode: ``"max"`` or ``"min"``.
-    :param min_score: Acceptance rule passed to the callback.
-    :param warm_start: Start each iteration from the previous iteration's model (recorded as lineage).
-    :param periods_per_year: Annualisation of the trading metrics (stored in each record).
-    :param retention: Optional retention policy applied after each commit.
+    :param settings: The run's other settings, as keyword arguments of
+        :class:`~sb3_iter_ckpt.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
+        ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
+        ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads`` (see there).
+    :param options: A ready :class:`~sb3_iter_ckpt.options.RunOptions` instead of ``total_timesteps`` and
+        ``settings`` (both may still be given: they replace its fields).
     :param progress: Show a progress bar over iterations.
-    :param verbose: Verbosity level: 0 none, 1 a line per iteration.
     :param executor: Where windows train: ``"sequential"`` (default, this process), ``"process"`` (a local
         process pool of ``n_jobs`` workers), ``"ray"`` (Ray tasks, ``[ray]`` extra) or an
         ``sb3_iter_ckpt.executors.Executor`` (e.g. ``RayExecutor(address=...)``; not closed by the runner).
         Each worker commits its own iteration; with ``warm_start`` the windows still run one after another.
         Not part of the fingerprint: a run may be resumed with another executor.
     :param n_jobs: Workers of the ``"process"`` or ``"ray"`` executor (default: the CPU count).
-    :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
-        torch's setting alone). The same seeds give the same records whichever executor ran them.
     """
 
     def __init__(
@@ -103,54 +82,25 @@ class WalkForwardRunner:
         prices: Any,
         splitter: WalkForwardSplitter,
         repository: CheckpointRepository | str | Any,
-        total_timesteps: int,
+        total_timesteps: int | None = None,
         *,
-        algo: str = "ppo",
-        algo_kwargs: Mapping[str, Any] | None = None,
-        make_env: MakeEnv | None = None,
-        make_model: MakeModel | None = None,
-        env_kwargs: Mapping[str, Any] | None = None,
-        seed: int = 0,
-        eval_freq: int | None = None,
-        monitor: str = "validation.sharpe",
-        mode: str = "max",
-        min_score: Any = None,
-        warm_start: bool = False,
-        periods_per_year: float = 252,
-        retention: Any = None,
+        options: RunOptions | None = None,
         progress: bool = True,
-        verbose: int = 0,
         executor: str | Executor | None = None,
         n_jobs: int | None = None,
-        torch_threads: int | None = 1,
+        **settings: Any,
     ) -> None:
-        if int(total_timesteps) <= 0:
-            raise CheckpointError(f"total_timesteps must be positive, got {total_timesteps}")
+        if total_timesteps is not None:
+            settings["total_timesteps"] = total_timesteps
+        self.options = RunOptions(**settings) if options is None else dataclasses.replace(options, **settings)
         self.prices = prices
         self.splitter = splitter
         self.repository = (
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
-        self.total_timesteps = int(total_timesteps)
-        self.algo = algo
-        self.algo_kwargs = dict(algo_kwargs or {})
-        self.make_env = make_env
-        self.make_model = make_model
-        self.env_kwargs = dict(env_kwargs or {})
-        self.env_kwargs.setdefault("periods_per_year", periods_per_year)
-        self.seed = int(seed)
-        self.eval_freq = int(eval_freq) if eval_freq else max(1, self.total_timesteps // 5)
-        self.monitor = monitor
-        self.mode = mode
-        self.min_score = min_score
-        self.warm_start = warm_start
-        self.periods_per_year = periods_per_year
-        self.retention = retention
         self.progress = progress
-        self.verbose = verbose
         self.executor = executor
         self.n_jobs = n_jobs
-        self.torch_threads = torch_threads
         self._values = np.asarray(getattr(prices, "to_numpy", lambda: prices)(), dtype=np.float64)
         if splitter.n_windows(len(self._values)) == 0:
             raise CheckpointError(
@@ -163,25 +113,12 @@ class WalkForwardRunner:
         """Everything that makes two runs comparable (the resume gate compares it)."""
         from sb3_iter_ckpt.data import data_fingerprint
 
-        return to_jsonable(
-            {
-                "splitter": self.splitter.to_dict(),
-                "data_sha256": data_fingerprint(self.prices),
-                "n_prices": len(self._values),
-                "algo": self.algo if self.make_model is None else _name_of(self.make_model),
-                "algo_kwargs": self.algo_kwargs,
-                "make_env": _name_of(self.make_env),
-                "env_kwargs": self.env_kwargs,
-                "seed": self.seed,
-                "total_timesteps": self.total_timesteps,
-                "eval_freq": self.eval_freq,
-                "monitor": self.monitor,
-                "mode": self.mode,
-                "min_score": _name_of(self.min_score) if callable(self.min_score) else self.min_score,
-                "warm_start": self.warm_start,
-                "periods_per_year": self.periods_per_year,
-            }
-        )
+        data = {
+            "splitter": self.splitter.to_dict(),
+            "data_sha256": data_fingerprint(self.prices),
+            "n_prices": len(self._values),
+        }
+        return to_jsonable({**data, **self.options.to_config()})
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":")).encode()
@@ -210,45 +147,29 @@ class WalkForwardRunner:
                 "hyperparameters and seed. Use another --experiment-id to start afresh."
             )
 
-    # -- envs and models ------------------------------------------------------------------------------------
+    # -- one window ---------------------------------------------------------------------------------------------
     def _segment(self, start: int, stop: int) -> Any:
         return self.prices.iloc[start:stop] if hasattr(self.prices, "iloc") else self.prices[start:stop]
 
-    def _history(self) -> int:
-        return int(self.env_kwargs.get("window_size", 10))
-
     def _spec(self, window: Window, fingerprint: str, warm_from: int | None, in_process: bool) -> WindowSpec:
         """The picklable unit of work of one window (see ``sb3_iter_ckpt.window.train_window``)."""
-        i, history = window.iteration, self._history()
-        seed = self.seed + i
+        i, opts = window.iteration, self.options
+        seed = opts.seed + i
         return WindowSpec(
             iteration=i,
             train_prices=self._segment(window.train_start, window.train_stop),
-            val_prices=self._segment(max(0, window.val_start - history), window.val_stop),
+            val_prices=self._segment(max(0, window.val_start - opts.history), window.val_stop),
             seed=seed,
-            total_timesteps=self.total_timesteps,
             repository=self.repository if in_process else RepositoryRef.of(self.repository),
             metadata={
                 "window": window.to_dict(),
                 "fingerprint": fingerprint,
                 "seed": seed,
-                "periods_per_year": self.periods_per_year,
+                "periods_per_year": opts.periods_per_year,
             },
-            algo=self.algo,
-            algo_kwargs=self.algo_kwargs,
-            env_kwargs=self.env_kwargs,
-            make_env=self.make_env,
-            make_model=self.make_model,
-            eval_freq=self.eval_freq,
-            monitor=self.monitor,
-            mode=self.mode,
-            min_score=self.min_score,
-            retention=self.retention,
-            periods_per_year=self.periods_per_year,
+            options=opts,
             warm_start_from=warm_from,
-            torch_threads=self.torch_threads,
             env=forwarded_env(),
-            verbose=self.verbose,
         )
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -270,8 +191,8 @@ class _Run:
     """The driver's state for one runner: windows left, windows done, what is in flight."""
 
     def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
-        if runner.make_model is None:
-            algorithm_class(runner.algo)  # an unknown algorithm fails here, not in a worker
+        if runner.options.make_model is None:
+            algorithm_class(runner.options.algo)  # an unknown algorithm fails here, not in a worker
         runner._check_resume()
         self.runner = runner
         self.fingerprint = runner.fingerprint()
@@ -291,11 +212,12 @@ class _Run:
 
     def next_spec(self, in_process: bool) -> tuple[Window, WindowSpec] | None:
         """The next window to submit, or None (nothing left, or a warm-started chain is busy)."""
-        if not self.todo or (self.runner.warm_start and self.in_flight):
+        warm_start = self.runner.options.warm_start
+        if not self.todo or (warm_start and self.in_flight):
             return None
         window = self.todo.popleft()
         warm_from = None
-        if self.runner.warm_start:  # the latest earlier iteration with a model (all earlier ones are done)
+        if warm_start:  # the latest earlier iteration with a model (all earlier ones are done)
             warm_from = max((i for i, ck in self.done.items() if i < window.iteration and ck.has_model), default=None)
         self.in_flight += 1
         return window, self.runner._spec(window, self.fingerprint, warm_from, in_process)
@@ -312,9 +234,10 @@ class _Run:
         runner, result = self.runner, self.result
         result.trained.sort()
         result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
+        rule = runner.options.selection
         if result.trained:  # the workers refreshed as they went; once more sees every iteration
-            runner.repository.refresh(runner.monitor, runner.mode)
-        result.best = runner.repository.best(runner.monitor, runner.mode)
+            runner.repository.refresh(rule.monitor, rule.mode)
+        result.best = runner.repository.best(rule.monitor, rule.mode)
         return result
 
 
@@ -371,7 +294,7 @@ def run_many(
     roots = [str(r.repository.root) for r in runners]
     if len(set(roots)) != len(roots):
         raise CheckpointError("each runner of run_many needs its own repository (another --experiment-id)")
-    threads = runners[0].torch_threads if runners else 1
+    threads = runners[0].options.torch_threads if runners else 1
     pool = make_executor(executor, n_jobs, torch_threads=threads)
     owned = pool is not executor
     runs = [_Run(r, max_iterations) for r in runners]
@@ -387,9 +310,10 @@ def run_many(
             for future in sorted(finished, key=lambda f: pending[f][1].iteration):
                 run, window = pending.pop(future)
                 ck = run.finish(window, _outcome(future, window))
-                score = ck.score(run.runner.monitor)
+                monitor = run.runner.options.monitor
+                score = ck.score(monitor)
                 bar.update(1)
-                bar.set_postfix({"iter": ck.iteration, run.runner.monitor: "-" if score is None else f"{score:.3f}"})
+                bar.set_postfix({"iter": ck.iteration, monitor: "-" if score is None else f"{score:.3f}"})
     finally:
         for future in pending:
             future.cancel()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_iter_ckpt.errors import CheckpointExistsError
+from sb3_iter_ckpt.options import RunOptions
 
 __all__ = ["RepositoryRef", "WindowSpec", "train_window"]
 
@@ -34,11 +35,12 @@ class RepositoryRef:
 
     @classmethod
     def of(cls, repository: Any) -> RepositoryRef:
-        storage = repository.storage
+        """The reference of a ``CheckpointRepository``, through its public ``storage`` and ``signing_key``."""
+        storage, key = repository.storage, repository.signing_key
         root = storage.reopen_root()
         if root is not None:  # a worker rebuilds the storage from its root
-            return cls(root, None, getattr(repository, "_key", None))
-        return cls(str(repository.root), storage, getattr(repository, "_key", None))
+            return cls(root, None, key)
+        return cls(str(repository.root), storage, key)
 
     def open(self) -> Any:
         from sb3_iter_ckpt.repository import CheckpointRepository
@@ -51,33 +53,21 @@ class WindowSpec:
     """Everything one window's training needs, as plain data (no live env, model or repository).
 
     ``repository`` is a :class:`RepositoryRef` (a worker opens it) or, in this process only, the
-    driver's ``CheckpointRepository`` itself. ``warm_start_from``: the iteration whose model this one
-    starts from (None: a fresh model). ``metadata``: the record's ``metadata`` (window, fingerprint,
-    seed...; ``lineage`` is added here).
+    driver's ``CheckpointRepository`` itself. ``options``: the run's settings. ``seed``: this window's
+    (the run's seed plus its iteration). ``warm_start_from``: the iteration whose model this one starts
+    from (None: a fresh model). ``metadata``: the record's ``metadata`` (window, fingerprint, seed...;
+    ``lineage`` is added here). ``env``: environment variables the worker takes over from the driver.
     """
 
     iteration: int
     train_prices: Any
     val_prices: Any
     seed: int
-    total_timesteps: int
     repository: Any
     metadata: dict[str, Any]
-    algo: str = "ppo"
-    algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    make_env: Callable[[Any, int], Any] | None = None
-    make_model: Callable[[Any, int], Any] | None = None
-    eval_freq: int = 1
-    monitor: str = "validation.sharpe"
-    mode: str = "max"
-    min_score: Any = None
-    retention: Any = None
-    periods_per_year: float = 252
+    options: RunOptions
     warm_start_from: int | None = None
-    torch_threads: int | None = 1
     env: dict[str, str] = field(default_factory=dict)
-    verbose: int = 0
 
 
 def _pin_threads(n: int | None) -> Callable[[], None]:
@@ -93,22 +83,23 @@ def _pin_threads(n: int | None) -> Callable[[], None]:
 
 
 def _make_env(spec: WindowSpec, segment: Any) -> Any:
-    if spec.make_env is not None:
-        return spec.make_env(segment, spec.seed)
+    if spec.options.make_env is not None:
+        return spec.options.make_env(segment, spec.seed)
     from sb3_iter_ckpt.envs.trading import TradingEnv
 
-    return TradingEnv(segment, **spec.env_kwargs)
+    return TradingEnv(segment, **spec.options.trading_env_kwargs)
 
 
 def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
+    opts = spec.options
     if spec.warm_start_from is not None:
         return repo.load(spec.warm_start_from, env=venv, seed=spec.seed)
-    if spec.make_model is not None:
-        return spec.make_model(venv, spec.seed)
+    if opts.make_model is not None:
+        return opts.make_model(venv, spec.seed)
     from sb3_iter_ckpt.algorithms import algorithm_class
 
-    cls = algorithm_class(spec.algo)
-    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **spec.algo_kwargs})
+    cls = algorithm_class(opts.algo)
+    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **opts.algo_kwargs})
 
 
 def _evaluator(train_env: Any, ppy: float) -> Callable[[Any, Any], dict[str, Any]]:
@@ -133,7 +124,7 @@ def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, A
         "status": status,  # "trained", or "exists": committed by an earlier attempt or another worker
         "record_file": ck.record_file,
         "has_model": ck.has_model,
-        "score": ck.score(spec.monitor),
+        "score": ck.score(spec.options.monitor),
         "seconds": time.perf_counter() - t0,
         "pid": os.getpid(),
         "host": socket.gethostname(),
@@ -145,17 +136,17 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
 
     Idempotent: when the iteration is already committed (an earlier attempt got that far before its
     worker died, or another worker won a race) nothing is trained and the existing record is reported
-    with ``status="exists"``. Torch is pinned to ``spec.torch_threads`` threads while it runs.
+    with ``status="exists"``. Torch is pinned to ``spec.options.torch_threads`` threads while it runs.
     """
     from stable_baselines3.common.env_util import make_vec_env
 
     from sb3_iter_ckpt.callback import IterationCheckpointCallback
     from sb3_iter_ckpt.repository import CheckpointRepository
 
-    t0 = time.perf_counter()
+    t0, opts = time.perf_counter(), spec.options
     for key, value in spec.env.items():
         os.environ[key] = value
-    restore = _pin_threads(spec.torch_threads)
+    restore = _pin_threads(opts.torch_threads)
     try:
         repo = spec.repository if isinstance(spec.repository, CheckpointRepository) else spec.repository.open()
         if repo.has(spec.iteration):
@@ -170,17 +161,15 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
             repo,
             iteration=spec.iteration,
             eval_env=val_env,
-            evaluator=_evaluator(train_eval_env, spec.periods_per_year),
-            eval_freq=spec.eval_freq,
-            monitor=spec.monitor,
-            mode=spec.mode,
-            min_score=spec.min_score,
-            retention=spec.retention,
+            evaluator=_evaluator(train_eval_env, opts.periods_per_year),
+            eval_freq=opts.eval_freq,
+            selection=opts.selection,
+            retention=opts.retention,
             metadata=metadata,
-            verbose=spec.verbose,
+            verbose=opts.verbose,
         )
         try:
-            model.learn(spec.total_timesteps, callback=cb, reset_num_timesteps=True)
+            model.learn(opts.total_timesteps, callback=cb, reset_num_timesteps=True)
         except CheckpointExistsError:
             if not repo.has(spec.iteration):
                 raise

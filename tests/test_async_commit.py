@@ -16,7 +16,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 
 from sb3_iter_ckpt import CheckpointRepository, CommitError, IterationCheckpointCallback
-from sb3_iter_ckpt.writer import AsyncWriter
+from sb3_iter_ckpt.background import BackgroundJobs
 
 _VOLATILE = {"created_at", "versions"}
 
@@ -69,7 +69,7 @@ def test_async_commit_produces_the_same_records_as_sync(tmp_path):
         assert a.num_timesteps == s.num_timesteps
     assert repo_a.verify() == [] and repo_s.verify() == []
     assert (tmp_path / "async" / "best_model.zip").read_bytes() == repo_a.best().model_path.read_bytes()
-    assert cb_a.errors == [] and cb_a._writer.pending == 0
+    assert cb_a.errors == [] and cb_a._committer.pending == 0
 
 
 def _failing_stage(mocker, repo, fail_for="model_iter_0", exc=None):
@@ -147,7 +147,7 @@ def test_training_end_waits_for_the_writer(tmp_path, mocker):
         repo, evaluator=_by_timesteps, eval_freq=32, iteration_timesteps=64, async_commit=True
     )
     PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, device="cpu").learn(128, callback=cb)
-    assert cb._writer.pending == 0
+    assert cb._committer.pending == 0
     assert repo.iterations() == [0, 1] and [c.iteration for c in cb.committed] == [0, 1]
     assert (repo.root / "training_summary.json").is_file()
     assert not any(t.name == "sb3-iter-ckpt-writer" for t in threading.enumerate())
@@ -171,8 +171,8 @@ def test_close_waits_and_surfaces_after_learn_raised(tmp_path):
     assert repo.iterations() == [0] and [c.iteration for c in cb.committed] == [0]
 
 
-def test_writer_keeps_results_and_errors_in_order_and_bounds_the_queue():
-    w = AsyncWriter(max_pending=1)
+def test_background_jobs_keep_results_and_errors_in_order_and_bound_the_queue():
+    w = BackgroundJobs(max_pending=1)
     gate = threading.Event()
     w.submit(lambda: gate.wait(5) and 1, label="a")
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""``AsyncWriter``: run commits in one background thread, never losing their errors.
+"""``BackgroundJobs``: run jobs (the callback's commits) in one background thread, never losing their errors.
 
 The training thread prepares a job (everything copied that consistency demands) and submits it;
 one worker thread runs the jobs in order. At most ``max_pending`` jobs are queued or running:
@@ -9,7 +9,7 @@ so at the next boundary and at training end), so an error in the background is n
 
 The worker is a non-daemon thread that exits once the queue is empty and is restarted by the next
 ``submit``: an interpreter exit waits for a running write instead of cutting it, and an idle
-writer keeps no thread alive.
+queue keeps no thread alive.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["AsyncWriter", "Job"]
+__all__ = ["BackgroundJobs", "Job"]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Job:
     seconds: float = 0.0  #: wall time ``fn`` ran in the worker
 
 
-class AsyncWriter:
+class BackgroundJobs:
     """One background worker with a bounded queue.
 
     :param max_pending: Jobs queued or running at most; ``submit`` waits beyond that.

@@ -1,0 +1,193 @@
+"""The settings of a run, each validated once where its value is built.
+
+* :class:`RunOptions`: one walk-forward run (what is trained and how it is judged). The CLI builds it
+  from its flags, ``WalkForwardRunner`` from its keyword arguments; it travels as is, inside each
+  ``WindowSpec``, to the worker that trains a window (it is picklable), and gives the resume gate its
+  configuration (:meth:`RunOptions.to_config`). A new run setting is one field here (and its key in
+  ``to_config`` when it changes what a run produces).
+* :class:`EvaluationOptions` and :class:`CommitOptions`: the callback's own settings (when and how it
+  evaluates; how it commits), so that ``IterationCheckpointCallback`` checks none of them itself.
+
+Pure: it imports only ``selection`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.selection import MinScore, SelectionRule
+
+__all__ = ["ON_ERROR", "CommitOptions", "EvaluationOptions", "RunOptions"]
+
+ON_ERROR = ("warn", "raise")
+
+MakeEnv = Callable[[Any, int], Any]
+MakeModel = Callable[[Any, int], Any]
+
+
+def name_of(fn: Any) -> str | None:
+    """A callable as its import path (a ``functools.partial`` with its keyword names), for a fingerprint."""
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        return f"partial({name_of(fn.func)}, {sorted(fn.keywords)})"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _set(obj: Any, **values: Any) -> None:
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)  # a frozen dataclass normalizing its own fields
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """When and how the callback evaluates.
+
+    :param eval_freq: Evaluate every ``eval_freq`` timesteps (timesteps, not calls).
+    :param n_eval_episodes: Episodes per evaluation with ``evaluate_policy``.
+    :param deterministic: Deterministic actions in evaluation.
+    :param iteration_timesteps: A boundary every N timesteps inside one ``learn()``; None: only at its end.
+    """
+
+    eval_freq: int = 10_000
+    n_eval_episodes: int = 5
+    deterministic: bool = True
+    iteration_timesteps: int | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.eval_freq) <= 0:
+            raise CheckpointError(f"eval_freq must be a positive number of timesteps, got {self.eval_freq}")
+        it = self.iteration_timesteps
+        if it is not None and int(it) <= 0:
+            raise CheckpointError(f"iteration_timesteps must be positive, got {it}")
+        _set(
+            self,
+            eval_freq=int(self.eval_freq),
+            n_eval_episodes=int(self.n_eval_episodes),
+            iteration_timesteps=None if it is None else int(it),
+        )
+
+
+@dataclass(frozen=True)
+class CommitOptions:
+    """How the callback commits each iteration.
+
+    :param on_error: ``"warn"``: a failed commit warns, records a ``save_failed`` placeholder when possible
+        and training goes on; ``"raise"``: the error stops training.
+    :param async_commit: Write and fsync in a background thread (see ``IterationCheckpointCallback``).
+    :param overwrite: Replace already committed iterations instead of refusing before training.
+    :param retention: Optional ``RetentionPolicy`` applied after each iteration is durably committed.
+    :param save_vecnormalize: Save the training env's ``VecNormalize`` statistics with each snapshot.
+    :param save_replay_buffer: Save the replay buffer (as of the boundary) of off-policy algorithms.
+    """
+
+    on_error: str = "warn"
+    async_commit: bool = False
+    overwrite: bool = False
+    retention: Any = None
+    save_vecnormalize: bool = True
+    save_replay_buffer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise CheckpointError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
+        _set(self, async_commit=bool(self.async_commit))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings of one walk-forward run, validated once, shared by the CLI, the runner and each window.
+
+    :param total_timesteps: Training timesteps per iteration.
+    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path; used by the default ``make_model``.
+    :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
+    :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
+    :param make_model: ``callable(vec_env, seed) -> model``;
+        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
+    :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...);
+        the run's ``periods_per_year`` is added unless given here.
+    :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
+    :param eval_freq: Evaluate every this many timesteps (0 or None, the default: ``total_timesteps // 5``).
+    :param monitor: Metric that picks the best snapshot (default ``"validation.sharpe"``).
+    :param mode: ``"max"`` or ``"min"``.
+    :param min_score: Acceptance rule passed to the callback (a number or ``callable(metrics) -> bool``).
+    :param warm_start: Start each iteration from the previous iteration's model (recorded as lineage).
+    :param periods_per_year: Annualisation of the trading metrics (stored in each record).
+    :param retention: Optional retention policy applied after each commit.
+    :param verbose: Verbosity level: 0 none, 1 a line per iteration.
+    :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
+        torch's setting alone).
+
+    ``selection`` is the :class:`~sb3_iter_ckpt.selection.SelectionRule` of ``monitor``, ``mode`` and
+    ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
+    fingerprint of a run has always recorded.
+    """
+
+    total_timesteps: int
+    algo: str = "ppo"
+    algo_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    make_env: MakeEnv | None = None
+    make_model: MakeModel | None = None
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    eval_freq: int = 0
+    monitor: str = "validation.sharpe"
+    mode: str = "max"
+    min_score: MinScore = None
+    warm_start: bool = False
+    periods_per_year: float = 252
+    retention: Any = None
+    verbose: int = 0
+    torch_threads: int | None = 1
+    selection: SelectionRule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        total = int(self.total_timesteps)
+        if total <= 0:
+            raise CheckpointError(f"total_timesteps must be positive, got {self.total_timesteps}")
+        freq = int(self.eval_freq) if self.eval_freq else max(1, total // 5)
+        _set(
+            self,
+            total_timesteps=total,
+            algo_kwargs=dict(self.algo_kwargs or {}),
+            env_kwargs=dict(self.env_kwargs or {}),
+            seed=int(self.seed),
+            eval_freq=EvaluationOptions(eval_freq=freq).eval_freq,  # checked where the callback checks it
+            selection=SelectionRule(self.monitor, self.mode, self.min_score),  # type: ignore[arg-type]
+        )
+
+    @property
+    def trading_env_kwargs(self) -> dict[str, Any]:
+        """``env_kwargs`` with the run's ``periods_per_year`` unless they name their own."""
+        return {"periods_per_year": self.periods_per_year, **self.env_kwargs}
+
+    @property
+    def history(self) -> int:
+        """Prices of history the built-in env needs before a segment's first decision."""
+        return int(self.env_kwargs.get("window_size", 10))
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings that make two runs comparable (part of the resume gate's configuration).
+
+        Its keys and values are those of every earlier version, so that a repository written before
+        keeps its fingerprint and resumes.
+        """
+        m = self.min_score
+        return {
+            "algo": self.algo if self.make_model is None else name_of(self.make_model),
+            "algo_kwargs": self.algo_kwargs,
+            "make_env": name_of(self.make_env),
+            "env_kwargs": self.trading_env_kwargs,
+            "seed": self.seed,
+            "total_timesteps": self.total_timesteps,
+            "eval_freq": self.eval_freq,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "min_score": name_of(m) if callable(m) else m,
+            "warm_start": self.warm_start,
+            "periods_per_year": self.periods_per_year,
+        }
