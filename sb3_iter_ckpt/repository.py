@@ -14,8 +14,6 @@ import os
 import pickle
 import platform
 import re
-import threading
-import time
 import warnings
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,11 +30,11 @@ from sb3_iter_ckpt.errors import (
     IntegrityError,
     RecordError,
     SignatureError,
-    SigningKeyError,
     UnsafePathError,
 )
+from sb3_iter_ckpt.index import RECORD_PREFIXES, RecordIndex, Scan
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, SIGNING_KEY_ENV, Signer, marker_fingerprint
+from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.storage import (
     FileStat,
     RemoteRoot,
@@ -47,6 +45,7 @@ from sb3_iter_ckpt.storage import (
     storage_for,
     strip_attempt,
 )
+from sb3_iter_ckpt.trust import Trust
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -57,11 +56,6 @@ if TYPE_CHECKING:
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
 
 _CK = rec.CHECKPOINTS_DIR
-_RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
-# A folder unchanged for this long is past any file system's timestamp granularity: a later change
-# is bound to give it another change time, so a scan made then can be reused while it keeps it.
-_SETTLED_NS = 2_000_000_000
-_Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
 _NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
 
 #: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
@@ -271,13 +265,9 @@ class CheckpointRepository:
         self.root = display_root(self.storage, root if storage is None else None)
         key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
         self._signer: Signer | None = key if isinstance(key, Signer) or key is None else Signer(key)
-        self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
-        self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
         self.verbose = verbose
-        self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
-        self._prefetched: dict[str, bytes | Exception | None] = {}
-        self._settled: tuple[tuple[int, ...], _Scan] | None = None
-        self._ck_local: Path | str | None = None
+        self._index = RecordIndex(self.storage)
+        self._trust = Trust(self.storage, self._signer, self.root)
         self._best_seen: dict[str, tuple[FileStat, str]] = {}  # best-file name -> (stat, sha256) last hashed
         if sweep:
             try:
@@ -286,13 +276,7 @@ class CheckpointRepository:
                 removed = []  # read-only folder: nothing of ours can be cleaned anyway
             if removed and verbose >= 1:
                 print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {self.root}")
-        if self._signer is not None:
-            try:
-                present, fingerprint = self._read_marker()
-            except (OSError, CheckpointError):
-                present, fingerprint = False, None  # unreachable now: every write checks again
-            if present and fingerprint is not None and fingerprint != self._signer.fingerprint:
-                raise self._wrong_key()
+        self._trust.check_key()
 
     def __repr__(self) -> str:
         return f"CheckpointRepository({str(self.root)!r})"
@@ -312,93 +296,11 @@ class CheckpointRepository:
 
     def exists(self) -> bool:
         """Whether the repository has a ``checkpoints/`` folder with at least one record."""
-        return bool(self._records_listing())
+        return bool(self._index.records_listing())
 
     # -- reading -----------------------------------------------------------------------------------
-    def _records_listing(self) -> dict[str, FileStat]:
-        listing = self.storage.listdir(_CK, prefixes=_RECORD_PREFIXES)
-        return {n: st for n, st in listing.items() if rec.parse_record_name(n) is not None}
-
-    def _model_path(self, file: str) -> Path | str:
-        if "/" not in file and file not in (".", "..") and "\x00" not in file and "\\" not in file:
-            if self._ck_local is None:
-                self._ck_local = self.storage.local_path(_CK) or f"{self.storage.url}/{_CK}"
-            return self._ck_local / file if isinstance(self._ck_local, Path) else f"{self._ck_local}/{file}"
-        name = f"{_CK}/{file}"
-        return self.storage.local_path(name) or f"{self.storage.url}/{name}"
-
-    def _parse(self, name: str, st: FileStat) -> Checkpoint | CheckpointError:
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == st:
-            return cached[1]
-        try:
-            data = self._prefetched.pop(name, None)
-            if not isinstance(data, bytes):
-                data = self.storage.read_bytes(f"{_CK}/{name}")
-            result: Checkpoint | CheckpointError = rec.parse(name, data, model_path_for=self._model_path)
-        except CheckpointError as exc:
-            result = exc
-        self._cache[name] = (st, result)
-        return result
-
-    def _scan(self, recheck: bool = False) -> _Scan:
-        """Parse every record: (by iteration, errors by file, duplicates); treat the result as read-only.
-
-        Every write of this package creates, replaces or removes a name in ``checkpoints/``, which
-        changes the folder's version: while it keeps the version of a scan made once it had settled,
-        that scan is reused without a system call per record. Otherwise each record is stat-checked
-        and only new or changed ones are parsed. ``recheck`` (``verify()``) always stat-checks.
-        """
-        # The clock is read before the folder: a change after that stat is then more than 2 s past the
-        # folder's change time, so even a file system with 1-second timestamps gives it another version.
-        now = time.time_ns()
-        version = self.storage.folder_version(_CK)
-        settled = self._settled  # read once: another thread may reset it
-        if not recheck and version is not None and settled is not None and settled[0] == version[0]:
-            return settled[1]
-        self._settled = None
-        result = self._scan_records()
-        if version is not None and now - version[1] > _SETTLED_NS:
-            self._settled = (version[0], result)
-        return result
-
-    def _scan_records(self) -> _Scan:
-        """Parse every record (cached by size/mtime/inode)."""
-        listing = self._records_listing()
-        for stale in set(self._cache) - set(listing):
-            del self._cache[stale]
-        todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
-        if len(todo) > 1:  # a cold open: read them in one go (one folder check instead of one per file)
-            read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
-            self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
-        good: dict[int, Checkpoint] = {}
-        bad: dict[str, CheckpointError] = {}
-        dups: dict[int, list[str]] = {}
-        for name, st in listing.items():
-            parsed = self._parse(name, st)
-            if isinstance(parsed, CheckpointError):
-                bad[name] = parsed
-                continue
-            prev = good.get(parsed.iteration)
-            if prev is not None:
-                dups.setdefault(parsed.iteration, [prev.record_file]).append(name)
-                if prev.has_model:  # a model record wins over a placeholder of the same iteration
-                    continue
-            good[parsed.iteration] = parsed
-        if any(not c.verified for c in good.values()):
-            # The seed's script could leave a model_iter_{i}.zip without metrics: in such a folder list it
-            # (unverified, no metrics) as the seed did. In a folder of ours a file without record is not ours.
-            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
-            for i in self._orphan_models():
-                if i not in good and i not in bad_its:
-                    good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
-        return good, bad, dups
-
-    def _orphan_models(self) -> builtins.list[int]:
-        """Iterations of ``model_iter_{i}.zip`` files that no record names."""
-        names = self.storage.listdir(_CK)
-        found = [p[1] for n in names if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
-        return sorted(i for i in found if rec.record_name(i) not in names and rec.placeholder_name(i) not in names)
+    def _scan(self, recheck: bool = False) -> Scan:
+        return self._index.scan(recheck)
 
     def list(self) -> builtins.list[Checkpoint]:
         """Every committed iteration, in iteration order, placeholders included.
@@ -412,7 +314,7 @@ class CheckpointRepository:
                 f"(first: {next(iter(bad.values()))}); run verify()",
                 stacklevel=2,
             )
-        trusted = self._trusted(good)
+        trusted = self._trust.trusted(good)
         if len(trusted) < len(good):
             first = min(set(good) - set(trusted))
             warnings.warn(
@@ -422,31 +324,17 @@ class CheckpointRepository:
             )
         return [trusted[i] for i in sorted(trusted)]
 
-    def _trusted(self, good: Mapping[int, Checkpoint]) -> dict[int, Checkpoint]:
-        """With a key: only the records whose signature verifies (checked once per parsed record)."""
-        if self._signer is None:
-            return dict(good)
-        out: dict[int, Checkpoint] = {}
-        for i, ck in good.items():
-            hit = self._sig_ok.get(ck.record_file)
-            if hit is None or hit[0] is not ck:
-                hit = (ck, self._signer.verifies(ck.record))
-                self._sig_ok[ck.record_file] = hit
-            if hit[1]:
-                out[i] = ck
-        return out
-
     def __iter__(self) -> Iterator[Checkpoint]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._trusted(self._scan()[0]))
+        return len(self._trust.trusted(self._scan()[0]))
 
     def __contains__(self, iteration: object) -> bool:
         return isinstance(iteration, int) and self.has(iteration)
 
     def iterations(self) -> builtins.list[int]:
-        return sorted(self._trusted(self._scan()[0]))
+        return sorted(self._trust.trusted(self._scan()[0]))
 
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
@@ -467,7 +355,7 @@ class CheckpointRepository:
         found: builtins.list[Checkpoint] = []
         for name in names:
             if (st := stats.get(f"{_CK}/{name}")) is not None:
-                parsed = self._parse(name, st)
+                parsed = self._index.parse(name, st)
                 if isinstance(parsed, CheckpointError):
                     raise parsed
                 found.append(parsed)
@@ -488,7 +376,7 @@ class CheckpointRepository:
 
     def latest(self) -> Checkpoint | None:
         """The highest committed iteration, or None."""
-        good = self._trusted(self._scan()[0])
+        good = self._trust.trusted(self._scan()[0])
         return good[max(good)] if good else None
 
     def next_iteration(self) -> int:
@@ -497,11 +385,7 @@ class CheckpointRepository:
         An artifact name without a record (``model_iter_{i}.zip``..., a legacy or a stranger's file) counts
         too: never overwrite it.
         """
-        listing = self.storage.listdir(_CK)
-        its = [p[0] for n in listing if (p := rec.parse_record_name(n)) is not None]
-        # Plain names only: an attempt key no record names (object storage) is our own leftover, swept later.
-        its += [a[1] for n in listing if (a := rec.parse_artifact_name(n)) is not None]
-        return max(its) + 1 if its else 0
+        return self._index.next_iteration()
 
     def default_selection(self) -> tuple[str, str]:
         """(monitor, mode) recorded by the latest iteration's callback.
@@ -509,7 +393,7 @@ class CheckpointRepository:
         Without a recorded rule (a seed folder): the first of ``mean_reward``,
         ``validation_performance``, ``combined_performance`` present in the records, maximized.
         """
-        good = self._trusted(self._scan()[0])  # a forged record must not choose the rule either
+        good = self._trust.trusted(self._scan()[0])  # a forged record must not choose the rule either
         for i in sorted(good, reverse=True):
             sel = good[i].selection
             if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
@@ -561,50 +445,6 @@ class CheckpointRepository:
             except SignatureError as exc:
                 raise SignatureError(f"{exc}; not loaded") from None
         return data
-
-    # -- signing: who may write ---------------------------------------------------------------------
-    def _read_marker(self) -> tuple[bool, str | None]:
-        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
-        try:  # one read (one request on object storage), not an existence check first
-            return True, marker_fingerprint(self.storage.read_bytes(MARKER))
-        except IntegrityError as exc:
-            return not isinstance(exc.__cause__, FileNotFoundError), None
-
-    def _wrong_key(self) -> SigningKeyError:
-        return SigningKeyError(
-            f"{self.root} is signed with another key (wrong signature fingerprint in {MARKER}); "
-            f"give the key that signed it: {HOW_TO_GIVE_KEY}"
-        )
-
-    def _authorize_write(self, scan: bool = True) -> None:
-        """Before a write: a signed repository needs its key, and a key must be the repository's.
-
-        Signed means a ``signing.json`` marker or, when it was deleted, records carrying signatures
-        (``scan``; a commit checks the marker only, the refresh after it checks the records).
-        With the key and no marker, the marker is (re)written, unless no signed record verifies.
-        """
-        if getattr(self._tls, "authorized", False):
-            return
-        present, fingerprint = self._read_marker()
-        if self._signer is None:
-            if present or (scan and any("signature" in c.record for c in self._scan()[0].values())):
-                why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
-                raise SigningKeyError(
-                    f"{self.root} is a signed repository ({why}): writing to it without the key would leave "
-                    f"unsigned records or strip signatures; {HOW_TO_GIVE_KEY}"
-                )
-            return
-        if present:
-            if fingerprint != self._signer.fingerprint:
-                raise self._wrong_key()
-            return
-        signed = [c for c in self._scan()[0].values() if "signature" in c.record]
-        if signed and not any(self._signer.verifies(c.record) for c in signed):
-            raise SigningKeyError(
-                f"{self.root}'s signed records fail with this key (wrong signature key?) and its {MARKER} "
-                f"is missing; give the key that signed them: {HOW_TO_GIVE_KEY}"
-            )
-        self.storage.write_atomic(MARKER, self._signer.marker())
 
     @staticmethod
     def _algorithm_class(path: str) -> type[BaseAlgorithm]:
@@ -714,7 +554,7 @@ class CheckpointRepository:
         mode = kwargs.pop("mode", None)
         best = self.best(monitor, mode)
         if best is None:
-            unsigned = len(self._scan()[0]) - len(self._trusted(self._scan()[0]))
+            unsigned = len(self._scan()[0]) - len(self._trust.trusted(self._scan()[0]))
             if unsigned:
                 raise SignatureError(
                     f"no signed checkpoint with a model and a finite score in {self.checkpoints_dir} "
@@ -744,7 +584,7 @@ class CheckpointRepository:
             Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
             for n, e in sorted(bad.items())
         ]
-        for name in self.storage.non_files(_CK, _RECORD_PREFIXES):
+        for name in self.storage.non_files(_CK, RECORD_PREFIXES):
             if (parsed := rec.parse_record_name(name)) is not None:
                 problems.append(Problem(parsed[0], name, "is not a regular file (a folder?): the record is unreadable"))
         for i, names in sorted(dups.items()):
@@ -754,7 +594,7 @@ class CheckpointRepository:
             # model). A model without one is a record deleted by hand, or a file that is not ours.
             bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
             listing = self.storage.listdir(_CK)
-            for i in self._orphan_models():
+            for i in self._index.orphan_models():
                 if i not in good and i not in bad_its and f".intent-iter-{i}.json" not in listing:
                     problems.append(
                         Problem(i, rec.artifact_name("model", i), "a model without a record (record deleted?)")
@@ -784,7 +624,7 @@ class CheckpointRepository:
                 except SignatureError as exc:
                     problems.append(Problem(i, ck.record_file, str(exc)))
         problems += self._verify_signing(good)
-        problems += self._verify_best(self._trusted(good))
+        problems += self._verify_best(self._trust.trusted(good))
         failed = {p.iteration for p in problems}
         fine = [ck for i, ck in sorted(good.items()) if i not in failed]
         return VerifyReport(
@@ -797,7 +637,7 @@ class CheckpointRepository:
 
     def _verify_signing(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
         """A signed repository without its marker, or checked without its key, is not "ok"."""
-        present, fingerprint = self._read_marker()
+        present, fingerprint = self._trust.read_marker()
         carries = any("signature" in c.record for c in good.values())
         if self._signer is None:
             if present or carries:
@@ -850,7 +690,7 @@ class CheckpointRepository:
         Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
         or another key): the callback calls this before any training time is spent.
         """
-        self._authorize_write(scan=False)
+        self._trust.authorize_write(self._index, scan=False)
         if overwrite:
             return
         taken = [i for i in iterations if self.has(i)]
@@ -920,7 +760,7 @@ class CheckpointRepository:
         if not next_free:
             self.ensure_free([iteration], overwrite)  # and the signing key's check
         else:
-            self._authorize_write(scan=False)
+            self._trust.authorize_write(self._index, scan=False)
             if self._taken(iteration):
                 iteration = max(iteration + 1, self.next_iteration())
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
@@ -943,7 +783,7 @@ class CheckpointRepository:
                 name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
                 data = rec.dumps(record)
                 # Refused before publishing what no reader could parse back (metadata nested too deeply...).
-                committed = rec.parse(name, data, model_path_for=self._model_path)
+                committed = rec.parse(name, data, model_path_for=self._index.model_path)
                 try:
                     self.storage.publish(
                         list(staged.values()),
@@ -1055,7 +895,7 @@ class CheckpointRepository:
         under those names that we did not write (SB3's ``EvalCallback(best_model_save_path=root)``,
         ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
-        self._authorize_write()
+        self._trust.authorize_write(self._index)
         best = self.best(monitor, mode)
         found = self._best_files()
         todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
@@ -1160,7 +1000,7 @@ class CheckpointRepository:
 
     def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``training_summary.json`` atomically and return it."""
-        self._authorize_write()
+        self._trust.authorize_write(self._index)
         return self._write_training_summary(monitor, mode, self._best_files(), None)
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
@@ -1171,16 +1011,13 @@ class CheckpointRepository:
         between the two never leaves a summary naming a file that holds another model.
         A failed write (disk full, I/O error, permission denied) raises ``CommitError``.
         """
-        self._authorize_write()
-        self._tls.authorized = True  # the writes below need no second check
+        self._trust.authorize_write(self._index)
         try:
-            with self.storage.lock():
+            with self._trust.authorized(), self.storage.lock():  # the writes below need no second check
                 self.update_best(monitor, mode)
                 self.write_summary(monitor, mode)
         except OSError as exc:
             raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc
-        finally:
-            self._tls.authorized = False
 
     # -- experiment metadata files -------------------------------------------------------------------
     def read_metadata(self, name: str) -> dict[str, Any] | None:
@@ -1272,7 +1109,7 @@ class CheckpointRepository:
                 plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
             )
         if not dry_run:
-            self._authorize_write()  # pruning rewrites records: never strip their signatures
+            self._trust.authorize_write(self._index)  # pruning rewrites records: never strip their signatures
         removed: builtins.list[str] = []
         freed = 0
         try:
@@ -1347,7 +1184,7 @@ class CheckpointRepository:
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
-        self._authorize_write()
+        self._trust.authorize_write(self._index)
         created = None
         try:
             old = rec.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY), rec.CHECKPOINT_SUMMARY)
@@ -1398,13 +1235,13 @@ class CheckpointRepository:
 
     def _adopt(self) -> builtins.list[int]:
         adopted: builtins.list[int] = []
-        self._authorize_write()  # an adopted record is signed with the key, never left unsigned
+        self._trust.authorize_write(self._index)  # an adopted record is signed with the key, never left unsigned
         with self.storage.lock():
             good = dict(self._scan()[0])
             listing = self.storage.listdir(_CK)
             orphan_models = [p[1] for n in listing if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
             for i in sorted(set(orphan_models) - set(good)):
-                good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
+                good[i] = self._index.orphan_checkpoint(i)
             for i, ck in sorted(good.items()):
                 if ck.verified:
                     continue
