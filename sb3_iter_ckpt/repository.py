@@ -6,21 +6,17 @@ It never touches a file itself: every read, write, rename and delete goes throug
 from __future__ import annotations
 
 import builtins
-import hashlib
-import importlib
 import io
 import json
 import os
-import pickle
 import platform
-import re
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from sb3_iter_ckpt import integrity, loading
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.errors import (
     CheckpointError,
@@ -32,9 +28,10 @@ from sb3_iter_ckpt.errors import (
     SignatureError,
     UnsafePathError,
 )
-from sb3_iter_ckpt.index import RECORD_PREFIXES, RecordIndex, Scan
+from sb3_iter_ckpt.index import RecordIndex, Scan
+from sb3_iter_ckpt.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, SIGNING_KEY_ENV, Signer
+from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.storage import (
     FileStat,
     RemoteRoot,
@@ -52,26 +49,22 @@ if TYPE_CHECKING:
 
     from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
 
+__all__ = [
+    "LEGACY_MONITORS",
+    "SIGNING_KEY_ENV",
+    "CheckpointRepository",
+    "Problem",
+    "PruneResult",
+    "Signer",
+    "VerifyReport",
+    "versions",
+]
+
 #: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
 
 _CK = rec.CHECKPOINTS_DIR
 _NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
-
-#: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
-#: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
-_LOAD_ERRORS = (
-    zipfile.BadZipFile,
-    KeyError,
-    EOFError,
-    pickle.UnpicklingError,
-    ValueError,
-    RuntimeError,
-    AssertionError,
-    AttributeError,
-    TypeError,
-)
-
 
 #: The files derived from the best iteration, and the artifact kind each copies.
 _BEST_FILES = {rec.BEST_MODEL: "model", rec.BEST_VECNORMALIZE: "vecnormalize"}
@@ -89,82 +82,6 @@ class _BestFile:
 def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
     """How a later refresh recognizes our copy without reading it: any write changes one of these."""
     return {"sha256": sha256, "size": st.size, "mtime_ns": st.mtime_ns, "inode": st.inode, "etag": st.etag}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing ``verify()`` found wrong."""
-
-    iteration: int | None
-    file: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"iteration {self.iteration}: " if self.iteration is not None else ""
-        return f"{where}{self.file}: {self.message}"
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What ``verify_report()`` checked, iteration by iteration, and the problems it found.
-
-    An iteration with a problem is in none of the lists below.
-
-    :param problems: Everything found wrong (what ``verify()`` returns).
-    :param hashed: Iterations whose every recorded file matches its recorded sha256 and size.
-    :param records_only: Placeholders and pruned iterations: the record is valid and names no file.
-    :param opened_only: Iterations in the seed's format (no recorded sha256): the model opens as an SB3
-        zip (members present, CRCs right), nothing more can be known; ``adopt()`` records their hashes.
-    :param unchecked: Placeholders in the seed's format: nothing recorded that could be checked.
-    """
-
-    problems: tuple[Problem, ...]
-    hashed: tuple[int, ...] = ()
-    records_only: tuple[int, ...] = ()
-    opened_only: tuple[int, ...] = ()
-    unchecked: tuple[int, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """No problem found."""
-        return not self.problems
-
-    @property
-    def complete(self) -> bool:
-        """No problem found and every iteration's files were checked against recorded hashes."""
-        return self.ok and not self.opened_only and not self.unchecked
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "complete": self.complete,
-            "hashed": list(self.hashed),
-            "records_only": list(self.records_only),
-            "opened_only": list(self.opened_only),
-            "unchecked": list(self.unchecked),
-            "problems": [p.__dict__ for p in self.problems],
-        }
-
-
-#: Members every SB3 model zip has (``BaseAlgorithm.save``): the JSON ``data`` and the policy's weights.
-_SB3_ZIP_MEMBERS = ("data", "policy.pth")
-
-
-def _sb3_zip_problem(data: bytes) -> str | None:
-    """Why ``data`` is not an SB3 model zip (reading the zip's CRCs and the JSON, unpickling nothing)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            missing = [m for m in _SB3_ZIP_MEMBERS if m not in zf.namelist()]
-            if missing:
-                return f"not an SB3 model zip (no {', '.join(missing)})"
-            bad = zf.testzip()
-            if bad is not None:
-                return f"damaged zip: {bad} fails its CRC"
-            if not isinstance(json.loads(zf.read("data")), dict):
-                return "not an SB3 model zip ('data' is not a JSON object)"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, RecursionError, EOFError, OSError) as exc:
-        return f"not a readable zip ({exc})"
-    return None
 
 
 def versions() -> dict[str, str]:
@@ -426,51 +343,7 @@ class CheckpointRepository:
 
     # -- loading ---------------------------------------------------------------------------------
     def _read_verified(self, ck: Checkpoint, kind: str, verify: bool) -> bytes:
-        art = ck.artifacts.get(kind)
-        if art is None:
-            raise CheckpointNotFound(f"iteration {ck.iteration} has no {kind} artifact")
-        name = f"{_CK}/{art.file}"
-        data = self.storage.read_bytes(name)
-        if verify and ck.verified:
-            if art.size is not None and len(data) != art.size:
-                raise IntegrityError(
-                    f"{name} has {len(data)} bytes, the record says {art.size}: truncated or replaced; not loaded"
-                )
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != art.sha256:
-                raise IntegrityError(f"{name} does not match its recorded sha256 (tampered or corrupt); not loaded")
-        if verify and self._signer is not None:
-            try:
-                self._signer.check(ck.record, ck.iteration)
-            except SignatureError as exc:
-                raise SignatureError(f"{exc}; not loaded") from None
-        return data
-
-    @staticmethod
-    def _algorithm_class(path: str) -> type[BaseAlgorithm]:
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        module, _, name = path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise CheckpointError(f"cannot import the recorded algorithm class {path!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
-            raise CheckpointError(f"recorded algorithm {path!r} is not an SB3 algorithm class")
-        return cls
-
-    @staticmethod
-    def _guess_algorithm(data: bytes) -> str:
-        """For legacy zips: the policy's module names the algorithm family (read as JSON, no unpickling)."""
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                meta = json.loads(zf.read("data"))
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise IntegrityError(f"not a valid SB3 model zip: {exc}") from exc
-        module = str((meta.get("policy_class") or {}).get("__module__", ""))
-        m = re.match(r"stable_baselines3\.(\w+)\.policies", module)
-        family = m.group(1) if m and m.group(1) != "common" else "ppo"
-        return f"stable_baselines3.{family.upper()}"
+        return loading.read_verified(self.storage, ck, kind, verify, self._signer)
 
     def load(
         self,
@@ -498,49 +371,15 @@ class CheckpointRepository:
         if not ck.has_model:
             raise CheckpointNotFound(f"iteration {iteration} is a placeholder ({ck.reason}): it has no model")
         data = self._read_verified(ck, "model", verify)
-        algo_path = algo if algo is not None else ck.record.get("algorithm")
-        if algo_path is None:
-            algo_path = self._guess_algorithm(data)
-        if not isinstance(algo_path, (str, type)):
-            raise CheckpointError(f"iteration {iteration}: algorithm {algo_path!r} is not a class path; pass algo=")
-        cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else cast("type[BaseAlgorithm]", algo_path)
+        cls = loading.model_class(ck, data, algo)
         if env is not None and "vecnormalize" in ck.artifacts:
-            env = self._wrap_vecnormalize(ck, env, verify)
-        try:
-            return cls.load(io.BytesIO(data), env=env, device=device, **kwargs)
-        except _LOAD_ERRORS as exc:
-            if isinstance(exc, ValueError) and "observation" in str(exc).lower():
-                raise  # an env mismatch is the caller's to see as SB3 reports it
-            raise IntegrityError(f"iteration {iteration}'s model cannot be loaded (corrupt zip?): {exc}") from exc
-
-    def _wrap_vecnormalize(self, ck: Checkpoint, env: Any, verify: bool) -> Any:
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
-
-        venv = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
-        if isinstance(venv, VecNormalize):
-            venv = venv.venv
-        vn = self.load_vecnormalize(ck.iteration, venv, verify=verify)
-        return vn
+            env = self.load_vecnormalize(ck.iteration, loading.inner_venv(env), verify=verify)
+        return loading.load_model(cls, data, iteration, env=env, device=device, **kwargs)
 
     def load_vecnormalize(self, iteration: int, venv: Any, verify: bool = True) -> Any:
         """The iteration's saved ``VecNormalize`` statistics around ``venv``, frozen for evaluation."""
         ck = self.get(iteration)
-        data = self._read_verified(ck, "vecnormalize", verify)
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        try:
-            vn = pickle.loads(data)
-        except Exception as exc:
-            raise IntegrityError(f"iteration {iteration}'s VecNormalize statistics cannot be read: {exc}") from exc
-        if not isinstance(vn, VecNormalize):
-            raise IntegrityError(
-                f"iteration {iteration}'s VecNormalize file holds a {type(vn).__name__}, not VecNormalize "
-                "statistics; restore the file or load without env="
-            )
-        vn.set_venv(venv)
-        vn.training = False
-        vn.norm_reward = False
-        return vn
+        return loading.vecnormalize(self._read_verified(ck, "vecnormalize", verify), iteration, venv)
 
     def load_replay_buffer(self, iteration: int, model: Any, verify: bool = True) -> None:
         """Load the iteration's saved replay buffer into ``model`` (off-policy algorithms)."""
@@ -579,109 +418,14 @@ class CheckpointRepository:
         unpickled). Also reported: a record name that is not a regular file, a ``model_iter_{i}.zip``
         without a record in a folder of this package, two records of one iteration, the best model file.
         """
-        good, bad, dups = self._scan(recheck=True)
-        problems = [
-            Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
-            for n, e in sorted(bad.items())
-        ]
-        for name in self.storage.non_files(_CK, RECORD_PREFIXES):
-            if (parsed := rec.parse_record_name(name)) is not None:
-                problems.append(Problem(parsed[0], name, "is not a regular file (a folder?): the record is unreadable"))
-        for i, names in sorted(dups.items()):
-            problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
-        if all(ck.verified for ck in good.values()):
-            # A folder of ours: every model we write has a record (pruning removes a record only after its
-            # model). A model without one is a record deleted by hand, or a file that is not ours.
-            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
-            listing = self.storage.listdir(_CK)
-            for i in self._index.orphan_models():
-                if i not in good and i not in bad_its and f".intent-iter-{i}.json" not in listing:
-                    problems.append(
-                        Problem(i, rec.artifact_name("model", i), "a model without a record (record deleted?)")
-                    )
+        scan = self._scan(recheck=True)
+        good = scan[0]
+        problems = integrity.record_problems(self.storage, scan, self._index)
         for i in sorted(good):
-            ck = good[i]
-            for kind, art in ck.artifacts.items():
-                name = f"{_CK}/{art.file}"
-                if not ck.verified:
-                    try:
-                        why = _sb3_zip_problem(self.storage.read_bytes(name))
-                    except (IntegrityError, UnsafePathError) as exc:
-                        why = str(exc)
-                    if why is not None:
-                        problems.append(Problem(i, art.file, f"{kind} (no recorded sha256): {why}"))
-                    continue
-                try:
-                    digest, size = self.storage.hash_file(name)
-                except (IntegrityError, UnsafePathError) as exc:
-                    problems.append(Problem(i, art.file, f"{kind}: {exc}"))
-                    continue
-                if digest != art.sha256 or size != art.size:
-                    problems.append(Problem(i, art.file, f"{kind} does not match its recorded sha256/size"))
-            if self._signer is not None:
-                try:
-                    self._signer.check(ck.record, i)
-                except SignatureError as exc:
-                    problems.append(Problem(i, ck.record_file, str(exc)))
-        problems += self._verify_signing(good)
-        problems += self._verify_best(self._trust.trusted(good))
-        failed = {p.iteration for p in problems}
-        fine = [ck for i, ck in sorted(good.items()) if i not in failed]
-        return VerifyReport(
-            problems=tuple(problems),
-            hashed=tuple(c.iteration for c in fine if c.verified and c.artifacts),
-            records_only=tuple(c.iteration for c in fine if c.verified and not c.artifacts),
-            opened_only=tuple(c.iteration for c in fine if not c.verified and c.artifacts),
-            unchecked=tuple(c.iteration for c in fine if not c.verified and not c.artifacts),
-        )
-
-    def _verify_signing(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
-        """A signed repository without its marker, or checked without its key, is not "ok"."""
-        present, fingerprint = self._trust.read_marker()
-        carries = any("signature" in c.record for c in good.values())
-        if self._signer is None:
-            if present or carries:
-                return [
-                    Problem(
-                        None,
-                        MARKER,
-                        f"signed repository: signatures could not be checked without the key; {HOW_TO_GIVE_KEY}",
-                    )
-                ]
-            return []
-        if present and fingerprint != self._signer.fingerprint:
-            return [
-                Problem(
-                    None, MARKER, "not a marker of this key (damaged, or the repository is signed with another key)"
-                )
-            ]
-        if not present and carries:
-            return [
-                Problem(
-                    None, MARKER, "missing although the records are signed (deleted?); a write with the key restores it"
-                )
-            ]
-        return []
-
-    def _verify_best(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
-        try:
-            summary = rec.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY), rec.TRAINING_SUMMARY)
-        except CheckpointError:
-            return []
-        best = summary.get("best") if isinstance(summary, dict) else None
-        if not isinstance(best, dict) or not best.get("best_model_file"):
-            return []
-        it = best.get("iteration")
-        ck = good.get(it) if isinstance(it, int) else None
-        if ck is None or not ck.has_model:
-            return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
-        try:
-            self.storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
-        except (IntegrityError, UnsafePathError) as exc:
-            return [Problem(it, str(best["best_model_file"]), str(exc))]
-        # ...other content is not: another tool wrote that name after the summary was written (SB3's
-        # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
-        return []
+            problems += integrity.iteration_problems(self.storage, good[i], self._signer)
+        problems += integrity.signing_problems(self._trust.read_marker(), self._signer, good)
+        problems += integrity.best_problems(self.storage, self._trust.trusted(good))
+        return integrity.report(problems, good)
 
     # -- writing ---------------------------------------------------------------------------------
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
