@@ -7,33 +7,30 @@ from __future__ import annotations
 
 import builtins
 import io
-import json
 import os
-import platform
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sb3_iter_ckpt import integrity, loading
+from sb3_iter_ckpt import integrity, loading, summaries
 from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
 from sb3_iter_ckpt.errors import (
     CheckpointError,
     CheckpointExistsError,
     CheckpointNotFound,
     CommitError,
-    IntegrityError,
     RecordError,
     SignatureError,
-    UnsafePathError,
 )
 from sb3_iter_ckpt.index import RecordIndex, Scan
 from sb3_iter_ckpt.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
+from sb3_iter_ckpt.selection import SelectionRule
 from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.storage import (
-    FileStat,
     RemoteRoot,
     Source,
     Staged,
@@ -42,6 +39,7 @@ from sb3_iter_ckpt.storage import (
     storage_for,
     strip_attempt,
 )
+from sb3_iter_ckpt.summaries import versions
 from sb3_iter_ckpt.trust import Trust
 
 if TYPE_CHECKING:
@@ -65,42 +63,6 @@ LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performanc
 
 _CK = rec.CHECKPOINTS_DIR
 _NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
-
-#: The files derived from the best iteration, and the artifact kind each copies.
-_BEST_FILES = {rec.BEST_MODEL: "model", rec.BEST_VECNORMALIZE: "vecnormalize"}
-
-
-@dataclass(frozen=True)
-class _BestFile:
-    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user"."""
-
-    owner: str
-    sha256: str | None = None
-    stat: FileStat | None = None
-
-
-def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
-    """How a later refresh recognizes our copy without reading it: any write changes one of these."""
-    return {"sha256": sha256, "size": st.size, "mtime_ns": st.mtime_ns, "inode": st.inode, "etag": st.etag}
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on, for the record."""
-    import gymnasium
-    import numpy
-    import stable_baselines3
-    import torch
-
-    from sb3_iter_ckpt.version import __version__
-
-    return {
-        "sb3_iter_ckpt": __version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _check_iteration(iteration: Any) -> int:
@@ -185,7 +147,7 @@ class CheckpointRepository:
         self.verbose = verbose
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
-        self._best_seen: dict[str, tuple[FileStat, str]] = {}  # best-file name -> (stat, sha256) last hashed
+        self._best_files = BestFiles(self.storage, self._index)
         if sweep:
             try:
                 removed = self.storage.sweep()
@@ -312,13 +274,21 @@ class CheckpointRepository:
         """
         good = self._trust.trusted(self._scan()[0])  # a forged record must not choose the rule either
         for i in sorted(good, reverse=True):
-            sel = good[i].selection
-            if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
-                return sel["monitor"], sel["mode"]
+            recorded = SelectionRule.from_record(good[i].selection)
+            if recorded is not None:
+                return recorded.monitor, recorded.mode
         for key in LEGACY_MONITORS:
             if any(ck.score(key) is not None for ck in good.values()):
                 return key, "max"
         return "mean_reward", "max"
+
+    def selection_rule(self, monitor: str | None = None, mode: str | None = None) -> SelectionRule:
+        """The rule ``monitor`` and ``mode`` name, what they leave out as recorded (``default_selection``).
+
+        :raises CheckpointError: for a mode other than ``"max"``/``"min"`` or an empty monitor.
+        """
+        d_monitor, d_mode = self.default_selection()
+        return SelectionRule(monitor or d_monitor, cast("Literal['max', 'min']", mode or d_mode))
 
     def best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """The checkpoint with the best finite ``monitor`` value, placeholders and NaN ignored.
@@ -327,17 +297,17 @@ class CheckpointRepository:
         :param mode: ``"max"`` or ``"min"``; default as recorded.
         :return: The best checkpoint (the later one on ties), or None when none has a model and a score.
         """
-        d_monitor, d_mode = self.default_selection()
-        monitor = monitor or d_monitor
-        mode = _check_mode(mode or d_mode)
+        return self._best(self.selection_rule(monitor, mode))
+
+    def _best(self, rule: SelectionRule) -> Checkpoint | None:
         best: Checkpoint | None = None
         best_score = 0.0
         for ck in self.list():
-            score = ck.score(monitor) if ck.has_model else None
+            score = ck.score(rule.monitor) if ck.has_model else None
             if score is None:
                 continue
             # ">=": ties go to the later iteration (it has seen more data), as in retention.KeepBestK
-            if best is None or (score >= best_score if mode == "max" else score <= best_score):
+            if best is None or rule.at_least(score, best_score):
                 best, best_score = ck, score
         return best
 
@@ -576,60 +546,6 @@ class CheckpointRepository:
         return files
 
     # -- best model and summaries -------------------------------------------------------------------
-    # best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file system has them), never
-    # hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
-    # and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
-    # while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
-    # never replaced, never deleted, never a verify() problem.
-    def _owned_best_files(self) -> tuple[dict[str, builtins.list[dict[str, Any]]], bool]:
-        """What we last wrote under the best-file names (from ``training_summary.json``), and whether the
-        summary predates that field (then a copy of any committed artifact of the same kind counts as ours)."""
-        try:
-            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
-        except (CheckpointError, ValueError, RecursionError):
-            return {}, False
-        if not isinstance(summary, dict):
-            return {}, False
-        files = summary.get("best_files")
-        if not isinstance(files, dict):
-            return {}, "best" in summary  # an earlier version's summary: its best files were hard links
-        out: dict[str, builtins.list[dict[str, Any]]] = {}
-        for name in _BEST_FILES:
-            entries = files.get(name)
-            if isinstance(entries, list):
-                out[name] = [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
-        return out, False
-
-    def _best_file_state(self, name: str, owned: Sequence[Mapping[str, Any]], legacy: bool) -> _BestFile:
-        st = self.storage.stat_many([name]).get(name)
-        if st is None:
-            return _BestFile("absent")
-        for e in owned:  # the file as we left it (same inode/ETag, size, mtime): no need to read it
-            if e.get("size") == st.size and [e.get("mtime_ns"), e.get("inode"), e.get("etag")] == [
-                st.mtime_ns,
-                st.inode,
-                st.etag,
-            ]:
-                return _BestFile("ours", e["sha256"], st)
-        seen = self._best_seen.get(name)
-        if seen is not None and seen[0] == st:
-            digest: str | None = seen[1]
-        else:
-            try:
-                digest = self.storage.hash_file(name)[0]
-            except (IntegrityError, UnsafePathError):
-                return _BestFile("user", None, st)  # unreadable, a symlink out of the root: not ours to touch
-            self._best_seen[name] = (st, digest)
-        ours = {e["sha256"] for e in owned}
-        if legacy:
-            kind = _BEST_FILES[name]
-            ours |= {a.sha256 for c in self._scan()[0].values() if (a := c.artifacts.get(kind)) and a.sha256}
-        return _BestFile("ours" if digest in ours else "user", digest, st)
-
-    def _best_files(self) -> dict[str, _BestFile]:
-        owned, legacy = self._owned_best_files()
-        return {name: self._best_file_state(name, owned.get(name, []), legacy) for name in _BEST_FILES}
-
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
         (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.
@@ -640,102 +556,33 @@ class CheckpointRepository:
         ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
         self._trust.authorize_write(self._index)
-        best = self.best(monitor, mode)
-        found = self._best_files()
-        todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
-        for name, kind in _BEST_FILES.items():
-            art = best.artifacts.get(kind) if best is not None else None
-            if found[name].owner == "user":
-                continue
-            if art is None:
-                if found[name].owner == "ours":
-                    todo[name] = None
-                continue
-            src = f"{_CK}/{art.file}"
-            digest = art.sha256 or self.storage.hash_file(src)[0]  # a legacy record has no hash
-            if found[name].sha256 != digest:
-                todo[name] = (src, digest)
+        rule = self.selection_rule(monitor, mode)
+        best = self._best(rule)
+        found = self._best_files.found()
+        todo = self._best_files.plan(best, found)
         if todo:
             # Crash-safe order: the summary first stops naming best_model.zip and records both the old and
             # the new content as ours, so a kill at any point leaves files we still recognize.
             pending = {name: t[1] for name, t in todo.items() if t is not None}
-            self._write_training_summary(monitor, mode, found, pending)
-            for name, t in todo.items():
-                if t is None:
-                    self.storage.delete(name)
-                    found[name] = _BestFile("absent")
-                else:
-                    self.storage.copy_file(t[0], name)
-                    found[name] = _BestFile("ours", t[1], self.storage.stat_many([name]).get(name))
-        self._write_training_summary(monitor, mode, found, None)
+            self._write_training_summary(rule, found, pending)
+            self._best_files.apply(todo, found)
+        self._write_training_summary(rule, found, None)
         return best
 
     def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """The content of ``training_summary.json`` (totals, best checkpoint, performance range)."""
-        return self._training_summary(monitor, mode, self._best_files(), None)
+        return self._training_summary(self.selection_rule(monitor, mode), self._best_files.found(), None)
 
     def _training_summary(
-        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+        self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
     ) -> dict[str, Any]:
         """``pending``: a refresh about to replace the best files (then no ``best_model_file`` is named)."""
-        d_monitor, d_mode = self.default_selection()
-        monitor, mode = monitor or d_monitor, mode or d_mode
-        cks = self.list()
-        best = self.best(monitor, mode)
-        from sb3_iter_ckpt.analysis import performance_range
-        from sb3_iter_ckpt.retention import is_pruned
-
-        # Same definition as the analysis: every record with a finite value, ties to the later iteration.
-        perf = performance_range(cks, monitor)
-        best_info = None
-        if best is not None:
-            bm = found[rec.BEST_MODEL]
-            best_model_ok = pending is None and bm.owner == "ours" and bool(best.sha256) and bm.sha256 == best.sha256
-            model_file = f"{_CK}/{best.artifacts['model'].file}"
-            best_info = {
-                "iteration": best.iteration,
-                "score": best.score(monitor),
-                "metrics": best.metrics,
-                "model_file": model_file,
-                "best_model_file": rec.BEST_MODEL if best_model_ok else None,
-                "sha256": best.sha256,
-                "timesteps": best.timesteps,
-            }
-            if bm.owner == "user":
-                best_info["best_model_note"] = (
-                    f"{rec.BEST_MODEL} is another tool's file (e.g. SB3's EvalCallback), left as it is; "
-                    f"this repository's best model is {model_file}"
-                )
-        best_files: dict[str, builtins.list[dict[str, Any]]] = {}
-        for name, f in found.items():
-            entries = []
-            if f.owner == "ours" and f.sha256 is not None:
-                st = f.stat
-                entries.append({"sha256": f.sha256} if st is None else _identity(f.sha256, st))
-            if pending and name in pending and pending[name] != f.sha256:
-                entries.append({"sha256": pending[name]})
-            best_files[name] = entries
-        return {
-            "schema_version": rec.SCHEMA_VERSION,
-            "updated_at": rec.utc_now(),
-            "checkpoints_dir": _CK,
-            "total_checkpoints": sum(c.has_model for c in cks),
-            "total_iterations": len(cks),
-            "placeholders": sum(not c.has_model and not is_pruned(c) for c in cks),
-            "pruned": sum(is_pruned(c) for c in cks),
-            "iterations": [c.iteration for c in cks],
-            "monitor": monitor,
-            "mode": mode,
-            "best": best_info,
-            "best_files": best_files,
-            "performance_range": perf,
-            "versions": versions(),
-        }
+        return summaries.training_summary(self.list(), self._best(rule), rule, found, pending)
 
     def _write_training_summary(
-        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+        self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
     ) -> dict[str, Any]:
-        summary = self._training_summary(monitor, mode, found, pending)
+        summary = self._training_summary(rule, found, pending)
         try:
             self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
         except OSError as exc:
@@ -745,7 +592,7 @@ class CheckpointRepository:
     def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``training_summary.json`` atomically and return it."""
         self._trust.authorize_write(self._index)
-        return self._write_training_summary(monitor, mode, self._best_files(), None)
+        return self._write_training_summary(self.selection_rule(monitor, mode), self._best_files.found(), None)
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
         """After a commit: the best model's copy with ``training_summary.json``, then ``checkpoint_summary.json``.
@@ -919,34 +766,21 @@ class CheckpointRepository:
 
     def analyze(self, monitor: str | None = None, mode: str | None = None, top_k: int = 5) -> dict[str, Any]:
         """A JSON-serializable report across iterations: counts, top K, statistics, trend, disk use."""
+        return self._analyze(self.selection_rule(monitor, mode), top_k)
+
+    def _analyze(self, rule: SelectionRule, top_k: int = 5) -> dict[str, Any]:
         from sb3_iter_ckpt import analysis
 
-        d_monitor, d_mode = self.default_selection()
-        return analysis.analyze(
-            self.list(), monitor or d_monitor, _check_mode(mode or d_mode), top_k, size_on_disk=self.disk_usage()
-        )
+        return analysis.analyze(self.list(), rule.monitor, rule.mode, top_k, size_on_disk=self.disk_usage())
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
         self._trust.authorize_write(self._index)
-        created = None
         try:
-            old = rec.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY), rec.CHECKPOINT_SUMMARY)
-            meta = old.get("metadata") if isinstance(old, dict) else None
-            created = meta.get("created_at") if isinstance(meta, dict) else None
+            old: bytes | None = self.storage.read_bytes(rec.CHECKPOINT_SUMMARY)
         except CheckpointError:
-            pass  # missing or damaged: this write replaces it
-        now = rec.utc_now()
-        summary = {
-            "schema_version": rec.SCHEMA_VERSION,
-            "metadata": {
-                "created_at": created if isinstance(created, str) else now,
-                "updated_at": now,
-                "versions": versions(),
-                "checkpoints_dir": _CK,
-            },
-            "analysis": self.analyze(monitor, mode),
-        }
+            old = None  # missing or unreadable: this write replaces it
+        summary = summaries.checkpoint_summary(self.analyze(monitor, mode), summaries.created_at(old))
         try:
             self.storage.write_atomic(rec.CHECKPOINT_SUMMARY, rec.dumps(summary))
         except OSError as exc:
