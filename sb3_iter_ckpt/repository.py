@@ -10,11 +10,10 @@ import io
 import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sb3_iter_ckpt import integrity, loading, summaries
+from sb3_iter_ckpt import adoption, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
 from sb3_iter_ckpt.errors import (
@@ -27,6 +26,7 @@ from sb3_iter_ckpt.errors import (
 )
 from sb3_iter_ckpt.index import RecordIndex, Scan
 from sb3_iter_ckpt.integrity import Problem, VerifyReport
+from sb3_iter_ckpt.pruning import PruneResult
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
 from sb3_iter_ckpt.selection import SelectionRule
 from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
@@ -37,7 +37,6 @@ from sb3_iter_ckpt.storage import (
     Storage,
     display_root,
     storage_for,
-    strip_attempt,
 )
 from sb3_iter_ckpt.summaries import versions
 from sb3_iter_ckpt.trust import Trust
@@ -636,27 +635,16 @@ class CheckpointRepository:
         self, policy: RetentionPolicy | None, monitor: str | None = None, mode: str | None = None
     ) -> RetentionPlan:
         """What ``policy`` would remove; the best, the latest and every placeholder are protected."""
-        from sb3_iter_ckpt.retention import RetentionPlan, plan
+        return self._plan_retention(policy, self.selection_rule(monitor, mode), (monitor, mode) != (None, None))
+
+    def _plan_retention(self, policy: RetentionPolicy | None, rule: SelectionRule, chosen: bool) -> RetentionPlan:
+        """``chosen``: ``rule`` is not (only) the recorded selection, whose best stays protected too."""
+        from sb3_iter_ckpt.retention import plan
 
         cks = self.list()
-        best = self.best(monitor, mode)
+        best = self._best(rule)
         result = plan(cks, policy, best_iteration=best.iteration if best else None)
-        # Files of an unadopted legacy folder were not written by us: never delete them.
-        saved = {c.iteration: "unverified" for c in cks if not c.verified and c.iteration in result.remove}
-        # A monitor/mode given for keep_best_k must not unprotect the best by the recorded selection
-        # (the one best_model.zip and training_summary.json name).
-        recorded = self.best() if (monitor, mode) != (None, None) else None
-        if recorded is not None and recorded.iteration in result.remove:
-            saved[recorded.iteration] = "best"
-        if saved:
-            protected = dict(result.protected)
-            protected.update(saved)
-            result = RetentionPlan(
-                keep=tuple(sorted(set(result.keep) | set(saved))),
-                remove=tuple(i for i in result.remove if i not in saved),
-                protected=dict(sorted(protected.items())),
-            )
-        return result
+        return pruning.protect(result, cks, self.best() if chosen else None)
 
     def prune(
         self,
@@ -691,64 +679,37 @@ class CheckpointRepository:
         """
         from sb3_iter_ckpt.retention import AnyOf, policy_from_args
 
-        d_monitor, d_mode = self.default_selection()
-        monitor, mode = monitor or d_monitor, _check_mode(mode or d_mode)
-        parts = [p for p in (policy, policy_from_args(keep_every_n, keep_last_n, keep_best_k, monitor, mode)) if p]
+        rule = self.selection_rule(monitor, mode)
+        shortcuts = policy_from_args(keep_every_n, keep_last_n, keep_best_k, rule.monitor, rule.mode)
+        parts = [p for p in (policy, shortcuts) if p]
         chosen = AnyOf(*parts) if len(parts) > 1 else (parts[0] if parts else self.retention_policy())
         if chosen is None:
-            return PruneResult(
-                plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
-            )
+            return PruneResult(plan=self._plan_retention(None, rule, True), removed=(), freed_bytes=0, dry_run=dry_run)
         if not dry_run:
             self._trust.authorize_write(self._index)  # pruning rewrites records: never strip their signatures
-        removed: builtins.list[str] = []
-        freed = 0
         try:
             with self.storage.lock():
-                the_plan = self.plan_retention(chosen, monitor, mode)
-                if not dry_run and the_plan.remove:
-                    # Every moment consistent for a reader or a kill: the best link and the summaries first
-                    # name only what stays (the best is protected), then the deletions, then the summaries
-                    # again with the new counts. The recorded selection: keep_best_k's monitor does not
-                    # redefine "the best".
-                    self.refresh()
-                    for i in the_plan.remove:
-                        files, size = self._prune_iteration(self.get(i), remove_records)
-                        removed += files
-                        freed += size
-                    self.refresh()
+                the_plan = self._plan_retention(chosen, rule, True)
+                removed, freed = self._prune(the_plan, remove_records) if not dry_run else ([], 0)
         except OSError as exc:  # a read-only folder, disk full, I/O error
             raise _commit_error(exc, f"the pruned records of {self.root}") from exc
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
 
-    def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[builtins.list[str], int]:
-        # State before delete: the record stops naming the artifacts first, so a crash in
-        # between leaves unreferenced files, never a record pointing at a missing file. A record to
-        # remove goes last (after being marked pruned): a model never outlives its record (verify()
-        # reports a model without a record).
-        record_name = f"{_CK}/{ck.record_file}"
-        if ck.artifacts or not remove_record:
-            pruned = dict(ck.record)
-            pruned["pruned"] = {
-                "at": rec.utc_now(),
-                "artifacts": {k: {"file": a.file, "sha256": a.sha256, "size": a.size} for k, a in ck.artifacts.items()},
-            }
-            pruned["artifacts"] = {}
-            pruned.pop("signature", None)
-            if self._signer is not None:
-                pruned["signature"] = self._signer.sign(pruned)
-            self.storage.write_atomic(record_name, rec.dumps(pruned))
+    def _prune(self, the_plan: RetentionPlan, remove_records: bool) -> tuple[builtins.list[str], int]:
+        """Carry out ``the_plan`` (under the lock): (files removed, bytes freed)."""
         removed: builtins.list[str] = []
         freed = 0
-        for kind, art in ck.artifacts.items():
-            if kind not in rec.ARTIFACT_NAMES or strip_attempt(art.file) != rec.artifact_name(kind, ck.iteration):
-                continue  # a hand-edited record naming another file: not a file this repository wrote
-            if self.storage.delete(f"{_CK}/{art.file}"):
-                removed.append(f"{_CK}/{art.file}")
-                freed += art.size or 0
-        if remove_record:
-            self.storage.delete(record_name)
-            removed.insert(0, record_name)
+        if the_plan.remove:
+            # Every moment consistent for a reader or a kill: the best link and the summaries first
+            # name only what stays (the best is protected), then the deletions, then the summaries
+            # again with the new counts. The recorded selection: keep_best_k's monitor does not
+            # redefine "the best".
+            self.refresh()
+            for i in the_plan.remove:
+                files, size = pruning.prune_iteration(self.storage, self.get(i), remove_records, self._signer)
+                removed += files
+                freed += size
+            self.refresh()
         return removed, freed
 
     # -- analysis and summaries -----------------------------------------------------------------------
@@ -812,61 +773,6 @@ class CheckpointRepository:
             raise _commit_error(exc, f"the adopted records of {self.root}") from exc
 
     def _adopt(self) -> builtins.list[int]:
-        adopted: builtins.list[int] = []
         self._trust.authorize_write(self._index)  # an adopted record is signed with the key, never left unsigned
         with self.storage.lock():
-            good = dict(self._scan()[0])
-            listing = self.storage.listdir(_CK)
-            orphan_models = [p[1] for n in listing if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
-            for i in sorted(set(orphan_models) - set(good)):
-                good[i] = self._index.orphan_checkpoint(i)
-            for i, ck in sorted(good.items()):
-                if ck.verified:
-                    continue
-                artifacts: dict[str, ArtifactInfo] = {}
-                for kind in ("model", "vecnormalize"):
-                    name = rec.artifact_name(kind, i)
-                    if ck.has_model and name in listing:
-                        digest, size = self.storage.hash_file(f"{_CK}/{name}")
-                        artifacts[kind] = ArtifactInfo(name, digest, size)
-                if ck.has_model and "model" not in artifacts:
-                    continue  # the legacy record's model is missing: leave it for verify() to report
-                record = rec.build(
-                    i,
-                    metrics=ck.metrics,
-                    artifacts=artifacts,
-                    reason=ck.reason,
-                    timesteps=None,
-                    extra={"adopted_at": rec.utc_now(), "legacy_record": ck.record},
-                )
-                if self._signer is not None:
-                    record["signature"] = self._signer.sign(record)
-                self.storage.write_atomic(f"{_CK}/{ck.record_file}", rec.dumps(record))
-                adopted.append(i)
-        return adopted
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    """What ``prune()`` decided and did.
-
-    :param plan: The ``RetentionPlan`` (keep, remove, protected with reasons).
-    :param removed: Files deleted (empty for a dry run).
-    :param freed_bytes: Bytes freed.
-    :param dry_run: Whether nothing was deleted on purpose.
-    """
-
-    plan: RetentionPlan
-    removed: tuple[str, ...]
-    freed_bytes: int
-    dry_run: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "keep": list(self.plan.keep),
-            "remove": list(self.plan.remove),
-            "protected": {str(k): v for k, v in self.plan.protected.items()},
-            "removed_files": list(self.removed),
-            "freed_bytes": self.freed_bytes,
-            "dry_run": self.dry_run,
-        }
+            return adoption.adopt(self.storage, self._scan()[0], self._index, self._signer)
