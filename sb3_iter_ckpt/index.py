@@ -8,13 +8,14 @@ the best model or summaries: the repository decides what to make of a scan.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from sb3_iter_ckpt import record as rec
-from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.errors import CheckpointError, IntegrityError
 from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.storage import FileStat, Storage
+from sb3_iter_ckpt.storage import FileStat, Storage, iteration_of, strip_attempt
 
 _CK = rec.CHECKPOINTS_DIR
 RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
@@ -135,3 +136,42 @@ class RecordIndex:
         # Plain names only: an attempt key no record names (object storage) is our own leftover, swept later.
         its += [a[1] for n in listing if (a := rec.parse_artifact_name(n)) is not None]
         return max(its) + 1 if its else 0
+
+
+def record_files(raw: bytes) -> set[str] | None:
+    """The artifact file names a record lists, or None when it cannot be read as a record of ours."""
+    try:
+        record = json.loads(raw)
+        if "schema_version" not in record:
+            return None  # the seed's format names no files, yet its model is committed: unsure
+        arts = record.get("artifacts", {})
+        if not isinstance(arts, dict):
+            return None
+        return {a["file"] for a in arts.values() if isinstance(a, dict) and isinstance(a.get("file"), str)}
+    except (ValueError, AttributeError, TypeError, KeyError, RecursionError):
+        return None
+
+
+def referenced(storage: Storage, name: str) -> bool:
+    """Whether ``name`` is committed: a record, or a file a record of its iteration in its folder names
+    (True when unsure).
+
+    The ``Storage.references`` a repository gives its storage: the sweep and ``discard`` ask it before
+    removing a file, so that storage never reads the record format itself.
+    """
+    folder, _, base = name.rpartition("/")
+    iteration = iteration_of(strip_attempt(base))
+    if iteration is None or rec.parse_record_name(base) is not None:
+        return True
+    prefix = f"{folder}/" if folder else ""
+    for record in (rec.record_name(iteration), rec.placeholder_name(iteration)):
+        try:
+            raw = storage.read_bytes(prefix + record)
+        except IntegrityError:
+            continue  # no such record
+        except Exception:  # noqa: BLE001 - unreadable for another reason: unsure
+            return True
+        files = record_files(raw)
+        if files is None or base in files:
+            return True
+    return False

@@ -24,7 +24,7 @@ from sb3_iter_ckpt.errors import (
     RecordError,
     SignatureError,
 )
-from sb3_iter_ckpt.index import RecordIndex, Scan
+from sb3_iter_ckpt.index import RecordIndex, Scan, referenced
 from sb3_iter_ckpt.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.pruning import PruneResult
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
@@ -147,6 +147,7 @@ class CheckpointRepository:
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
         self._best_files = BestFiles(self.storage, self._index)
+        self.storage.references = referenced  # what the sweep may remove: storage never reads a record
         if sweep:
             try:
                 removed = self.storage.sweep()
