@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sb3_iter_ckpt import record as rec
-from sb3_iter_ckpt.errors import CheckpointError, IntegrityError
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, IntegrityError
 from sb3_iter_ckpt.record import Checkpoint
 from sb3_iter_ckpt.storage import FileStat, Storage, iteration_of, strip_attempt
 
@@ -24,6 +26,33 @@ RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see recor
 _SETTLED_NS = 2_000_000_000
 #: (good records by iteration, errors by record file, duplicate record files by iteration).
 Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
+
+
+def check_iteration(iteration: Any) -> int:
+    """``iteration`` as a non-negative int (a numpy integer accepted); ``CheckpointError`` otherwise."""
+    if isinstance(iteration, bool) or not isinstance(iteration, int):
+        try:
+            import numpy as np
+
+            if isinstance(iteration, np.integer):
+                iteration = int(iteration)
+        except ImportError:  # pragma: no cover
+            pass
+    if isinstance(iteration, bool) or not isinstance(iteration, int):
+        raise CheckpointError(f"iteration must be a non-negative integer, got {iteration!r}")
+    if iteration < 0:
+        raise CheckpointError(f"iteration must be non-negative, got {iteration}")
+    return iteration
+
+
+def not_found(iteration: int, where: object, committed: Sequence[int]) -> CheckpointNotFound:
+    """What ``get`` raises for an absent ``iteration``, naming the ``committed`` ones (up to 10, else the range)."""
+    its = list(committed)
+    if not its:
+        described = "none"
+    else:
+        described = ", ".join(map(str, its)) if len(its) <= 10 else f"{its[0]}..{its[-1]} ({len(its)} in all)"
+    return CheckpointNotFound(f"no checkpoint for iteration {iteration} in {where} (committed: {described})")
 
 
 class RecordIndex:
@@ -118,6 +147,47 @@ class RecordIndex:
                 if i not in good and i not in bad_its:
                     good[i] = self.orphan_checkpoint(i)
         return good, bad, dups
+
+    def has(self, iteration: int) -> bool:
+        """Whether ``iteration`` has a record (or, in a seed's folder, a model without one), readable or not."""
+        names = [rec.record_name(iteration), rec.placeholder_name(iteration), rec.artifact_name("model", iteration)]
+        found = self.storage.stat_many([f"{_CK}/{n}" for n in names])
+        if f"{_CK}/{names[0]}" in found or f"{_CK}/{names[1]}" in found:
+            return True
+        if f"{_CK}/{names[2]}" not in found:
+            return False
+        return iteration in self.scan()[0]  # a legacy model zip without a metrics file
+
+    def lookup(self, iteration: int) -> Checkpoint | None:
+        """``iteration``'s checkpoint (a model record before a placeholder) or None; an unreadable record raises."""
+        names = (rec.record_name(iteration), rec.placeholder_name(iteration))
+        stats = self.storage.stat_many([f"{_CK}/{n}" for n in names])
+        found: list[Checkpoint] = []
+        for name in names:
+            if (st := stats.get(f"{_CK}/{name}")) is not None:
+                parsed = self.parse(name, st)
+                if isinstance(parsed, CheckpointError):
+                    raise parsed
+                found.append(parsed)
+        if not found and (orphan := self.scan()[0].get(iteration)) is not None:
+            found.append(orphan)  # a legacy model zip without a metrics file
+        return found[0] if found else None
+
+    def stray_artifacts(self, iterations: Sequence[int]) -> list[str]:
+        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
+        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
+        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
+
+    def files_of(self, iteration: int) -> list[str]:
+        """Every file this repository recorded for ``iteration`` (records first)."""
+        files: list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
+        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
+            try:
+                parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
+                files += [f"{_CK}/{a.file}" for a in parsed.artifacts.values()]
+            except CheckpointError:
+                pass
+        return files
 
     def orphan_checkpoint(self, iteration: int) -> Checkpoint:
         """A ``model_iter_{i}.zip`` without metrics, listed as the seed's script did (unverified)."""

@@ -16,24 +16,23 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from sb3_iter_ckpt import adoption, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
+from sb3_iter_ckpt.commits import Committer, Draft
+from sb3_iter_ckpt.commits import commit_error as _commit_error
 from sb3_iter_ckpt.errors import (
     CheckpointError,
-    CheckpointExistsError,
     CheckpointNotFound,
-    CommitError,
     RecordError,
     SignatureError,
 )
-from sb3_iter_ckpt.index import RecordIndex, Scan, referenced
+from sb3_iter_ckpt.index import RecordIndex, Scan, check_iteration, not_found, referenced
 from sb3_iter_ckpt.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.pruning import PruneResult
-from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
+from sb3_iter_ckpt.record import Checkpoint
 from sb3_iter_ckpt.selection import SelectionRule
 from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.storage import (
     RemoteRoot,
     Source,
-    Staged,
     Storage,
     display_root,
     storage_for,
@@ -61,36 +60,9 @@ __all__ = [
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
 
 _CK = rec.CHECKPOINTS_DIR
-_NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
 
 
-def _check_iteration(iteration: Any) -> int:
-    if isinstance(iteration, bool) or not isinstance(iteration, int):
-        try:
-            import numpy as np
-
-            if isinstance(iteration, np.integer):
-                iteration = int(iteration)
-        except ImportError:  # pragma: no cover
-            pass
-    if isinstance(iteration, bool) or not isinstance(iteration, int):
-        raise CheckpointError(f"iteration must be a non-negative integer, got {iteration!r}")
-    if iteration < 0:
-        raise CheckpointError(f"iteration must be non-negative, got {iteration}")
-    return iteration
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in ("max", "min"):
-        raise CheckpointError(f"mode must be 'max' or 'min', got {mode!r}")
-    return mode
-
-
-def _commit_error(exc: OSError, what: str) -> CommitError:
-    name = {28: "disk full (ENOSPC)", 5: "I/O error (EIO)", 13: "permission denied (EACCES)"}.get(
-        exc.errno or 0, exc.strerror or type(exc).__name__
-    )
-    return CommitError(f"could not write {what}: {name}: {exc}")
+_check_iteration = check_iteration  # its name here before index.py
 
 
 class CheckpointRepository:
@@ -147,6 +119,7 @@ class CheckpointRepository:
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
         self._best_files = BestFiles(self.storage, self._index)
+        self._committer = Committer(self.storage, self._index, self._trust, self.checkpoints_dir)
         self.storage.references = referenced  # what the sweep may remove: storage never reads a record
         if sweep:
             try:
@@ -217,41 +190,15 @@ class CheckpointRepository:
 
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
-        iteration = _check_iteration(iteration)
-        names = [rec.record_name(iteration), rec.placeholder_name(iteration), rec.artifact_name("model", iteration)]
-        found = self.storage.stat_many([f"{_CK}/{n}" for n in names])
-        if f"{_CK}/{names[0]}" in found or f"{_CK}/{names[1]}" in found:
-            return True
-        if f"{_CK}/{names[2]}" not in found:
-            return False
-        return iteration in self._scan()[0]  # a legacy model zip without a metrics file
+        return self._index.has(check_iteration(iteration))
 
     def get(self, iteration: int) -> Checkpoint:
         """The checkpoint of ``iteration``; ``CheckpointNotFound`` if absent, ``RecordError`` if unreadable."""
-        iteration = _check_iteration(iteration)
-        names = (rec.record_name(iteration), rec.placeholder_name(iteration))
-        stats = self.storage.stat_many([f"{_CK}/{n}" for n in names])
-        found: builtins.list[Checkpoint] = []
-        for name in names:
-            if (st := stats.get(f"{_CK}/{name}")) is not None:
-                parsed = self._index.parse(name, st)
-                if isinstance(parsed, CheckpointError):
-                    raise parsed
-                found.append(parsed)
-        if not found and (orphan := self._scan()[0].get(iteration)) is not None:
-            found.append(orphan)  # a legacy model zip without a metrics file
-        if not found:
-            raise CheckpointNotFound(
-                f"no checkpoint for iteration {iteration} in {self.checkpoints_dir} "
-                f"(committed: {self._describe_iterations()})"
-            )
-        return found[0]
-
-    def _describe_iterations(self) -> str:
-        its = self.iterations()
-        if not its:
-            return "none"
-        return ", ".join(map(str, its)) if len(its) <= 10 else f"{its[0]}..{its[-1]} ({len(its)} in all)"
+        iteration = check_iteration(iteration)
+        ck = self._index.lookup(iteration)
+        if ck is None:
+            raise not_found(iteration, self.checkpoints_dir, self.iterations())
+        return ck
 
     def latest(self) -> Checkpoint | None:
         """The highest committed iteration, or None."""
@@ -404,29 +351,7 @@ class CheckpointRepository:
         Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
         or another key): the callback calls this before any training time is spent.
         """
-        self._trust.authorize_write(self._index, scan=False)
-        if overwrite:
-            return
-        taken = [i for i in iterations if self.has(i)]
-        if taken:
-            raise CheckpointExistsError(
-                f"iteration(s) {', '.join(map(str, taken))} already committed in {self.checkpoints_dir}; "
-                "use iteration=None for the next free one, or overwrite=True to replace"
-            )
-        stray = self._stray_artifacts(iterations)
-        if stray:
-            raise CheckpointExistsError(
-                f"{_CK}/{stray[0]} exists without a record (another program's file?) and would be overwritten; "
-                "move it away, use iteration=None for the next free number, or pass overwrite=True"
-            )
-
-    def _stray_artifacts(self, iterations: Sequence[int]) -> builtins.list[str]:
-        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
-        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
-        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
-
-    def _taken(self, iteration: int) -> bool:
-        return self.has(iteration) or bool(self._stray_artifacts([iteration]))
+        self._committer.ensure_free(iterations, overwrite)
 
     def commit(
         self,
@@ -463,87 +388,16 @@ class CheckpointRepository:
             number instead of raising. The returned checkpoint carries the number used.
         :return: The committed ``Checkpoint``.
         """
-        iteration = _check_iteration(iteration)
+        iteration = check_iteration(iteration)
         if model is None and not reason:
             raise CheckpointError("a placeholder needs a reason")
         if model is None and (vecnormalize is not None or replay_buffer is not None):
             raise CheckpointError("a placeholder holds no artifacts")
-        if idempotent and not overwrite and self.has(iteration):
-            return self.get(iteration)
-        next_free = next_free and not overwrite
-        if not next_free:
-            self.ensure_free([iteration], overwrite)  # and the signing key's check
-        else:
-            self._trust.authorize_write(self._index, scan=False)
-            if self._taken(iteration):
-                iteration = max(iteration + 1, self.next_iteration())
-        # An explicit overwrite deletes the old iteration (record first) under the commit lock.
-        replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
+        draft = Draft(iteration, metrics, reason, timesteps, dict(extra or {}), has_model=model is not None)
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
-        staged: dict[str, Staged] = {}
-        try:
-            for kind, src in sources.items():
-                if src is not None:
-                    staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
-            fields = dict(extra or {})
-            fields.setdefault("versions", versions())
-            for attempt in range(_NEXT_FREE_ATTEMPTS):
-                artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
-                record = rec.build(
-                    iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
-                )
-                if self._signer is not None:
-                    record["signature"] = self._signer.sign(record)
-                name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
-                data = rec.dumps(record)
-                # Refused before publishing what no reader could parse back (metadata nested too deeply...).
-                committed = rec.parse(name, data, model_path_for=self._index.model_path)
-                try:
-                    self.storage.publish(
-                        list(staged.values()),
-                        f"{_CK}/{name}",
-                        data,
-                        conflicts=[]
-                        if overwrite
-                        else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
-                        replace=replace,
-                    )
-                    break
-                except CheckpointExistsError:
-                    if not next_free or attempt == _NEXT_FREE_ATTEMPTS - 1:
-                        raise
-                # Automatic numbering: another writer took this number since we chose it. The record is
-                # create-only, so trying the next free number until one is ours is race-free.
-                iteration = max(iteration + 1, self.next_iteration())
-                staged = {
-                    k: self.storage.restage(s, f"{_CK}/{rec.artifact_name(k, iteration)}") for k, s in staged.items()
-                }
-        except CheckpointExistsError:
-            self.storage.discard(list(staged.values()))  # another writer's record won
-            if idempotent:
-                return self.get(iteration)
-            raise
-        except OSError as exc:
-            self.storage.discard(list(staged.values()))
-            raise _commit_error(exc, f"iteration {iteration} to {self.checkpoints_dir}") from exc
-        except BaseException:
-            self.storage.discard(list(staged.values()))
-            raise
-        if self.verbose >= 1:
-            kind = "checkpoint" if model is not None else f"placeholder ({reason})"
-            print(f"sb3-iter-ckpt: committed iteration {iteration} {kind} to {self.checkpoints_dir}")
-        return committed
-
-    def _files_of(self, iteration: int) -> builtins.list[str]:
-        """Every file this repository recorded for ``iteration`` (records first)."""
-        files: builtins.list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
-        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
-            try:
-                parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
-                files += [f"{_CK}/{a.file}" for a in parsed.artifacts.values()]
-            except CheckpointError:
-                pass
-        return files
+        return self._committer.commit(
+            draft, sources, overwrite=overwrite, idempotent=idempotent, next_free=next_free, verbose=self.verbose
+        )
 
     # -- best model and summaries -------------------------------------------------------------------
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:

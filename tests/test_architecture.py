@@ -66,8 +66,6 @@ OVERSIZED = {
     "envs/trading.py::evaluate_trading": 72,
     "record.py::parse": 77,
     "repository.py::CheckpointRepository": 886,
-    "repository.py::CheckpointRepository.commit": 81,
-    "storage/local.py::LocalStorage.publish": 67,
 }
 
 

@@ -347,24 +347,29 @@ class LocalStorage(Storage):
                 linked = True
                 self._fsync_dir(folder)
             except BaseException:
-                # Undo in the reverse order of publication: the record (the commit marker) first,
-                # so that no record is ever left naming an artifact this rollback removes.
-                if linked:
-                    with contextlib.suppress(OSError):
-                        os.unlink(record_path)
-                for p in moved:
-                    with contextlib.suppress(OSError):
-                        os.unlink(p)
-                self.discard([s for s in staged if self._path(s.final, for_write=True) not in moved])
-                if intent_path is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(intent_path)
+                self._undo_publish(record_path if linked else None, moved, staged, intent_path)
                 raise
             finally:
                 if rec_staged is not None:
                     self.discard([rec_staged])
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
+
+    def _undo_publish(
+        self, record: Path | None, moved: Sequence[Path], staged: Sequence[Staged], intent: Path | None
+    ) -> None:
+        # Undo in the reverse order of publication: the record (the commit marker) first,
+        # so that no record is ever left naming an artifact this rollback removes.
+        if record is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(record)
+        for p in moved:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        self.discard([s for s in staged if self._path(s.final, for_write=True) not in moved])
+        if intent is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(intent)
 
     def restage(self, staged: Staged, name: str) -> Staged:
         """The same staged file, to be published under ``name`` (a rename at publish: nothing is copied)."""
