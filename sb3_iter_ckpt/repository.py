@@ -6,219 +6,63 @@ It never touches a file itself: every read, write, rename and delete goes throug
 from __future__ import annotations
 
 import builtins
-import hashlib
-import importlib
 import io
-import json
 import os
-import pickle
-import platform
-import re
-import threading
-import time
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
+from sb3_iter_ckpt import adoption, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
+from sb3_iter_ckpt.commits import Committer, Draft
+from sb3_iter_ckpt.commits import commit_error as _commit_error
 from sb3_iter_ckpt.errors import (
     CheckpointError,
-    CheckpointExistsError,
     CheckpointNotFound,
-    CommitError,
-    IntegrityError,
     RecordError,
     SignatureError,
-    SigningKeyError,
-    UnsafePathError,
 )
-from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, SIGNING_KEY_ENV, Signer, marker_fingerprint
+from sb3_iter_ckpt.index import RecordIndex, Scan, check_iteration, not_found, referenced
+from sb3_iter_ckpt.integrity import Problem, VerifyReport
+from sb3_iter_ckpt.pruning import PruneResult
+from sb3_iter_ckpt.record import Checkpoint
+from sb3_iter_ckpt.selection import SelectionRule
+from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.storage import (
-    FileStat,
     RemoteRoot,
     Source,
-    Staged,
     Storage,
     display_root,
     storage_for,
-    strip_attempt,
 )
+from sb3_iter_ckpt.summaries import versions
+from sb3_iter_ckpt.trust import Trust
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
     from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
 
+__all__ = [
+    "LEGACY_MONITORS",
+    "SIGNING_KEY_ENV",
+    "CheckpointRepository",
+    "Problem",
+    "PruneResult",
+    "Signer",
+    "VerifyReport",
+    "versions",
+]
+
 #: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
 
 _CK = rec.CHECKPOINTS_DIR
-_RECORD_PREFIXES = ("metrics_iter_", "no_model_iter_")  # record names (see record.parse_record_name)
-# A folder unchanged for this long is past any file system's timestamp granularity: a later change
-# is bound to give it another change time, so a scan made then can be reused while it keeps it.
-_SETTLED_NS = 2_000_000_000
-_Scan = tuple[dict[int, Checkpoint], dict[str, CheckpointError], dict[int, list[str]]]
-_NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
-
-#: What SB3's ``load`` raises on a corrupt zip. AssertionError: no "data" entry; AttributeError and
-#: TypeError: wrong JSON types in "data", or a zip of another algorithm than the recorded one.
-_LOAD_ERRORS = (
-    zipfile.BadZipFile,
-    KeyError,
-    EOFError,
-    pickle.UnpicklingError,
-    ValueError,
-    RuntimeError,
-    AssertionError,
-    AttributeError,
-    TypeError,
-)
 
 
-#: The files derived from the best iteration, and the artifact kind each copies.
-_BEST_FILES = {rec.BEST_MODEL: "model", rec.BEST_VECNORMALIZE: "vecnormalize"}
-
-
-@dataclass(frozen=True)
-class _BestFile:
-    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user"."""
-
-    owner: str
-    sha256: str | None = None
-    stat: FileStat | None = None
-
-
-def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
-    """How a later refresh recognizes our copy without reading it: any write changes one of these."""
-    return {"sha256": sha256, "size": st.size, "mtime_ns": st.mtime_ns, "inode": st.inode, "etag": st.etag}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing ``verify()`` found wrong."""
-
-    iteration: int | None
-    file: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"iteration {self.iteration}: " if self.iteration is not None else ""
-        return f"{where}{self.file}: {self.message}"
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What ``verify_report()`` checked, iteration by iteration, and the problems it found.
-
-    An iteration with a problem is in none of the lists below.
-
-    :param problems: Everything found wrong (what ``verify()`` returns).
-    :param hashed: Iterations whose every recorded file matches its recorded sha256 and size.
-    :param records_only: Placeholders and pruned iterations: the record is valid and names no file.
-    :param opened_only: Iterations in the seed's format (no recorded sha256): the model opens as an SB3
-        zip (members present, CRCs right), nothing more can be known; ``adopt()`` records their hashes.
-    :param unchecked: Placeholders in the seed's format: nothing recorded that could be checked.
-    """
-
-    problems: tuple[Problem, ...]
-    hashed: tuple[int, ...] = ()
-    records_only: tuple[int, ...] = ()
-    opened_only: tuple[int, ...] = ()
-    unchecked: tuple[int, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        """No problem found."""
-        return not self.problems
-
-    @property
-    def complete(self) -> bool:
-        """No problem found and every iteration's files were checked against recorded hashes."""
-        return self.ok and not self.opened_only and not self.unchecked
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "complete": self.complete,
-            "hashed": list(self.hashed),
-            "records_only": list(self.records_only),
-            "opened_only": list(self.opened_only),
-            "unchecked": list(self.unchecked),
-            "problems": [p.__dict__ for p in self.problems],
-        }
-
-
-#: Members every SB3 model zip has (``BaseAlgorithm.save``): the JSON ``data`` and the policy's weights.
-_SB3_ZIP_MEMBERS = ("data", "policy.pth")
-
-
-def _sb3_zip_problem(data: bytes) -> str | None:
-    """Why ``data`` is not an SB3 model zip (reading the zip's CRCs and the JSON, unpickling nothing)."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            missing = [m for m in _SB3_ZIP_MEMBERS if m not in zf.namelist()]
-            if missing:
-                return f"not an SB3 model zip (no {', '.join(missing)})"
-            bad = zf.testzip()
-            if bad is not None:
-                return f"damaged zip: {bad} fails its CRC"
-            if not isinstance(json.loads(zf.read("data")), dict):
-                return "not an SB3 model zip ('data' is not a JSON object)"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, RecursionError, EOFError, OSError) as exc:
-        return f"not a readable zip ({exc})"
-    return None
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on, for the record."""
-    import gymnasium
-    import numpy
-    import stable_baselines3
-    import torch
-
-    from sb3_iter_ckpt.version import __version__
-
-    return {
-        "sb3_iter_ckpt": __version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-    }
-
-
-def _check_iteration(iteration: Any) -> int:
-    if isinstance(iteration, bool) or not isinstance(iteration, int):
-        try:
-            import numpy as np
-
-            if isinstance(iteration, np.integer):
-                iteration = int(iteration)
-        except ImportError:  # pragma: no cover
-            pass
-    if isinstance(iteration, bool) or not isinstance(iteration, int):
-        raise CheckpointError(f"iteration must be a non-negative integer, got {iteration!r}")
-    if iteration < 0:
-        raise CheckpointError(f"iteration must be non-negative, got {iteration}")
-    return iteration
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in ("max", "min"):
-        raise CheckpointError(f"mode must be 'max' or 'min', got {mode!r}")
-    return mode
-
-
-def _commit_error(exc: OSError, what: str) -> CommitError:
-    name = {28: "disk full (ENOSPC)", 5: "I/O error (EIO)", 13: "permission denied (EACCES)"}.get(
-        exc.errno or 0, exc.strerror or type(exc).__name__
-    )
-    return CommitError(f"could not write {what}: {name}: {exc}")
+_check_iteration = check_iteration  # its name here before index.py
 
 
 class CheckpointRepository:
@@ -271,14 +115,12 @@ class CheckpointRepository:
         self.root = display_root(self.storage, root if storage is None else None)
         key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
         self._signer: Signer | None = key if isinstance(key, Signer) or key is None else Signer(key)
-        self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
-        self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
         self.verbose = verbose
-        self._cache: dict[str, tuple[FileStat, Checkpoint | CheckpointError]] = {}
-        self._prefetched: dict[str, bytes | Exception | None] = {}
-        self._settled: tuple[tuple[int, ...], _Scan] | None = None
-        self._ck_local: Path | str | None = None
-        self._best_seen: dict[str, tuple[FileStat, str]] = {}  # best-file name -> (stat, sha256) last hashed
+        self._index = RecordIndex(self.storage)
+        self._trust = Trust(self.storage, self._signer, self.root)
+        self._best_files = BestFiles(self.storage, self._index)
+        self._committer = Committer(self.storage, self._index, self._trust, self.checkpoints_dir)
+        self.storage.references = referenced  # what the sweep may remove: storage never reads a record
         if sweep:
             try:
                 removed = self.storage.sweep()
@@ -286,13 +128,7 @@ class CheckpointRepository:
                 removed = []  # read-only folder: nothing of ours can be cleaned anyway
             if removed and verbose >= 1:
                 print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {self.root}")
-        if self._signer is not None:
-            try:
-                present, fingerprint = self._read_marker()
-            except (OSError, CheckpointError):
-                present, fingerprint = False, None  # unreachable now: every write checks again
-            if present and fingerprint is not None and fingerprint != self._signer.fingerprint:
-                raise self._wrong_key()
+        self._trust.check_key()
 
     def __repr__(self) -> str:
         return f"CheckpointRepository({str(self.root)!r})"
@@ -312,93 +148,11 @@ class CheckpointRepository:
 
     def exists(self) -> bool:
         """Whether the repository has a ``checkpoints/`` folder with at least one record."""
-        return bool(self._records_listing())
+        return bool(self._index.records_listing())
 
     # -- reading -----------------------------------------------------------------------------------
-    def _records_listing(self) -> dict[str, FileStat]:
-        listing = self.storage.listdir(_CK, prefixes=_RECORD_PREFIXES)
-        return {n: st for n, st in listing.items() if rec.parse_record_name(n) is not None}
-
-    def _model_path(self, file: str) -> Path | str:
-        if "/" not in file and file not in (".", "..") and "\x00" not in file and "\\" not in file:
-            if self._ck_local is None:
-                self._ck_local = self.storage.local_path(_CK) or f"{self.storage.url}/{_CK}"
-            return self._ck_local / file if isinstance(self._ck_local, Path) else f"{self._ck_local}/{file}"
-        name = f"{_CK}/{file}"
-        return self.storage.local_path(name) or f"{self.storage.url}/{name}"
-
-    def _parse(self, name: str, st: FileStat) -> Checkpoint | CheckpointError:
-        cached = self._cache.get(name)
-        if cached is not None and cached[0] == st:
-            return cached[1]
-        try:
-            data = self._prefetched.pop(name, None)
-            if not isinstance(data, bytes):
-                data = self.storage.read_bytes(f"{_CK}/{name}")
-            result: Checkpoint | CheckpointError = rec.parse(name, data, model_path_for=self._model_path)
-        except CheckpointError as exc:
-            result = exc
-        self._cache[name] = (st, result)
-        return result
-
-    def _scan(self, recheck: bool = False) -> _Scan:
-        """Parse every record: (by iteration, errors by file, duplicates); treat the result as read-only.
-
-        Every write of this package creates, replaces or removes a name in ``checkpoints/``, which
-        changes the folder's version: while it keeps the version of a scan made once it had settled,
-        that scan is reused without a system call per record. Otherwise each record is stat-checked
-        and only new or changed ones are parsed. ``recheck`` (``verify()``) always stat-checks.
-        """
-        # The clock is read before the folder: a change after that stat is then more than 2 s past the
-        # folder's change time, so even a file system with 1-second timestamps gives it another version.
-        now = time.time_ns()
-        version = self.storage.folder_version(_CK)
-        settled = self._settled  # read once: another thread may reset it
-        if not recheck and version is not None and settled is not None and settled[0] == version[0]:
-            return settled[1]
-        self._settled = None
-        result = self._scan_records()
-        if version is not None and now - version[1] > _SETTLED_NS:
-            self._settled = (version[0], result)
-        return result
-
-    def _scan_records(self) -> _Scan:
-        """Parse every record (cached by size/mtime/inode)."""
-        listing = self._records_listing()
-        for stale in set(self._cache) - set(listing):
-            del self._cache[stale]
-        todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
-        if len(todo) > 1:  # a cold open: read them in one go (one folder check instead of one per file)
-            read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
-            self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
-        good: dict[int, Checkpoint] = {}
-        bad: dict[str, CheckpointError] = {}
-        dups: dict[int, list[str]] = {}
-        for name, st in listing.items():
-            parsed = self._parse(name, st)
-            if isinstance(parsed, CheckpointError):
-                bad[name] = parsed
-                continue
-            prev = good.get(parsed.iteration)
-            if prev is not None:
-                dups.setdefault(parsed.iteration, [prev.record_file]).append(name)
-                if prev.has_model:  # a model record wins over a placeholder of the same iteration
-                    continue
-            good[parsed.iteration] = parsed
-        if any(not c.verified for c in good.values()):
-            # The seed's script could leave a model_iter_{i}.zip without metrics: in such a folder list it
-            # (unverified, no metrics) as the seed did. In a folder of ours a file without record is not ours.
-            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
-            for i in self._orphan_models():
-                if i not in good and i not in bad_its:
-                    good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
-        return good, bad, dups
-
-    def _orphan_models(self) -> builtins.list[int]:
-        """Iterations of ``model_iter_{i}.zip`` files that no record names."""
-        names = self.storage.listdir(_CK)
-        found = [p[1] for n in names if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
-        return sorted(i for i in found if rec.record_name(i) not in names and rec.placeholder_name(i) not in names)
+    def _scan(self, recheck: bool = False) -> Scan:
+        return self._index.scan(recheck)
 
     def list(self) -> builtins.list[Checkpoint]:
         """Every committed iteration, in iteration order, placeholders included.
@@ -412,7 +166,7 @@ class CheckpointRepository:
                 f"(first: {next(iter(bad.values()))}); run verify()",
                 stacklevel=2,
             )
-        trusted = self._trusted(good)
+        trusted = self._trust.trusted(good)
         if len(trusted) < len(good):
             first = min(set(good) - set(trusted))
             warnings.warn(
@@ -422,73 +176,33 @@ class CheckpointRepository:
             )
         return [trusted[i] for i in sorted(trusted)]
 
-    def _trusted(self, good: Mapping[int, Checkpoint]) -> dict[int, Checkpoint]:
-        """With a key: only the records whose signature verifies (checked once per parsed record)."""
-        if self._signer is None:
-            return dict(good)
-        out: dict[int, Checkpoint] = {}
-        for i, ck in good.items():
-            hit = self._sig_ok.get(ck.record_file)
-            if hit is None or hit[0] is not ck:
-                hit = (ck, self._signer.verifies(ck.record))
-                self._sig_ok[ck.record_file] = hit
-            if hit[1]:
-                out[i] = ck
-        return out
-
     def __iter__(self) -> Iterator[Checkpoint]:
         return iter(self.list())
 
     def __len__(self) -> int:
-        return len(self._trusted(self._scan()[0]))
+        return len(self._trust.trusted(self._scan()[0]))
 
     def __contains__(self, iteration: object) -> bool:
         return isinstance(iteration, int) and self.has(iteration)
 
     def iterations(self) -> builtins.list[int]:
-        return sorted(self._trusted(self._scan()[0]))
+        return sorted(self._trust.trusted(self._scan()[0]))
 
     def has(self, iteration: int) -> bool:
         """Whether ``iteration`` is committed (with a model or as a placeholder), readable or not."""
-        iteration = _check_iteration(iteration)
-        names = [rec.record_name(iteration), rec.placeholder_name(iteration), rec.artifact_name("model", iteration)]
-        found = self.storage.stat_many([f"{_CK}/{n}" for n in names])
-        if f"{_CK}/{names[0]}" in found or f"{_CK}/{names[1]}" in found:
-            return True
-        if f"{_CK}/{names[2]}" not in found:
-            return False
-        return iteration in self._scan()[0]  # a legacy model zip without a metrics file
+        return self._index.has(check_iteration(iteration))
 
     def get(self, iteration: int) -> Checkpoint:
         """The checkpoint of ``iteration``; ``CheckpointNotFound`` if absent, ``RecordError`` if unreadable."""
-        iteration = _check_iteration(iteration)
-        names = (rec.record_name(iteration), rec.placeholder_name(iteration))
-        stats = self.storage.stat_many([f"{_CK}/{n}" for n in names])
-        found: builtins.list[Checkpoint] = []
-        for name in names:
-            if (st := stats.get(f"{_CK}/{name}")) is not None:
-                parsed = self._parse(name, st)
-                if isinstance(parsed, CheckpointError):
-                    raise parsed
-                found.append(parsed)
-        if not found and (orphan := self._scan()[0].get(iteration)) is not None:
-            found.append(orphan)  # a legacy model zip without a metrics file
-        if not found:
-            raise CheckpointNotFound(
-                f"no checkpoint for iteration {iteration} in {self.checkpoints_dir} "
-                f"(committed: {self._describe_iterations()})"
-            )
-        return found[0]
-
-    def _describe_iterations(self) -> str:
-        its = self.iterations()
-        if not its:
-            return "none"
-        return ", ".join(map(str, its)) if len(its) <= 10 else f"{its[0]}..{its[-1]} ({len(its)} in all)"
+        iteration = check_iteration(iteration)
+        ck = self._index.lookup(iteration)
+        if ck is None:
+            raise not_found(iteration, self.checkpoints_dir, self.iterations())
+        return ck
 
     def latest(self) -> Checkpoint | None:
         """The highest committed iteration, or None."""
-        good = self._trusted(self._scan()[0])
+        good = self._trust.trusted(self._scan()[0])
         return good[max(good)] if good else None
 
     def next_iteration(self) -> int:
@@ -497,11 +211,7 @@ class CheckpointRepository:
         An artifact name without a record (``model_iter_{i}.zip``..., a legacy or a stranger's file) counts
         too: never overwrite it.
         """
-        listing = self.storage.listdir(_CK)
-        its = [p[0] for n in listing if (p := rec.parse_record_name(n)) is not None]
-        # Plain names only: an attempt key no record names (object storage) is our own leftover, swept later.
-        its += [a[1] for n in listing if (a := rec.parse_artifact_name(n)) is not None]
-        return max(its) + 1 if its else 0
+        return self._index.next_iteration()
 
     def default_selection(self) -> tuple[str, str]:
         """(monitor, mode) recorded by the latest iteration's callback.
@@ -509,15 +219,23 @@ class CheckpointRepository:
         Without a recorded rule (a seed folder): the first of ``mean_reward``,
         ``validation_performance``, ``combined_performance`` present in the records, maximized.
         """
-        good = self._trusted(self._scan()[0])  # a forged record must not choose the rule either
+        good = self._trust.trusted(self._scan()[0])  # a forged record must not choose the rule either
         for i in sorted(good, reverse=True):
-            sel = good[i].selection
-            if isinstance(sel.get("monitor"), str) and sel.get("mode") in ("max", "min"):
-                return sel["monitor"], sel["mode"]
+            recorded = SelectionRule.from_record(good[i].selection)
+            if recorded is not None:
+                return recorded.monitor, recorded.mode
         for key in LEGACY_MONITORS:
             if any(ck.score(key) is not None for ck in good.values()):
                 return key, "max"
         return "mean_reward", "max"
+
+    def selection_rule(self, monitor: str | None = None, mode: str | None = None) -> SelectionRule:
+        """The rule ``monitor`` and ``mode`` name, what they leave out as recorded (``default_selection``).
+
+        :raises CheckpointError: for a mode other than ``"max"``/``"min"`` or an empty monitor.
+        """
+        d_monitor, d_mode = self.default_selection()
+        return SelectionRule(monitor or d_monitor, cast("Literal['max', 'min']", mode or d_mode))
 
     def best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """The checkpoint with the best finite ``monitor`` value, placeholders and NaN ignored.
@@ -526,111 +244,23 @@ class CheckpointRepository:
         :param mode: ``"max"`` or ``"min"``; default as recorded.
         :return: The best checkpoint (the later one on ties), or None when none has a model and a score.
         """
-        d_monitor, d_mode = self.default_selection()
-        monitor = monitor or d_monitor
-        mode = _check_mode(mode or d_mode)
+        return self._best(self.selection_rule(monitor, mode))
+
+    def _best(self, rule: SelectionRule) -> Checkpoint | None:
         best: Checkpoint | None = None
         best_score = 0.0
         for ck in self.list():
-            score = ck.score(monitor) if ck.has_model else None
+            score = ck.score(rule.monitor) if ck.has_model else None
             if score is None:
                 continue
             # ">=": ties go to the later iteration (it has seen more data), as in retention.KeepBestK
-            if best is None or (score >= best_score if mode == "max" else score <= best_score):
+            if best is None or rule.at_least(score, best_score):
                 best, best_score = ck, score
         return best
 
     # -- loading ---------------------------------------------------------------------------------
     def _read_verified(self, ck: Checkpoint, kind: str, verify: bool) -> bytes:
-        art = ck.artifacts.get(kind)
-        if art is None:
-            raise CheckpointNotFound(f"iteration {ck.iteration} has no {kind} artifact")
-        name = f"{_CK}/{art.file}"
-        data = self.storage.read_bytes(name)
-        if verify and ck.verified:
-            if art.size is not None and len(data) != art.size:
-                raise IntegrityError(
-                    f"{name} has {len(data)} bytes, the record says {art.size}: truncated or replaced; not loaded"
-                )
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != art.sha256:
-                raise IntegrityError(f"{name} does not match its recorded sha256 (tampered or corrupt); not loaded")
-        if verify and self._signer is not None:
-            try:
-                self._signer.check(ck.record, ck.iteration)
-            except SignatureError as exc:
-                raise SignatureError(f"{exc}; not loaded") from None
-        return data
-
-    # -- signing: who may write ---------------------------------------------------------------------
-    def _read_marker(self) -> tuple[bool, str | None]:
-        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
-        try:  # one read (one request on object storage), not an existence check first
-            return True, marker_fingerprint(self.storage.read_bytes(MARKER))
-        except IntegrityError as exc:
-            return not isinstance(exc.__cause__, FileNotFoundError), None
-
-    def _wrong_key(self) -> SigningKeyError:
-        return SigningKeyError(
-            f"{self.root} is signed with another key (wrong signature fingerprint in {MARKER}); "
-            f"give the key that signed it: {HOW_TO_GIVE_KEY}"
-        )
-
-    def _authorize_write(self, scan: bool = True) -> None:
-        """Before a write: a signed repository needs its key, and a key must be the repository's.
-
-        Signed means a ``signing.json`` marker or, when it was deleted, records carrying signatures
-        (``scan``; a commit checks the marker only, the refresh after it checks the records).
-        With the key and no marker, the marker is (re)written, unless no signed record verifies.
-        """
-        if getattr(self._tls, "authorized", False):
-            return
-        present, fingerprint = self._read_marker()
-        if self._signer is None:
-            if present or (scan and any("signature" in c.record for c in self._scan()[0].values())):
-                why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
-                raise SigningKeyError(
-                    f"{self.root} is a signed repository ({why}): writing to it without the key would leave "
-                    f"unsigned records or strip signatures; {HOW_TO_GIVE_KEY}"
-                )
-            return
-        if present:
-            if fingerprint != self._signer.fingerprint:
-                raise self._wrong_key()
-            return
-        signed = [c for c in self._scan()[0].values() if "signature" in c.record]
-        if signed and not any(self._signer.verifies(c.record) for c in signed):
-            raise SigningKeyError(
-                f"{self.root}'s signed records fail with this key (wrong signature key?) and its {MARKER} "
-                f"is missing; give the key that signed them: {HOW_TO_GIVE_KEY}"
-            )
-        self.storage.write_atomic(MARKER, self._signer.marker())
-
-    @staticmethod
-    def _algorithm_class(path: str) -> type[BaseAlgorithm]:
-        from stable_baselines3.common.base_class import BaseAlgorithm
-
-        module, _, name = path.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise CheckpointError(f"cannot import the recorded algorithm class {path!r}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, BaseAlgorithm)):
-            raise CheckpointError(f"recorded algorithm {path!r} is not an SB3 algorithm class")
-        return cls
-
-    @staticmethod
-    def _guess_algorithm(data: bytes) -> str:
-        """For legacy zips: the policy's module names the algorithm family (read as JSON, no unpickling)."""
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                meta = json.loads(zf.read("data"))
-        except (zipfile.BadZipFile, KeyError, ValueError) as exc:
-            raise IntegrityError(f"not a valid SB3 model zip: {exc}") from exc
-        module = str((meta.get("policy_class") or {}).get("__module__", ""))
-        m = re.match(r"stable_baselines3\.(\w+)\.policies", module)
-        family = m.group(1) if m and m.group(1) != "common" else "ppo"
-        return f"stable_baselines3.{family.upper()}"
+        return loading.read_verified(self.storage, ck, kind, verify, self._signer)
 
     def load(
         self,
@@ -658,49 +288,15 @@ class CheckpointRepository:
         if not ck.has_model:
             raise CheckpointNotFound(f"iteration {iteration} is a placeholder ({ck.reason}): it has no model")
         data = self._read_verified(ck, "model", verify)
-        algo_path = algo if algo is not None else ck.record.get("algorithm")
-        if algo_path is None:
-            algo_path = self._guess_algorithm(data)
-        if not isinstance(algo_path, (str, type)):
-            raise CheckpointError(f"iteration {iteration}: algorithm {algo_path!r} is not a class path; pass algo=")
-        cls = self._algorithm_class(algo_path) if isinstance(algo_path, str) else cast("type[BaseAlgorithm]", algo_path)
+        cls = loading.model_class(ck, data, algo)
         if env is not None and "vecnormalize" in ck.artifacts:
-            env = self._wrap_vecnormalize(ck, env, verify)
-        try:
-            return cls.load(io.BytesIO(data), env=env, device=device, **kwargs)
-        except _LOAD_ERRORS as exc:
-            if isinstance(exc, ValueError) and "observation" in str(exc).lower():
-                raise  # an env mismatch is the caller's to see as SB3 reports it
-            raise IntegrityError(f"iteration {iteration}'s model cannot be loaded (corrupt zip?): {exc}") from exc
-
-    def _wrap_vecnormalize(self, ck: Checkpoint, env: Any, verify: bool) -> Any:
-        from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
-
-        venv = env if isinstance(env, VecEnv) else DummyVecEnv([lambda: env])
-        if isinstance(venv, VecNormalize):
-            venv = venv.venv
-        vn = self.load_vecnormalize(ck.iteration, venv, verify=verify)
-        return vn
+            env = self.load_vecnormalize(ck.iteration, loading.inner_venv(env), verify=verify)
+        return loading.load_model(cls, data, iteration, env=env, device=device, **kwargs)
 
     def load_vecnormalize(self, iteration: int, venv: Any, verify: bool = True) -> Any:
         """The iteration's saved ``VecNormalize`` statistics around ``venv``, frozen for evaluation."""
         ck = self.get(iteration)
-        data = self._read_verified(ck, "vecnormalize", verify)
-        from stable_baselines3.common.vec_env import VecNormalize
-
-        try:
-            vn = pickle.loads(data)
-        except Exception as exc:
-            raise IntegrityError(f"iteration {iteration}'s VecNormalize statistics cannot be read: {exc}") from exc
-        if not isinstance(vn, VecNormalize):
-            raise IntegrityError(
-                f"iteration {iteration}'s VecNormalize file holds a {type(vn).__name__}, not VecNormalize "
-                "statistics; restore the file or load without env="
-            )
-        vn.set_venv(venv)
-        vn.training = False
-        vn.norm_reward = False
-        return vn
+        return loading.vecnormalize(self._read_verified(ck, "vecnormalize", verify), iteration, venv)
 
     def load_replay_buffer(self, iteration: int, model: Any, verify: bool = True) -> None:
         """Load the iteration's saved replay buffer into ``model`` (off-policy algorithms)."""
@@ -714,7 +310,7 @@ class CheckpointRepository:
         mode = kwargs.pop("mode", None)
         best = self.best(monitor, mode)
         if best is None:
-            unsigned = len(self._scan()[0]) - len(self._trusted(self._scan()[0]))
+            unsigned = len(self._scan()[0]) - len(self._trust.trusted(self._scan()[0]))
             if unsigned:
                 raise SignatureError(
                     f"no signed checkpoint with a model and a finite score in {self.checkpoints_dir} "
@@ -739,109 +335,14 @@ class CheckpointRepository:
         unpickled). Also reported: a record name that is not a regular file, a ``model_iter_{i}.zip``
         without a record in a folder of this package, two records of one iteration, the best model file.
         """
-        good, bad, dups = self._scan(recheck=True)
-        problems = [
-            Problem(parsed[0] if (parsed := rec.parse_record_name(n)) else None, n, str(e))
-            for n, e in sorted(bad.items())
-        ]
-        for name in self.storage.non_files(_CK, _RECORD_PREFIXES):
-            if (parsed := rec.parse_record_name(name)) is not None:
-                problems.append(Problem(parsed[0], name, "is not a regular file (a folder?): the record is unreadable"))
-        for i, names in sorted(dups.items()):
-            problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
-        if all(ck.verified for ck in good.values()):
-            # A folder of ours: every model we write has a record (pruning removes a record only after its
-            # model). A model without one is a record deleted by hand, or a file that is not ours.
-            bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
-            listing = self.storage.listdir(_CK)
-            for i in self._orphan_models():
-                if i not in good and i not in bad_its and f".intent-iter-{i}.json" not in listing:
-                    problems.append(
-                        Problem(i, rec.artifact_name("model", i), "a model without a record (record deleted?)")
-                    )
+        scan = self._scan(recheck=True)
+        good = scan[0]
+        problems = integrity.record_problems(self.storage, scan, self._index)
         for i in sorted(good):
-            ck = good[i]
-            for kind, art in ck.artifacts.items():
-                name = f"{_CK}/{art.file}"
-                if not ck.verified:
-                    try:
-                        why = _sb3_zip_problem(self.storage.read_bytes(name))
-                    except (IntegrityError, UnsafePathError) as exc:
-                        why = str(exc)
-                    if why is not None:
-                        problems.append(Problem(i, art.file, f"{kind} (no recorded sha256): {why}"))
-                    continue
-                try:
-                    digest, size = self.storage.hash_file(name)
-                except (IntegrityError, UnsafePathError) as exc:
-                    problems.append(Problem(i, art.file, f"{kind}: {exc}"))
-                    continue
-                if digest != art.sha256 or size != art.size:
-                    problems.append(Problem(i, art.file, f"{kind} does not match its recorded sha256/size"))
-            if self._signer is not None:
-                try:
-                    self._signer.check(ck.record, i)
-                except SignatureError as exc:
-                    problems.append(Problem(i, ck.record_file, str(exc)))
-        problems += self._verify_signing(good)
-        problems += self._verify_best(self._trusted(good))
-        failed = {p.iteration for p in problems}
-        fine = [ck for i, ck in sorted(good.items()) if i not in failed]
-        return VerifyReport(
-            problems=tuple(problems),
-            hashed=tuple(c.iteration for c in fine if c.verified and c.artifacts),
-            records_only=tuple(c.iteration for c in fine if c.verified and not c.artifacts),
-            opened_only=tuple(c.iteration for c in fine if not c.verified and c.artifacts),
-            unchecked=tuple(c.iteration for c in fine if not c.verified and not c.artifacts),
-        )
-
-    def _verify_signing(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
-        """A signed repository without its marker, or checked without its key, is not "ok"."""
-        present, fingerprint = self._read_marker()
-        carries = any("signature" in c.record for c in good.values())
-        if self._signer is None:
-            if present or carries:
-                return [
-                    Problem(
-                        None,
-                        MARKER,
-                        f"signed repository: signatures could not be checked without the key; {HOW_TO_GIVE_KEY}",
-                    )
-                ]
-            return []
-        if present and fingerprint != self._signer.fingerprint:
-            return [
-                Problem(
-                    None, MARKER, "not a marker of this key (damaged, or the repository is signed with another key)"
-                )
-            ]
-        if not present and carries:
-            return [
-                Problem(
-                    None, MARKER, "missing although the records are signed (deleted?); a write with the key restores it"
-                )
-            ]
-        return []
-
-    def _verify_best(self, good: Mapping[int, Checkpoint]) -> builtins.list[Problem]:
-        try:
-            summary = rec.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY), rec.TRAINING_SUMMARY)
-        except CheckpointError:
-            return []
-        best = summary.get("best") if isinstance(summary, dict) else None
-        if not isinstance(best, dict) or not best.get("best_model_file"):
-            return []
-        it = best.get("iteration")
-        ck = good.get(it) if isinstance(it, int) else None
-        if ck is None or not ck.has_model:
-            return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
-        try:
-            self.storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
-        except (IntegrityError, UnsafePathError) as exc:
-            return [Problem(it, str(best["best_model_file"]), str(exc))]
-        # ...other content is not: another tool wrote that name after the summary was written (SB3's
-        # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
-        return []
+            problems += integrity.iteration_problems(self.storage, good[i], self._signer)
+        problems += integrity.signing_problems(self._trust.read_marker(), self._signer, good)
+        problems += integrity.best_problems(self.storage, self._trust.trusted(good))
+        return integrity.report(problems, good)
 
     # -- writing ---------------------------------------------------------------------------------
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
@@ -850,29 +351,7 @@ class CheckpointRepository:
         Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
         or another key): the callback calls this before any training time is spent.
         """
-        self._authorize_write(scan=False)
-        if overwrite:
-            return
-        taken = [i for i in iterations if self.has(i)]
-        if taken:
-            raise CheckpointExistsError(
-                f"iteration(s) {', '.join(map(str, taken))} already committed in {self.checkpoints_dir}; "
-                "use iteration=None for the next free one, or overwrite=True to replace"
-            )
-        stray = self._stray_artifacts(iterations)
-        if stray:
-            raise CheckpointExistsError(
-                f"{_CK}/{stray[0]} exists without a record (another program's file?) and would be overwritten; "
-                "move it away, use iteration=None for the next free number, or pass overwrite=True"
-            )
-
-    def _stray_artifacts(self, iterations: Sequence[int]) -> builtins.list[str]:
-        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
-        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
-        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
-
-    def _taken(self, iteration: int) -> bool:
-        return self.has(iteration) or bool(self._stray_artifacts([iteration]))
+        self._committer.ensure_free(iterations, overwrite)
 
     def commit(
         self,
@@ -909,143 +388,18 @@ class CheckpointRepository:
             number instead of raising. The returned checkpoint carries the number used.
         :return: The committed ``Checkpoint``.
         """
-        iteration = _check_iteration(iteration)
+        iteration = check_iteration(iteration)
         if model is None and not reason:
             raise CheckpointError("a placeholder needs a reason")
         if model is None and (vecnormalize is not None or replay_buffer is not None):
             raise CheckpointError("a placeholder holds no artifacts")
-        if idempotent and not overwrite and self.has(iteration):
-            return self.get(iteration)
-        next_free = next_free and not overwrite
-        if not next_free:
-            self.ensure_free([iteration], overwrite)  # and the signing key's check
-        else:
-            self._authorize_write(scan=False)
-            if self._taken(iteration):
-                iteration = max(iteration + 1, self.next_iteration())
-        # An explicit overwrite deletes the old iteration (record first) under the commit lock.
-        replace = self._files_of(iteration) if overwrite and self.has(iteration) else []
+        draft = Draft(iteration, metrics, reason, timesteps, dict(extra or {}), has_model=model is not None)
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
-        staged: dict[str, Staged] = {}
-        try:
-            for kind, src in sources.items():
-                if src is not None:
-                    staged[kind] = self.storage.stage(f"{_CK}/{rec.artifact_name(kind, iteration)}", src)
-            fields = dict(extra or {})
-            fields.setdefault("versions", versions())
-            for attempt in range(_NEXT_FREE_ATTEMPTS):
-                artifacts = {k: ArtifactInfo(s.final.rsplit("/", 1)[-1], s.sha256, s.size) for k, s in staged.items()}
-                record = rec.build(
-                    iteration, metrics=metrics, artifacts=artifacts, reason=reason, timesteps=timesteps, extra=fields
-                )
-                if self._signer is not None:
-                    record["signature"] = self._signer.sign(record)
-                name = rec.record_name(iteration) if model is not None else rec.placeholder_name(iteration)
-                data = rec.dumps(record)
-                # Refused before publishing what no reader could parse back (metadata nested too deeply...).
-                committed = rec.parse(name, data, model_path_for=self._model_path)
-                try:
-                    self.storage.publish(
-                        list(staged.values()),
-                        f"{_CK}/{name}",
-                        data,
-                        conflicts=[]
-                        if overwrite
-                        else [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"],
-                        replace=replace,
-                    )
-                    break
-                except CheckpointExistsError:
-                    if not next_free or attempt == _NEXT_FREE_ATTEMPTS - 1:
-                        raise
-                # Automatic numbering: another writer took this number since we chose it. The record is
-                # create-only, so trying the next free number until one is ours is race-free.
-                iteration = max(iteration + 1, self.next_iteration())
-                staged = {
-                    k: self.storage.restage(s, f"{_CK}/{rec.artifact_name(k, iteration)}") for k, s in staged.items()
-                }
-        except CheckpointExistsError:
-            self.storage.discard(list(staged.values()))  # another writer's record won
-            if idempotent:
-                return self.get(iteration)
-            raise
-        except OSError as exc:
-            self.storage.discard(list(staged.values()))
-            raise _commit_error(exc, f"iteration {iteration} to {self.checkpoints_dir}") from exc
-        except BaseException:
-            self.storage.discard(list(staged.values()))
-            raise
-        if self.verbose >= 1:
-            kind = "checkpoint" if model is not None else f"placeholder ({reason})"
-            print(f"sb3-iter-ckpt: committed iteration {iteration} {kind} to {self.checkpoints_dir}")
-        return committed
-
-    def _files_of(self, iteration: int) -> builtins.list[str]:
-        """Every file this repository recorded for ``iteration`` (records first)."""
-        files: builtins.list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
-        for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
-            try:
-                parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
-                files += [f"{_CK}/{a.file}" for a in parsed.artifacts.values()]
-            except CheckpointError:
-                pass
-        return files
+        return self._committer.commit(
+            draft, sources, overwrite=overwrite, idempotent=idempotent, next_free=next_free, verbose=self.verbose
+        )
 
     # -- best model and summaries -------------------------------------------------------------------
-    # best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file system has them), never
-    # hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
-    # and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
-    # while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
-    # never replaced, never deleted, never a verify() problem.
-    def _owned_best_files(self) -> tuple[dict[str, builtins.list[dict[str, Any]]], bool]:
-        """What we last wrote under the best-file names (from ``training_summary.json``), and whether the
-        summary predates that field (then a copy of any committed artifact of the same kind counts as ours)."""
-        try:
-            summary = json.loads(self.storage.read_bytes(rec.TRAINING_SUMMARY))
-        except (CheckpointError, ValueError, RecursionError):
-            return {}, False
-        if not isinstance(summary, dict):
-            return {}, False
-        files = summary.get("best_files")
-        if not isinstance(files, dict):
-            return {}, "best" in summary  # an earlier version's summary: its best files were hard links
-        out: dict[str, builtins.list[dict[str, Any]]] = {}
-        for name in _BEST_FILES:
-            entries = files.get(name)
-            if isinstance(entries, list):
-                out[name] = [e for e in entries if isinstance(e, dict) and isinstance(e.get("sha256"), str)]
-        return out, False
-
-    def _best_file_state(self, name: str, owned: Sequence[Mapping[str, Any]], legacy: bool) -> _BestFile:
-        st = self.storage.stat_many([name]).get(name)
-        if st is None:
-            return _BestFile("absent")
-        for e in owned:  # the file as we left it (same inode/ETag, size, mtime): no need to read it
-            if e.get("size") == st.size and [e.get("mtime_ns"), e.get("inode"), e.get("etag")] == [
-                st.mtime_ns,
-                st.inode,
-                st.etag,
-            ]:
-                return _BestFile("ours", e["sha256"], st)
-        seen = self._best_seen.get(name)
-        if seen is not None and seen[0] == st:
-            digest: str | None = seen[1]
-        else:
-            try:
-                digest = self.storage.hash_file(name)[0]
-            except (IntegrityError, UnsafePathError):
-                return _BestFile("user", None, st)  # unreadable, a symlink out of the root: not ours to touch
-            self._best_seen[name] = (st, digest)
-        ours = {e["sha256"] for e in owned}
-        if legacy:
-            kind = _BEST_FILES[name]
-            ours |= {a.sha256 for c in self._scan()[0].values() if (a := c.artifacts.get(kind)) and a.sha256}
-        return _BestFile("ours" if digest in ours else "user", digest, st)
-
-    def _best_files(self) -> dict[str, _BestFile]:
-        owned, legacy = self._owned_best_files()
-        return {name: self._best_file_state(name, owned.get(name, []), legacy) for name in _BEST_FILES}
-
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
         (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.
@@ -1055,103 +409,34 @@ class CheckpointRepository:
         under those names that we did not write (SB3's ``EvalCallback(best_model_save_path=root)``,
         ``model.save``) is the user's: left as it is; the summary then names no ``best_model_file``.
         """
-        self._authorize_write()
-        best = self.best(monitor, mode)
-        found = self._best_files()
-        todo: dict[str, tuple[str, str] | None] = {}  # name -> (artifact, sha256) to copy there; None: remove ours
-        for name, kind in _BEST_FILES.items():
-            art = best.artifacts.get(kind) if best is not None else None
-            if found[name].owner == "user":
-                continue
-            if art is None:
-                if found[name].owner == "ours":
-                    todo[name] = None
-                continue
-            src = f"{_CK}/{art.file}"
-            digest = art.sha256 or self.storage.hash_file(src)[0]  # a legacy record has no hash
-            if found[name].sha256 != digest:
-                todo[name] = (src, digest)
+        self._trust.authorize_write(self._index)
+        rule = self.selection_rule(monitor, mode)
+        best = self._best(rule)
+        found = self._best_files.found()
+        todo = self._best_files.plan(best, found)
         if todo:
             # Crash-safe order: the summary first stops naming best_model.zip and records both the old and
             # the new content as ours, so a kill at any point leaves files we still recognize.
             pending = {name: t[1] for name, t in todo.items() if t is not None}
-            self._write_training_summary(monitor, mode, found, pending)
-            for name, t in todo.items():
-                if t is None:
-                    self.storage.delete(name)
-                    found[name] = _BestFile("absent")
-                else:
-                    self.storage.copy_file(t[0], name)
-                    found[name] = _BestFile("ours", t[1], self.storage.stat_many([name]).get(name))
-        self._write_training_summary(monitor, mode, found, None)
+            self._write_training_summary(rule, found, pending)
+            self._best_files.apply(todo, found)
+        self._write_training_summary(rule, found, None)
         return best
 
     def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """The content of ``training_summary.json`` (totals, best checkpoint, performance range)."""
-        return self._training_summary(monitor, mode, self._best_files(), None)
+        return self._training_summary(self.selection_rule(monitor, mode), self._best_files.found(), None)
 
     def _training_summary(
-        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+        self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
     ) -> dict[str, Any]:
         """``pending``: a refresh about to replace the best files (then no ``best_model_file`` is named)."""
-        d_monitor, d_mode = self.default_selection()
-        monitor, mode = monitor or d_monitor, mode or d_mode
-        cks = self.list()
-        best = self.best(monitor, mode)
-        from sb3_iter_ckpt.analysis import performance_range
-        from sb3_iter_ckpt.retention import is_pruned
-
-        # Same definition as the analysis: every record with a finite value, ties to the later iteration.
-        perf = performance_range(cks, monitor)
-        best_info = None
-        if best is not None:
-            bm = found[rec.BEST_MODEL]
-            best_model_ok = pending is None and bm.owner == "ours" and bool(best.sha256) and bm.sha256 == best.sha256
-            model_file = f"{_CK}/{best.artifacts['model'].file}"
-            best_info = {
-                "iteration": best.iteration,
-                "score": best.score(monitor),
-                "metrics": best.metrics,
-                "model_file": model_file,
-                "best_model_file": rec.BEST_MODEL if best_model_ok else None,
-                "sha256": best.sha256,
-                "timesteps": best.timesteps,
-            }
-            if bm.owner == "user":
-                best_info["best_model_note"] = (
-                    f"{rec.BEST_MODEL} is another tool's file (e.g. SB3's EvalCallback), left as it is; "
-                    f"this repository's best model is {model_file}"
-                )
-        best_files: dict[str, builtins.list[dict[str, Any]]] = {}
-        for name, f in found.items():
-            entries = []
-            if f.owner == "ours" and f.sha256 is not None:
-                st = f.stat
-                entries.append({"sha256": f.sha256} if st is None else _identity(f.sha256, st))
-            if pending and name in pending and pending[name] != f.sha256:
-                entries.append({"sha256": pending[name]})
-            best_files[name] = entries
-        return {
-            "schema_version": rec.SCHEMA_VERSION,
-            "updated_at": rec.utc_now(),
-            "checkpoints_dir": _CK,
-            "total_checkpoints": sum(c.has_model for c in cks),
-            "total_iterations": len(cks),
-            "placeholders": sum(not c.has_model and not is_pruned(c) for c in cks),
-            "pruned": sum(is_pruned(c) for c in cks),
-            "iterations": [c.iteration for c in cks],
-            "monitor": monitor,
-            "mode": mode,
-            "best": best_info,
-            "best_files": best_files,
-            "performance_range": perf,
-            "versions": versions(),
-        }
+        return summaries.training_summary(self.list(), self._best(rule), rule, found, pending)
 
     def _write_training_summary(
-        self, monitor: str | None, mode: str | None, found: Mapping[str, _BestFile], pending: Mapping[str, str] | None
+        self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
     ) -> dict[str, Any]:
-        summary = self._training_summary(monitor, mode, found, pending)
+        summary = self._training_summary(rule, found, pending)
         try:
             self.storage.write_atomic(rec.TRAINING_SUMMARY, rec.dumps(summary))
         except OSError as exc:
@@ -1160,8 +445,8 @@ class CheckpointRepository:
 
     def write_training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``training_summary.json`` atomically and return it."""
-        self._authorize_write()
-        return self._write_training_summary(monitor, mode, self._best_files(), None)
+        self._trust.authorize_write(self._index)
+        return self._write_training_summary(self.selection_rule(monitor, mode), self._best_files.found(), None)
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
         """After a commit: the best model's copy with ``training_summary.json``, then ``checkpoint_summary.json``.
@@ -1171,16 +456,13 @@ class CheckpointRepository:
         between the two never leaves a summary naming a file that holds another model.
         A failed write (disk full, I/O error, permission denied) raises ``CommitError``.
         """
-        self._authorize_write()
-        self._tls.authorized = True  # the writes below need no second check
+        self._trust.authorize_write(self._index)
         try:
-            with self.storage.lock():
+            with self._trust.authorized(), self.storage.lock():  # the writes below need no second check
                 self.update_best(monitor, mode)
                 self.write_summary(monitor, mode)
         except OSError as exc:
             raise _commit_error(exc, f"the best model and summaries of {self.root}") from exc
-        finally:
-            self._tls.authorized = False
 
     # -- experiment metadata files -------------------------------------------------------------------
     def read_metadata(self, name: str) -> dict[str, Any] | None:
@@ -1208,27 +490,16 @@ class CheckpointRepository:
         self, policy: RetentionPolicy | None, monitor: str | None = None, mode: str | None = None
     ) -> RetentionPlan:
         """What ``policy`` would remove; the best, the latest and every placeholder are protected."""
-        from sb3_iter_ckpt.retention import RetentionPlan, plan
+        return self._plan_retention(policy, self.selection_rule(monitor, mode), (monitor, mode) != (None, None))
+
+    def _plan_retention(self, policy: RetentionPolicy | None, rule: SelectionRule, chosen: bool) -> RetentionPlan:
+        """``chosen``: ``rule`` is not (only) the recorded selection, whose best stays protected too."""
+        from sb3_iter_ckpt.retention import plan
 
         cks = self.list()
-        best = self.best(monitor, mode)
+        best = self._best(rule)
         result = plan(cks, policy, best_iteration=best.iteration if best else None)
-        # Files of an unadopted legacy folder were not written by us: never delete them.
-        saved = {c.iteration: "unverified" for c in cks if not c.verified and c.iteration in result.remove}
-        # A monitor/mode given for keep_best_k must not unprotect the best by the recorded selection
-        # (the one best_model.zip and training_summary.json name).
-        recorded = self.best() if (monitor, mode) != (None, None) else None
-        if recorded is not None and recorded.iteration in result.remove:
-            saved[recorded.iteration] = "best"
-        if saved:
-            protected = dict(result.protected)
-            protected.update(saved)
-            result = RetentionPlan(
-                keep=tuple(sorted(set(result.keep) | set(saved))),
-                remove=tuple(i for i in result.remove if i not in saved),
-                protected=dict(sorted(protected.items())),
-            )
-        return result
+        return pruning.protect(result, cks, self.best() if chosen else None)
 
     def prune(
         self,
@@ -1263,64 +534,37 @@ class CheckpointRepository:
         """
         from sb3_iter_ckpt.retention import AnyOf, policy_from_args
 
-        d_monitor, d_mode = self.default_selection()
-        monitor, mode = monitor or d_monitor, _check_mode(mode or d_mode)
-        parts = [p for p in (policy, policy_from_args(keep_every_n, keep_last_n, keep_best_k, monitor, mode)) if p]
+        rule = self.selection_rule(monitor, mode)
+        shortcuts = policy_from_args(keep_every_n, keep_last_n, keep_best_k, rule.monitor, rule.mode)
+        parts = [p for p in (policy, shortcuts) if p]
         chosen = AnyOf(*parts) if len(parts) > 1 else (parts[0] if parts else self.retention_policy())
         if chosen is None:
-            return PruneResult(
-                plan=self.plan_retention(None, monitor, mode), removed=(), freed_bytes=0, dry_run=dry_run
-            )
+            return PruneResult(plan=self._plan_retention(None, rule, True), removed=(), freed_bytes=0, dry_run=dry_run)
         if not dry_run:
-            self._authorize_write()  # pruning rewrites records: never strip their signatures
-        removed: builtins.list[str] = []
-        freed = 0
+            self._trust.authorize_write(self._index)  # pruning rewrites records: never strip their signatures
         try:
             with self.storage.lock():
-                the_plan = self.plan_retention(chosen, monitor, mode)
-                if not dry_run and the_plan.remove:
-                    # Every moment consistent for a reader or a kill: the best link and the summaries first
-                    # name only what stays (the best is protected), then the deletions, then the summaries
-                    # again with the new counts. The recorded selection: keep_best_k's monitor does not
-                    # redefine "the best".
-                    self.refresh()
-                    for i in the_plan.remove:
-                        files, size = self._prune_iteration(self.get(i), remove_records)
-                        removed += files
-                        freed += size
-                    self.refresh()
+                the_plan = self._plan_retention(chosen, rule, True)
+                removed, freed = self._prune(the_plan, remove_records) if not dry_run else ([], 0)
         except OSError as exc:  # a read-only folder, disk full, I/O error
             raise _commit_error(exc, f"the pruned records of {self.root}") from exc
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
 
-    def _prune_iteration(self, ck: Checkpoint, remove_record: bool) -> tuple[builtins.list[str], int]:
-        # State before delete: the record stops naming the artifacts first, so a crash in
-        # between leaves unreferenced files, never a record pointing at a missing file. A record to
-        # remove goes last (after being marked pruned): a model never outlives its record (verify()
-        # reports a model without a record).
-        record_name = f"{_CK}/{ck.record_file}"
-        if ck.artifacts or not remove_record:
-            pruned = dict(ck.record)
-            pruned["pruned"] = {
-                "at": rec.utc_now(),
-                "artifacts": {k: {"file": a.file, "sha256": a.sha256, "size": a.size} for k, a in ck.artifacts.items()},
-            }
-            pruned["artifacts"] = {}
-            pruned.pop("signature", None)
-            if self._signer is not None:
-                pruned["signature"] = self._signer.sign(pruned)
-            self.storage.write_atomic(record_name, rec.dumps(pruned))
+    def _prune(self, the_plan: RetentionPlan, remove_records: bool) -> tuple[builtins.list[str], int]:
+        """Carry out ``the_plan`` (under the lock): (files removed, bytes freed)."""
         removed: builtins.list[str] = []
         freed = 0
-        for kind, art in ck.artifacts.items():
-            if kind not in rec.ARTIFACT_NAMES or strip_attempt(art.file) != rec.artifact_name(kind, ck.iteration):
-                continue  # a hand-edited record naming another file: not a file this repository wrote
-            if self.storage.delete(f"{_CK}/{art.file}"):
-                removed.append(f"{_CK}/{art.file}")
-                freed += art.size or 0
-        if remove_record:
-            self.storage.delete(record_name)
-            removed.insert(0, record_name)
+        if the_plan.remove:
+            # Every moment consistent for a reader or a kill: the best link and the summaries first
+            # name only what stays (the best is protected), then the deletions, then the summaries
+            # again with the new counts. The recorded selection: keep_best_k's monitor does not
+            # redefine "the best".
+            self.refresh()
+            for i in the_plan.remove:
+                files, size = pruning.prune_iteration(self.storage, self.get(i), remove_records, self._signer)
+                removed += files
+                freed += size
+            self.refresh()
         return removed, freed
 
     # -- analysis and summaries -----------------------------------------------------------------------
@@ -1338,34 +582,21 @@ class CheckpointRepository:
 
     def analyze(self, monitor: str | None = None, mode: str | None = None, top_k: int = 5) -> dict[str, Any]:
         """A JSON-serializable report across iterations: counts, top K, statistics, trend, disk use."""
+        return self._analyze(self.selection_rule(monitor, mode), top_k)
+
+    def _analyze(self, rule: SelectionRule, top_k: int = 5) -> dict[str, Any]:
         from sb3_iter_ckpt import analysis
 
-        d_monitor, d_mode = self.default_selection()
-        return analysis.analyze(
-            self.list(), monitor or d_monitor, _check_mode(mode or d_mode), top_k, size_on_disk=self.disk_usage()
-        )
+        return analysis.analyze(self.list(), rule.monitor, rule.mode, top_k, size_on_disk=self.disk_usage())
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""
-        self._authorize_write()
-        created = None
+        self._trust.authorize_write(self._index)
         try:
-            old = rec.loads(self.storage.read_bytes(rec.CHECKPOINT_SUMMARY), rec.CHECKPOINT_SUMMARY)
-            meta = old.get("metadata") if isinstance(old, dict) else None
-            created = meta.get("created_at") if isinstance(meta, dict) else None
+            old: bytes | None = self.storage.read_bytes(rec.CHECKPOINT_SUMMARY)
         except CheckpointError:
-            pass  # missing or damaged: this write replaces it
-        now = rec.utc_now()
-        summary = {
-            "schema_version": rec.SCHEMA_VERSION,
-            "metadata": {
-                "created_at": created if isinstance(created, str) else now,
-                "updated_at": now,
-                "versions": versions(),
-                "checkpoints_dir": _CK,
-            },
-            "analysis": self.analyze(monitor, mode),
-        }
+            old = None  # missing or unreadable: this write replaces it
+        summary = summaries.checkpoint_summary(self.analyze(monitor, mode), summaries.created_at(old))
         try:
             self.storage.write_atomic(rec.CHECKPOINT_SUMMARY, rec.dumps(summary))
         except OSError as exc:
@@ -1397,61 +628,6 @@ class CheckpointRepository:
             raise _commit_error(exc, f"the adopted records of {self.root}") from exc
 
     def _adopt(self) -> builtins.list[int]:
-        adopted: builtins.list[int] = []
-        self._authorize_write()  # an adopted record is signed with the key, never left unsigned
+        self._trust.authorize_write(self._index)  # an adopted record is signed with the key, never left unsigned
         with self.storage.lock():
-            good = dict(self._scan()[0])
-            listing = self.storage.listdir(_CK)
-            orphan_models = [p[1] for n in listing if (p := rec.parse_artifact_name(n)) and p[0] == "model"]
-            for i in sorted(set(orphan_models) - set(good)):
-                good[i] = rec._parse_legacy(rec.record_name(i), i, False, {}, self._model_path)
-            for i, ck in sorted(good.items()):
-                if ck.verified:
-                    continue
-                artifacts: dict[str, ArtifactInfo] = {}
-                for kind in ("model", "vecnormalize"):
-                    name = rec.artifact_name(kind, i)
-                    if ck.has_model and name in listing:
-                        digest, size = self.storage.hash_file(f"{_CK}/{name}")
-                        artifacts[kind] = ArtifactInfo(name, digest, size)
-                if ck.has_model and "model" not in artifacts:
-                    continue  # the legacy record's model is missing: leave it for verify() to report
-                record = rec.build(
-                    i,
-                    metrics=ck.metrics,
-                    artifacts=artifacts,
-                    reason=ck.reason,
-                    timesteps=None,
-                    extra={"adopted_at": rec.utc_now(), "legacy_record": ck.record},
-                )
-                if self._signer is not None:
-                    record["signature"] = self._signer.sign(record)
-                self.storage.write_atomic(f"{_CK}/{ck.record_file}", rec.dumps(record))
-                adopted.append(i)
-        return adopted
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    """What ``prune()`` decided and did.
-
-    :param plan: The ``RetentionPlan`` (keep, remove, protected with reasons).
-    :param removed: Files deleted (empty for a dry run).
-    :param freed_bytes: Bytes freed.
-    :param dry_run: Whether nothing was deleted on purpose.
-    """
-
-    plan: RetentionPlan
-    removed: tuple[str, ...]
-    freed_bytes: int
-    dry_run: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "keep": list(self.plan.keep),
-            "remove": list(self.plan.remove),
-            "protected": {str(k): v for k, v in self.plan.protected.items()},
-            "removed_files": list(self.removed),
-            "freed_bytes": self.freed_bytes,
-            "dry_run": self.dry_run,
-        }
+            return adoption.adopt(self.storage, self._scan()[0], self._index, self._signer)

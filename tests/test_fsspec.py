@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointExistsError, CheckpointRepository, CommitError
+from sb3_iter_ckpt.index import referenced
 from sb3_iter_ckpt.storage import (
     STORAGE_OPTIONS_ENV,
     FsspecStorage,
@@ -108,8 +109,8 @@ def test_second_attempt_gets_a_clear_error_and_its_artifacts_go(mem_url):
         commit(repo, 0, 2.0)
     # an attempt that passed the pre-check (a racing writer) loses at the create-only record
     late = CheckpointRepository(mem_url)
-    late.ensure_free = lambda *a, **k: None
-    late.has = lambda i: False
+    late._committer.ensure_free = lambda *a, **k: None
+    late._index.has = lambda i: False
     with pytest.raises(CheckpointExistsError, match="committed by another writer"):
         commit(late, 0, 3.0, model=b"loser")
     assert ck_names(repo) == ["metrics_iter_0.json", first.artifacts["model"].file]
@@ -230,7 +231,11 @@ def test_sweep_removes_only_unreferenced_artifacts_past_the_grace_period(mem_url
     assert ck_names(repo) == everything
     now = time.time_ns()
     clock = mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time_ns", return_value=now + 7 * HOURS)
-    removed = FsspecStorage(mem_url).sweep()
+    fresh = FsspecStorage(mem_url)
+    removed = fresh.sweep()  # told nothing of records: only an iteration without any record loses its old files
+    assert removed == [young.final]
+    fresh.references = referenced  # as a repository opens it
+    removed += fresh.sweep()
     gone = {s.final for s in (crashed, lost, before_ph, young)}
     assert set(removed) == gone
     assert ck_names(repo) == sorted(set(everything) - {p.split("/")[-1] for p in gone})

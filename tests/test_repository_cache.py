@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt import repository as repository_mod
+from sb3_iter_ckpt import index as index_mod
 from sb3_iter_ckpt.storage import LocalStorage
 from sb3_iter_ckpt.storage.local import _has_local_folder_times
 
@@ -21,7 +21,7 @@ from sb3_iter_ckpt.storage.local import _has_local_folder_times
 @pytest.fixture
 def settle(monkeypatch):
     """Shorten the settling delay (2 s) to 50 ms, still well above any file system's clock tick here."""
-    monkeypatch.setattr(repository_mod, "_SETTLED_NS", 50_000_000)
+    monkeypatch.setattr(index_mod, "_SETTLED_NS", 50_000_000)
 
     def wait() -> None:
         time.sleep(0.1)
@@ -151,7 +151,7 @@ def test_commit_has_and_get_cost_no_listing_of_the_folder(tmp_path, mocker):
 def test_a_scan_is_settled_by_the_clock_read_before_the_folder(tmp_path, monkeypatch):
     """A change landing after the listing, in the same timestamp tick, during a scan longer than 2 s."""
     clock = {"ns": 10 * 10**9}
-    monkeypatch.setattr(repository_mod, "time", types.SimpleNamespace(time_ns=lambda: clock["ns"]))
+    monkeypatch.setattr(index_mod, "time", types.SimpleNamespace(time_ns=lambda: clock["ns"]))
 
     class OneTick(LocalStorage):  # coarse timestamps: both commits below leave the folder's version as is
         def folder_version(self, folder):
@@ -160,7 +160,7 @@ def test_a_scan_is_settled_by_the_clock_read_before_the_folder(tmp_path, monkeyp
     writer = CheckpointRepository(tmp_path)
     reader = CheckpointRepository(tmp_path, storage=OneTick(tmp_path))
     _commit(writer, 0, 1.0)
-    scan = reader._scan_records
+    scan = reader._index.scan_records
 
     def slow_scan():
         result = scan()
@@ -168,9 +168,9 @@ def test_a_scan_is_settled_by_the_clock_read_before_the_folder(tmp_path, monkeyp
         clock["ns"] += 2_100_000_000
         return result
 
-    reader._scan_records = slow_scan
+    reader._index.scan_records = slow_scan
     assert [c.iteration for c in reader.list()] == [0]
-    reader._scan_records = scan
+    reader._index.scan_records = scan
     assert [c.iteration for c in reader.list()] == [0, 1]
 
 

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
+from sb3_iter_ckpt.index import referenced
 from sb3_iter_ckpt.storage import LocalStorage, check_name, sha256_bytes
 from sb3_iter_ckpt.storage import local as local_mod
 
@@ -266,8 +267,14 @@ def test_inward_symlinks_and_a_symlinked_root_are_fine(tmp_path):
 
 
 # -- sweep ---------------------------------------------------------------------------------------
+def _opened(st: LocalStorage) -> LocalStorage:
+    """``st`` as a repository opens it: told which files a committed record names."""
+    st.references = referenced
+    return st
+
+
 def test_sweep_rolls_back_a_dead_writers_intent(tmp_path):
-    st = LocalStorage(tmp_path)
+    st = _opened(LocalStorage(tmp_path))
     _commit(st, 0, b"keep")
     dead = _dead_pid()
     ck = tmp_path / CK
@@ -285,7 +292,7 @@ def test_sweep_rolls_back_a_dead_writers_intent(tmp_path):
 
 
 def test_sweep_keeps_a_committed_iteration_named_by_a_leftover_intent(tmp_path):
-    st = LocalStorage(tmp_path)
+    st = _opened(LocalStorage(tmp_path))
     _commit(st, 1, b"committed")
     (tmp_path / CK / ".sb3ckpt-intent-iter-1.json").write_text(
         json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"], "pid": 1})
@@ -318,6 +325,33 @@ def test_sweep_spares_live_and_recent_foreign_temporaries(tmp_path):
     os.utime(foreign_old, (old, old))
     assert st.sweep() == [f"{CK}/{foreign_old.name}"]
     assert live.exists() and foreign_new.exists() and unrelated.exists()
+
+
+def test_without_references_a_rollback_keeps_every_artifact(tmp_path):
+    """Storage never reads a record: until a repository tells it what records name, nothing named is removed."""
+    st = LocalStorage(tmp_path)
+    (tmp_path / CK).mkdir()
+    (tmp_path / CK / "model_iter_1.zip").write_bytes(b"renamed, no record yet")
+    (tmp_path / CK / ".sb3ckpt-intent-iter-1.json").write_text(
+        json.dumps({"record": f"{CK}/metrics_iter_1.json", "artifacts": [f"{CK}/model_iter_1.zip"]})
+    )
+    assert st.sweep() == [f"{CK}/.sb3ckpt-intent-iter-1.json"]
+    assert (tmp_path / CK / "model_iter_1.zip").exists()
+
+
+def test_a_forged_intent_cannot_delete_a_committed_record(tmp_path):
+    from sb3_iter_ckpt import CheckpointRepository
+
+    repo = CheckpointRepository(tmp_path)
+    repo.commit(3, metrics={}, reason="no_evaluation")
+    repo.commit(4, metrics={"mean_reward": 1.0}, model=b"model 4")
+    for i, names in ((3, ["no_model_iter_3.json", "model_iter_3.zip"]), (4, ["metrics_iter_4.json"])):
+        body = {"record": f"{CK}/metrics_iter_{i}.json" if i == 3 else f"{CK}/no_model_iter_4.json"}
+        body["artifacts"] = [f"{CK}/{n}" for n in names]
+        (tmp_path / CK / f".sb3ckpt-intent-iter-{i}.json").write_text(json.dumps(body))
+    CheckpointRepository(tmp_path)  # its sweep rolls the intents back
+    assert repo.iterations() == [3, 4] and repo.verify() == []
+    assert not list((tmp_path / CK).glob(".sb3ckpt-intent-*"))
 
 
 def test_sweep_of_a_missing_root_does_nothing(tmp_path):
@@ -389,7 +423,7 @@ def test_a_forged_intent_cannot_delete_committed_or_foreign_files(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_bytes(b"keep")
     root = tmp_path / "repo"
-    st = LocalStorage(root)
+    st = _opened(LocalStorage(root))
     _commit(st, 0, b"committed 0")
     st.write_atomic("best_model.zip", b"best")
     forged = {

@@ -29,10 +29,12 @@ from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.storage.base import (
     Capabilities,
     FileStat,
+    References,
     Source,
     Staged,
     Storage,
     check_name,
+    iteration_of,
     sha256_bytes,
     strip_attempt,
 )
@@ -93,6 +95,7 @@ __all__ = [
     "FileStat",
     "FsspecStorage",
     "LocalStorage",
+    "References",
     "RemoteRoot",
     "Source",
     "Staged",
@@ -100,6 +103,7 @@ __all__ = [
     "check_name",
     "display_root",
     "is_url",
+    "iteration_of",
     "sha256_bytes",
     "storage_for",
     "storage_options_from_env",

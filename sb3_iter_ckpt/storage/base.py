@@ -45,6 +45,19 @@ TMP_TAG = "sb3ckpt-tmp"
 _TMP_RE = re.compile(r"^\..+\.sb3ckpt-tmp-(?P<host>.+)-(?P<pid>[0-9]+)-(?P<rand>[0-9a-f]{8})\Z")
 _INTENT_RE = re.compile(r"^\.sb3ckpt-intent-iter-(0|[1-9][0-9]*)\.json\Z")
 LOCK_NAME = ".lock"
+# A name of one iteration's file (``model_iter_3.zip``, ``metrics_iter_3.json``): intents, attempt keys and the
+# sweep group files by iteration; which of them are records, and what a record names, is the repository's.
+_ITERATION_FILE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_iter_(?P<iteration>0|[1-9][0-9]*)\.[A-Za-z0-9]+\Z")
+
+#: ``references(storage, name)``: whether a committed record names the file ``name`` (True when unsure).
+#: Given by the repository that opens the storage: storage never parses a record itself.
+References = Callable[["Storage", str], bool]
+
+
+def iteration_of(file: str) -> int | None:
+    """The iteration a file name of one iteration belongs to (``model_iter_3.zip`` -> 3), else None."""
+    m = _ITERATION_FILE_RE.match(file)
+    return int(m["iteration"]) if m else None
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,9 @@ class Storage(ABC):
     """
 
     capabilities: Capabilities
+    #: Whether a committed record names a file (see ``References``); the opening repository sets it.
+    #: Until then (None) the sweep and ``discard`` keep every file a record might name.
+    references: References | None = None
 
     @property
     @abstractmethod
@@ -247,6 +263,10 @@ class Storage(ABC):
     @abstractmethod
     def sweep(self) -> list[str]:
         """Remove leftovers of dead writers; return what was removed."""
+
+    def named_by_a_record(self, name: str) -> bool:
+        """Whether a committed record names ``name``, as ``references`` tells (True when nobody told)."""
+        return True if self.references is None else self.references(self, name)
 
     def local_path(self, name: str) -> Path | None:
         """A local path for ``name`` when the backend has one (for display), else None."""

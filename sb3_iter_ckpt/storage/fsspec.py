@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import os
 import re
 import tempfile
@@ -277,23 +276,8 @@ class FsspecStorage(Storage):
                     self.fs.rm_file(self._path(s.temp))
 
     def _referenced(self, name: str) -> bool:
-        """Whether a record of ``name``'s iteration names it (True when unsure: keep the file)."""
-        folder, _, base = name.rpartition("/")
-        m = ATTEMPT_RE.match(base)
-        if m is None:
-            return True
-        prefix = f"{folder}/" if folder else ""
-        for kind in ("metrics", "no_model"):
-            try:
-                raw = self.read_bytes(f"{prefix}{kind}_iter_{int(m['iteration'])}.json")
-            except IntegrityError:
-                continue
-            except Exception:  # noqa: BLE001 - unreadable for another reason: unsure
-                return True
-            files = _record_files(raw)
-            if files is None or base in files:
-                return True
-        return False
+        """Whether a record names the attempt key ``name`` (True when unsure: keep the file)."""
+        return ATTEMPT_RE.match(name.rpartition("/")[2]) is None or self.named_by_a_record(name)
 
     def _create(self, path: str, data: bytes) -> None:
         """Create ``path`` only if it does not exist (``FileExistsError`` otherwise)."""
@@ -388,7 +372,8 @@ class FsspecStorage(Storage):
         Records are read only for iterations that need it: an iteration without any record loses
         its old artifacts unread; one with a model record and a single attempt's artifacts keeps
         them unread (that attempt is the record's); any other mix (a retried, lost or placeholder
-        attempt) reads its records and keeps every name they list. An unreadable record keeps all.
+        attempt) keeps every name its records list, as the repository's ``references`` reads them
+        (an unreadable record keeps all; without ``references`` everything of such an iteration stays).
         """
         listing = self.listdir(folder)
         now = time.time_ns()
@@ -410,34 +395,12 @@ class FsspecStorage(Storage):
             if recs:
                 if len(attempts[it]) == 1 and f"metrics_iter_{it}.json" in recs:
                     continue
-                keep: set[str] = set()
-                for r in recs:
-                    try:
-                        files = _record_files(self.read_bytes(prefix + r))
-                    except Exception:  # noqa: BLE001 - unreadable: keep everything of the iteration
-                        files = None
-                    if files is None:
-                        keep = set(names)
-                        break
-                    keep |= files
-                names = [n for n in names if n not in keep]
+                names = [n for n in names if not self.named_by_a_record(prefix + n)]
             for n in names:
                 with contextlib.suppress(Exception):  # one undeletable file must not stop the rest
                     if self.delete(prefix + n):
                         removed.append(prefix + n)
         return removed
-
-
-def _record_files(raw: bytes) -> set[str] | None:
-    """The artifact file names a record lists, or None when it cannot be read as a record."""
-    try:
-        rec = json.loads(raw)
-        arts = rec.get("artifacts", {})
-        if not isinstance(arts, dict):
-            return None
-        return {a["file"] for a in arts.values() if isinstance(a, dict) and isinstance(a.get("file"), str)}
-    except (ValueError, AttributeError, TypeError, KeyError):
-        return None
 
 
 def _mtime_ns(info: dict[str, Any]) -> int:

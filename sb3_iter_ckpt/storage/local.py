@@ -10,12 +10,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import sys
-import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
@@ -27,10 +25,9 @@ from sb3_iter_ckpt.errors import (
     IntegrityError,
     UnsafePathError,
 )
+from sb3_iter_ckpt.storage import rollback
 from sb3_iter_ckpt.storage.base import (
     _CHUNK,
-    _INTENT_RE,
-    _TMP_RE,
     LOCK_NAME,
     TMP_TAG,
     Capabilities,
@@ -39,7 +36,6 @@ from sb3_iter_ckpt.storage.base import (
     Staged,
     Storage,
     _HashingWriter,
-    _pid_alive,
     _token,
     already_committed,
     check_name,
@@ -312,8 +308,7 @@ class LocalStorage(Storage):
     ) -> None:
         record_path = self._path(record, for_write=True)
         folder = record_path.parent
-        intent_name = str(PurePosixPath(record).parent / f".sb3ckpt-intent-{PurePosixPath(record).stem}.json")
-        intent_name = re.sub(r"\.sb3ckpt-intent-(metrics|no_model)_iter_", ".sb3ckpt-intent-iter-", intent_name)
+        intent_name = rollback.intent_name(record)
         moved: list[Path] = []
         intent_path: Path | None = None
         rec_staged: Staged | None = None
@@ -352,24 +347,29 @@ class LocalStorage(Storage):
                 linked = True
                 self._fsync_dir(folder)
             except BaseException:
-                # Undo in the reverse order of publication: the record (the commit marker) first,
-                # so that no record is ever left naming an artifact this rollback removes.
-                if linked:
-                    with contextlib.suppress(OSError):
-                        os.unlink(record_path)
-                for p in moved:
-                    with contextlib.suppress(OSError):
-                        os.unlink(p)
-                self.discard([s for s in staged if self._path(s.final, for_write=True) not in moved])
-                if intent_path is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(intent_path)
+                self._undo_publish(record_path if linked else None, moved, staged, intent_path)
                 raise
             finally:
                 if rec_staged is not None:
                     self.discard([rec_staged])
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
+
+    def _undo_publish(
+        self, record: Path | None, moved: Sequence[Path], staged: Sequence[Staged], intent: Path | None
+    ) -> None:
+        # Undo in the reverse order of publication: the record (the commit marker) first,
+        # so that no record is ever left naming an artifact this rollback removes.
+        if record is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(record)
+        for p in moved:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+        self.discard([s for s in staged if self._path(s.final, for_write=True) not in moved])
+        if intent is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(intent)
 
     def restage(self, staged: Staged, name: str) -> Staged:
         """The same staged file, to be published under ``name`` (a rename at publish: nothing is copied)."""
@@ -421,73 +421,11 @@ class LocalStorage(Storage):
         except Timeout as exc:
             raise CommitError(f"could not lock {self.root} within {self.lock_timeout} s") from exc
 
-    def _is_stale_temp(self, name: str, st: FileStat, now_ns: int) -> bool:
-        m = _TMP_RE.search(name)
-        if m is None:
-            return False
-        if m.group("host") == socket.gethostname():
-            return not _pid_alive(int(m.group("pid")))
-        return now_ns - st.mtime_ns > self.temp_grace * 1e9
-
     def sweep(self, folders: Sequence[str] = ("", "checkpoints")) -> list[str]:
+        """Roll back intents of dead writers and remove stale temporaries (see ``storage.rollback``)."""
         if not self.root.is_dir():
             return []
-        now = time.time_ns()
-
-        def leftovers(folder: str) -> dict[str, FileStat]:
-            listing = self.listdir(folder, prefixes=(".",))  # intents and temporaries are hidden names
-            return {n: st for n, st in listing.items() if _INTENT_RE.match(n) or self._is_stale_temp(n, st, now)}
-
-        # A look without the lock first: opening a clean folder (a finished run, a seed script's
-        # folder, a read-only copy) creates no lock file and writes nothing.
-        if not any(leftovers(folder) for folder in folders):
-            return []
-        removed: list[str] = []
-        with self.lock():
-            for folder in folders:
-                listing = leftovers(folder)
-                prefix = f"{folder}/" if folder else ""
-                for name in listing:
-                    if _INTENT_RE.match(name):
-                        removed += self._rollback_intent(prefix + name)
-                for name in listing:
-                    if not _INTENT_RE.match(name):  # a stale temporary
-                        with contextlib.suppress(OSError):  # one undeletable file must not stop the rest
-                            if self.delete(prefix + name):
-                                removed.append(prefix + name)
-        return removed
-
-    def _rollback_intent(self, intent_name: str) -> list[str]:
-        """An intent seen under the lock belongs to a writer that died between rename and record.
-
-        Its artifacts are removed only when no record of its iteration exists, and only names of
-        that iteration in the intent's own folder: a corrupt or forged intent can cost nothing
-        but itself (never a committed file, never a file elsewhere).
-        """
-        removed: list[str] = []
-        intent_path = PurePosixPath(intent_name)
-        folder = intent_path.parent
-        m = _INTENT_RE.match(intent_path.name)
-        iteration = m.group(1) if m else None
-        try:
-            intent = json.loads(self.read_bytes(intent_name))
-            record = intent["record"]
-            artifacts = [a for a in intent["artifacts"] if isinstance(a, str)]
-        except (CheckpointError, ValueError, KeyError, TypeError):
-            record, artifacts = None, []
-        records = [str(folder / f"{kind}_iter_{iteration}.json") for kind in ("metrics", "no_model")]
-        if record in records and not any(self.exists(r) for r in records):
-            own = re.compile(rf"^[A-Za-z][A-Za-z0-9_]*_iter_{iteration}\.[A-Za-z0-9]+\Z")
-            for name in artifacts:
-                p = PurePosixPath(name)
-                if p.parent != folder or own.match(p.name) is None or name in records:
-                    continue
-                with contextlib.suppress(OSError, CheckpointError):
-                    if self.delete(name):
-                        removed.append(name)
-        if self.delete(intent_name):
-            removed.append(intent_name)
-        return removed
+        return rollback.sweep(self, folders, self.temp_grace)
 
 
 def _reflink(src_fd: int, dst_fd: int) -> bool:
