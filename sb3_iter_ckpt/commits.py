@@ -1,4 +1,4 @@
-"""``Committer``: durable commits of one repository's iterations, artifacts first, the metrics record last.
+"""``Publisher``: durable commits of one repository's iterations, artifacts first, the metrics record last.
 
 It chooses the number (an explicit one refused when taken; automatic numbering takes the next free
 one, also when another writer wins a race), stages the artifacts, builds and signs the record, and
@@ -44,7 +44,7 @@ class Draft:
     staged: dict[str, Staged] = field(default_factory=dict)
 
 
-class Committer:
+class Publisher:
     """The write path of one repository.
 
     :param storage: Where the files go.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from sb3_iter_ckpt import adoption, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
-from sb3_iter_ckpt.commits import Committer, Draft
+from sb3_iter_ckpt.commits import Draft, Publisher
 from sb3_iter_ckpt.commits import commit_error as _commit_error
 from sb3_iter_ckpt.errors import (
     CheckpointError,
@@ -119,7 +119,7 @@ class CheckpointRepository:
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
         self._best_files = BestFiles(self.storage, self._index)
-        self._committer = Committer(self.storage, self._index, self._trust, self.checkpoints_dir)
+        self._publisher = Publisher(self.storage, self._index, self._trust, self.checkpoints_dir)
         self.storage.references = referenced  # what the sweep may remove: storage never reads a record
         if sweep:
             try:
@@ -351,7 +351,7 @@ class CheckpointRepository:
         Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
         or another key): the callback calls this before any training time is spent.
         """
-        self._committer.ensure_free(iterations, overwrite)
+        self._publisher.ensure_free(iterations, overwrite)
 
     def commit(
         self,
@@ -395,7 +395,7 @@ class CheckpointRepository:
             raise CheckpointError("a placeholder holds no artifacts")
         draft = Draft(iteration, metrics, reason, timesteps, dict(extra or {}), has_model=model is not None)
         sources = {"model": model, "vecnormalize": vecnormalize, "replay_buffer": replay_buffer}
-        return self._committer.commit(
+        return self._publisher.commit(
             draft, sources, overwrite=overwrite, idempotent=idempotent, next_free=next_free, verbose=self.verbose
         )
 

@@ -109,7 +109,7 @@ def test_second_attempt_gets_a_clear_error_and_its_artifacts_go(mem_url):
         commit(repo, 0, 2.0)
     # an attempt that passed the pre-check (a racing writer) loses at the create-only record
     late = CheckpointRepository(mem_url)
-    late._committer.ensure_free = lambda *a, **k: None
+    late._publisher.ensure_free = lambda *a, **k: None
     late._index.has = lambda i: False
     with pytest.raises(CheckpointExistsError, match="committed by another writer"):
         commit(late, 0, 3.0, model=b"loser")
