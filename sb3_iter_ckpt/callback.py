@@ -452,10 +452,13 @@ class IterationCheckpointCallback(BaseCallback):
 
     # -- asynchronous commit (async_commit=True) -------------------------------------------------------
     def _submit(self, iteration: int) -> None:
-        self._surface()  # errors of earlier background commits surface at this boundary
         p = self._prepare(iteration, copy_state=True)
         if self._writer is None:
             self._writer = AsyncWriter(max_pending=1)
+        # One write pending at most, so this boundary waits for the previous one anyway: wait before
+        # surfacing, so its error surfaces here however slow the disk (not one iteration later).
+        self._writer.wait()
+        self._surface()
         self._writer.submit(lambda: self._background_commit(p), label=p)
 
     def _background_commit(self, p: _Pending) -> tuple[Checkpoint, BaseException | None]:
