@@ -325,6 +325,10 @@ def test_bad_iteration_is_reported_and_the_rest_stays_usable(case: Case, repo_co
         listed = [c.iteration for c in repo.list()]
     problems = repo.verify()
     assert problems and problems[0].iteration == 1, problems
+    # the report names the damaged file and says what is wrong with it
+    damaged = {"record": "metrics_iter_1.json", "model": "model_iter_1.zip", "vecnormalize": "vecnormalize_iter_1.pkl"}
+    assert problems[0].file == damaged[case.id.split("-")[0]], problems
+    assert isinstance(problems[0].message, str) and len(problems[0].message) > 10, problems
     assert 0 in listed and isinstance(repo.load(0, device="cpu"), PPO)
     assert repo.best().iteration == 0 if case.id.startswith("record-") else repo.best() is not None
     assert repo.next_iteration() == 2, "a damaged record still holds its iteration number"
@@ -344,7 +348,10 @@ def test_duplicate_records_of_one_iteration_are_reported(repo_copy: Path):
     _record(repo_copy, 1, placeholder=True).write_text(json.dumps(rec))
     repo = CheckpointRepository(repo_copy)
     assert repo.get(1).has_model, "the model record wins over a placeholder of the same iteration"
-    assert any("more than one record" in p.message for p in repo.verify())
+    dups = [p for p in repo.verify() if "more than one record" in p.message]
+    assert [(p.iteration, sorted(p.file.split(", "))) for p in dups] == [
+        (1, ["metrics_iter_1.json", "no_model_iter_1.json"])
+    ]  # in listing order, which the file system chooses
 
 
 def test_non_numeric_and_nan_metrics_never_make_the_best(repo_copy: Path):
