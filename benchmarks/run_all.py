@@ -6,6 +6,7 @@ Exit status: non-zero if any script failed (a missed goal is reported, not a fai
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -27,9 +28,26 @@ SCRIPTS = [
 ]
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run_all.py",
+        description="Run every benchmark script (full size: about 7 minutes on 2 cores) and summarize the goals.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="the smoke variants CI runs (tiny sizes, not measurements)"
+    )
+    parser.add_argument("scripts", nargs="*", metavar="SCRIPT", help=f"only these scripts, of: {' '.join(SCRIPTS)}")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.scripts if s not in SCRIPTS]
+    if unknown:
+        parser.error(f"unknown benchmark script(s): {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str]) -> int:
-    extra = [a for a in argv if a in ("--quick",)]
-    only = [a for a in argv if a.endswith(".py")]
+    args = _parse(argv)
+    extra = ["--quick"] if args.quick else []
+    only = args.scripts
     env = dict(os.environ)
     logdir = None
     if "SB3_LOGDIR" not in env:

@@ -308,7 +308,6 @@ class IterationCheckpointCallback(BaseCallback):
         assert self._current is not None
         iteration = self._current
         self._current += 1
-        self._committer.surface()  # async: errors of earlier background commits surface at this boundary
         self._committer.commit(self._prepare(iteration))
 
     def _reason(self) -> str:

@@ -91,6 +91,10 @@ class Committer:
         if self.options.async_commit:
             if self._jobs is None:
                 self._jobs = BackgroundJobs(max_pending=1)
+            # One write pending at most, so this boundary waits for the previous one anyway: wait before
+            # surfacing, so its error surfaces here however slow the disk (not one iteration later).
+            self._jobs.wait()
+            self.surface()
             self._jobs.submit(lambda: self._background_commit(p), label=p)
             return
         ck: Checkpoint | None

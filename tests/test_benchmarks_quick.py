@@ -46,3 +46,19 @@ def test_benchmark_quick_runs_and_prints_its_table(script, tmp_path):
     assert sum(ln.startswith("| ") for ln in lines) >= 3, "a header and rows"
     assert any(ln.startswith("GOAL ") for ln in lines), "the goal line with its ratio"
     assert not list(tmp_path.glob("sb3-iter-ckpt-bench-*")), "the benchmark cleans up after itself"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["-h"], ["--bogus"], ["no_such_bench.py"]])
+def test_run_all_help_and_bad_arguments_run_nothing(args, tmp_path):
+    """Regression: ``--help`` started the full seven-minute run instead of printing the usage."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "run_all.py"), *args],
+        env=dict(os.environ, SB3_LOGDIR=str(tmp_path / "sb3log")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == (0 if args[0] in ("--help", "-h") else 2), proc.stdout[-2000:]
+    assert proc.stdout.startswith("usage: "), proc.stdout[-2000:]
+    assert "### " not in proc.stdout and "## Goals" not in proc.stdout, "no benchmark ran"

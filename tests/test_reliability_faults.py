@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -312,15 +313,38 @@ def test_no_placeholder_when_even_that_cannot_be_written(repo_root, mocker):
     _assert_summaries_truthful(repo_root)
 
 
+def _slow_disk_for_iteration_1(mocker, cb: IterationCheckpointCallback) -> None:
+    """The worst case of a slow disk, made deterministic: iteration 1's background write starts only
+    once training has reached the next boundary's evaluation (192 timesteps)."""
+    reached = threading.Event()
+    evaluator, background_commit = cb.evaluator, cb._committer._background_commit
+
+    def evaluate(model, env):
+        if model.num_timesteps >= 192:
+            reached.set()
+        return evaluator(model, env)
+
+    def slow(p):
+        if p.iteration == 1:
+            assert reached.wait(timeout=120), "training never reached the next boundary"
+        return background_commit(p)
+
+    cb.evaluator = evaluate
+    mocker.patch.object(cb._committer, "_background_commit", slow)
+
+
 @pytest.mark.parametrize("async_commit", [False, True], ids=["sync", "async"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_on_error_raise_stops_training_with_a_clear_error(repo_root, mocker, fault, async_commit):
     FAULTS[fault](mocker)
     model, cb = _walk_forward(repo_root, on_error="raise", async_commit=async_commit)
+    if async_commit:
+        _slow_disk_for_iteration_1(mocker, cb)
     with pytest.raises(CommitError, match=f"iteration 1 .*{fault.split('-')[0]}"):
         model.learn(320, callback=cb)
     mocker.stopall()
     # synchronous: at the failing boundary; asynchronous: at the next one, where the error surfaces
+    # (however long the failing write took), before anything of a later iteration is written
     assert model.num_timesteps == (192 if async_commit else 128)
     repo = CheckpointRepository(repo_root)
     assert repo.iterations() == [0]

@@ -2,7 +2,8 @@
 
 One real walk-forward (two iterations, model + VecNormalize) is trained once per module; every case
 works on a copy of it, breaks one thing, and checks that the refused call changed no file and that
-the iteration it did not touch still loads.
+the iteration it did not touch still loads (where the damage is the whole folder's, that iteration is
+refused with a package error too).
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class Case:
     match: str | None = None
     #: The bytes match their record (or verify=False): the loader runs and must fail cleanly.
     hash_matches: bool = False
+    #: Iteration 0 is untouched by the damage and must still load (False: the whole folder is damaged).
+    untouched: bool = True
 
 
 def _no_setup(root: Path) -> None:
@@ -262,11 +265,12 @@ CASES = [
     Case("storage-delete-escape", _no_setup, lambda repo: repo.storage.delete("checkpoints/../../x"), UnsafePathError),
     Case("symlinked-model-outside", _symlink_model_outside, _load1, UnsafePathError, "not followed"),
     Case("symlinked-record-outside", _symlink_record_outside, lambda repo: repo.get(1), UnsafePathError),
-    Case("symlinked-checkpoints-outside-commit", _symlink_checkpoints_outside, _commit(2), UnsafePathError, "outside"),
+    Case("symlinked-checkpoints-outside-commit", _symlink_checkpoints_outside, _commit(2), UnsafePathError, "outside",
+         untouched=False),
     # -- selection -------------------------------------------------------------------------------
     Case("best-unknown-mode", _no_setup, lambda repo: repo.best(mode="up"), CheckpointError, "mode"),
     Case("load-best-empty-repository", lambda r: shutil.rmtree(r / CK), lambda repo: repo.load_best(),
-         CheckpointNotFound),
+         CheckpointNotFound, untouched=False),
     Case("load-best-non-numeric-monitor", _no_setup, lambda repo: repo.load_best(monitor="regime"),
          CheckpointNotFound),
     # -- signing ---------------------------------------------------------------------------------
@@ -294,9 +298,12 @@ def test_bad_input(case: Case, repo_copy: Path, mocker):
     if not case.hash_matches:
         assert load_spy.call_count == 0, "refused before anything was unpickled"
     assert _snapshot(repo_copy) == before, "the refused call changed files"
-    if case.setup is not _no_setup or "load-best" in case.id:
-        return
-    assert isinstance(repo.load(0, device="cpu"), PPO), "the untouched iteration still loads"
+    if case.untouched:
+        assert isinstance(repo.load(0, device="cpu"), PPO), "the untouched iteration still loads"
+        assert CheckpointRepository(repo_copy).get(0).has_model, "and a new repository object sees it too"
+    else:  # the damage is to the whole folder: iteration 0 is refused the same clean way
+        with pytest.raises(CheckpointError):
+            repo.load(0, device="cpu")
 
 
 # Damage that verify() can see without loading (files that match their record need a load to tell).
@@ -318,6 +325,10 @@ def test_bad_iteration_is_reported_and_the_rest_stays_usable(case: Case, repo_co
         listed = [c.iteration for c in repo.list()]
     problems = repo.verify()
     assert problems and problems[0].iteration == 1, problems
+    # the report names the damaged file and says what is wrong with it
+    damaged = {"record": "metrics_iter_1.json", "model": "model_iter_1.zip", "vecnormalize": "vecnormalize_iter_1.pkl"}
+    assert problems[0].file == damaged[case.id.split("-")[0]], problems
+    assert isinstance(problems[0].message, str) and len(problems[0].message) > 10, problems
     assert 0 in listed and isinstance(repo.load(0, device="cpu"), PPO)
     assert repo.best().iteration == 0 if case.id.startswith("record-") else repo.best() is not None
     assert repo.next_iteration() == 2, "a damaged record still holds its iteration number"
@@ -337,7 +348,10 @@ def test_duplicate_records_of_one_iteration_are_reported(repo_copy: Path):
     _record(repo_copy, 1, placeholder=True).write_text(json.dumps(rec))
     repo = CheckpointRepository(repo_copy)
     assert repo.get(1).has_model, "the model record wins over a placeholder of the same iteration"
-    assert any("more than one record" in p.message for p in repo.verify())
+    dups = [p for p in repo.verify() if "more than one record" in p.message]
+    assert [(p.iteration, sorted(p.file.split(", "))) for p in dups] == [
+        (1, ["metrics_iter_1.json", "no_model_iter_1.json"])
+    ]  # in listing order, which the file system chooses
 
 
 def test_non_numeric_and_nan_metrics_never_make_the_best(repo_copy: Path):

@@ -121,9 +121,14 @@ class LocalStorage(Storage):
             os.close(fd)
 
     def _mkdirs(self, folder: Path) -> None:
-        if not folder.is_dir():
-            folder.mkdir(parents=True, exist_ok=True)
-            self._fsync_dir(folder.parent)
+        # One level at a time: each created folder's entry must be made durable in its own parent.
+        missing = []
+        while not folder.is_dir() and folder != folder.parent:
+            missing.append(folder)
+            folder = folder.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            self._fsync_dir(path.parent)
 
     # -- reading ---------------------------------------------------------------------------------
     def read_bytes(self, name: str) -> bytes:
