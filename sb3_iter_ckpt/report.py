@@ -1325,7 +1325,7 @@ def render_report(data: ReportData) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f'<meta name="generator" content="sb3-iter-ckpt {_e(__version__)}, plotly.js {_e(version)}">'
         f'<link rel="icon" href="data:,"><title>{_e(data.experiment)}: walk-forward report</title>'
-        f"<style>{_CSS}</style></head><body><main>{''.join(sections)}</main>"
+        f"<style>{_CSS}</style><noscript><style>.chart{{display:none}}</style></noscript></head><body><main>{''.join(sections)}</main>"
         f"<script>{bundle}</script><script>{_SCRIPT}</script></body></html>"
     )
 

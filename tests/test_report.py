@@ -571,6 +571,7 @@ def test_with_javascript_off_the_forward_charts_are_tables(traded, open_page, tm
     out = write_report(traded.root, tmp_path / "report.html", forward=fwd)
     page = open_page(out, javascript=False).page
     assert page.locator(".js-plotly-plot").count() == 0
+    assert not page.locator(FORWARD).is_visible()  # no empty chart area above the table
     windows = page.locator("#forward-curve table.windows")
     assert windows.is_visible() and windows.locator("tbody tr").count() == len(traded.chosen)
     assert f"{traded.chosen[0].metrics['total_return']:.2%}" in windows.locator("tbody tr").first.inner_text()
