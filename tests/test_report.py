@@ -7,6 +7,8 @@ one that logs an error.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import re
 import shutil
@@ -14,23 +16,31 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("plotly")
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository  # noqa: E402
 from sb3_iter_ckpt.cli import EXIT_ERROR, EXIT_INTEGRITY, EXIT_OK, main  # noqa: E402
+from sb3_iter_ckpt.forward import evaluate_forward, placeholder_forward, stitch  # noqa: E402
 from sb3_iter_ckpt.report import (  # noqa: E402
     FORWARD_MISSING,
+    MAX_HISTOGRAM_BINS,
     MAX_LINE_POINTS,
     IterationRow,
     ReportData,
+    bin_logits,
     collect_report,
     decimate_line,
+    forward_curve,
+    forward_data,
+    forward_data_from_results,
     plotly_bundle,
     render_report,
     write_report,
 )
+from sb3_iter_ckpt.splitter import WalkForwardSplitter  # noqa: E402
 
 SCORES = "#chart-scores"
 
@@ -374,3 +384,339 @@ def test_an_s3_repository_is_reported_into_a_local_file(tmp_path, open_page, mon
     traces = _wait_for_chart(page)
     assert traces[0]["y"] == [0.0, 0.5, 1.0]
     assert "s3://reports/exp" in page.inner_text("header")
+
+
+# -- the forward sections ---------------------------------------------------------------------------------------
+FORWARD = "#chart-forward"
+SHORT, LONG = 0, 2  # TradingEnv's actions
+
+
+def _figure(page, selector: str) -> dict:
+    """Wait until Plotly has drawn ``selector``; its traces (with the points Plotly computed), shapes, annotations."""
+    page.wait_for_function(f"() => document.querySelector('{selector}')?._fullLayout !== undefined")
+    return page.evaluate(
+        f"""() => {{
+        const gd = document.querySelector('{selector}');
+        return {{
+            traces: gd.data.map((t, i) => ({{name: t.name, type: t.type, x: t.x, y: t.y, text: t.text,
+                                            points: gd.calcdata[i].length}})),
+            shapes: (gd.layout.shapes || []).map(s => ({{type: s.type, name: s.name, x0: s.x0}})),
+            annotations: (gd.layout.annotations || []).map(a => ({{name: a.name, text: a.text}})),
+            drawn: gd.querySelectorAll('.scatterlayer .trace, .barlayer .trace').length,
+        }};
+    }}"""
+    )
+
+
+def _by_name(figure: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in figure["traces"]}
+
+
+def _real_forward(root: Path, prices, windows, name: str) -> list:
+    """Every iteration of a real run trades its test part: the committed model loaded through the repository
+    (hash-verified, with its VecNormalize), or flat for a placeholder."""
+    repo = CheckpointRepository(root)
+    env_kwargs = repo.read_metadata("walk_forward.json")["config"]["env_kwargs"]
+    results = []
+    for w in windows:
+        ck = repo.get(w.iteration)
+        if not ck.has_model:
+            results.append(placeholder_forward(prices, w, iteration=w.iteration, candidate=name))
+            continue
+        vecnormalize = (
+            functools.partial(repo.load_vecnormalize, w.iteration) if "vecnormalize" in ck.artifacts else None
+        )
+        model = repo.load(w.iteration)
+        results.append(
+            evaluate_forward(
+                model,
+                prices,
+                w,
+                iteration=w.iteration,
+                candidate=name,
+                env_kwargs=env_kwargs,
+                vecnormalize=vecnormalize,
+            )
+        )
+    return results
+
+
+@dataclass
+class Traded:
+    root: Path
+    prices: object
+    chosen: list
+    candidates: dict
+    selection: dict
+    selection_returns: dict
+    scores: dict
+
+
+@pytest.fixture(scope="module")
+def traded(tmp_path_factory, prices, tiny_algo):
+    """Two real tiny walk-forwards with test parts (two seeds: two candidates); per window the candidate with
+    the better validation Sharpe (a model beats a placeholder) is chosen, as the candidates' run does."""
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    base = tmp_path_factory.mktemp("traded") / "results" / "exp"
+    splitter = WalkForwardSplitter(train_size=150, val_size=60, test_size=60)
+    windows = list(splitter.split(prices))
+    candidates, selection, returns = {}, {}, {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+        for k, seed in enumerate((7, 9)):
+            name, root = f"ppo-s{k}", base / "candidates" / f"ppo-s{k}"
+            WalkForwardRunner(
+                prices, splitter, root, 128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=seed,
+                min_score=0.0,
+            ).run()  # fmt: skip
+            candidates[name] = _real_forward(root, prices, windows, name)
+            cks = {c.iteration: c for c in CheckpointRepository(root).list()}
+            selection[name] = {i: c.score("validation.sharpe") if c.has_model else None for i, c in cks.items()}
+            returns[name] = {i: c.score("validation.cagr") if c.has_model else None for i, c in cks.items()}
+    chosen, scores, chosen_returns = [], {}, {}
+    for w in windows:
+        known = {n: s[w.iteration] for n, s in selection.items() if s[w.iteration] is not None}
+        name = max(known, key=known.get) if known else "ppo-s0"
+        chosen.append(candidates[name][w.iteration])
+        scores[w.iteration], chosen_returns[w.iteration] = known.get(name), returns[name][w.iteration]
+    assert len(windows) >= 3 and any(not r.placeholder for r in chosen)
+    return Traded(base / "candidates" / "ppo-s0", prices, chosen, candidates, selection, chosen_returns, scores)
+
+
+def _traded_forward(t: Traded, **kw):
+    args = dict(
+        selection_scores=t.scores, selection_returns=t.selection_returns, candidate_results=t.candidates,
+        candidate_selection=t.selection,
+    )  # fmt: skip
+    return forward_data_from_results(t.chosen, t.prices, **{**args, **kw})
+
+
+def test_the_forward_sections_draw_real_forward_data_in_a_real_browser(traded, open_page, tmp_path):
+    fwd = _traded_forward(traded)
+    assert fwd.reason is None and fwd.report is not None
+    report = fwd.report
+    stitched = stitch(traded.chosen, traded.prices)
+    out = write_report(traded.root, tmp_path / "report.html", forward=fwd)
+    opened = open_page(out)
+    page = opened.page
+
+    # (2) the stitched curve against buy-and-hold and flat; one marker and one label per window; drawdown under it
+    curve = _figure(page, FORWARD)
+    traces = _by_name(curve)
+    assert len(curve["traces"]) == 4 and curve["drawn"] == 4, list(traces)
+    equity = traces["forward equity (stitched test parts)"]
+    assert equity["points"] == len(stitched.rows) == len(equity["x"])
+    assert equity["x"] == list(stitched.dates)
+    assert equity["y"] == pytest.approx(stitched.equity, abs=1e-6)
+    hold = traces["buy-and-hold (same periods)"]
+    assert hold["points"] == len(stitched.rows)
+    assert hold["y"] == pytest.approx(np.cumprod(1 + np.asarray(stitched.asset_returns)), abs=1e-6)
+    assert traces["flat (no position)"]["y"] == [1.0, 1.0]
+    drawdown = traces["drawdown of the forward equity"]
+    peak = np.maximum.accumulate(np.concatenate([[1.0], stitched.equity]))[1:]
+    assert drawdown["y"] == pytest.approx(np.asarray(stitched.equity) / peak - 1, abs=1e-6)
+    lines = [s for s in curve["shapes"] if s["type"] == "line"]
+    starts = [stitched.dates[stitched.iterations.index(r.iteration)] for r in traded.chosen]
+    assert [s["x0"] for s in lines] == starts  # one boundary marker per window, where its first period is
+    labels = [a["text"] for a in curve["annotations"] if (a["name"] or "").startswith("window")]
+    expected = [f"#{r.iteration} {'placeholder (flat)' if r.placeholder else r.candidate}" for r in traded.chosen]
+    assert labels == expected
+    assert len([s for s in curve["shapes"] if s["type"] == "rect"]) == sum(r.placeholder for r in traded.chosen)
+
+    # (3) selection score next to forward score, and every candidate per window
+    its = report["iterations"]
+    pairs = _by_name(_figure(page, "#chart-selection-forward"))
+    assert pairs["selection score (validation.sharpe, validation)"]["y"] == [traded.scores[i["iteration"]] for i in its]
+    assert pairs["forward sharpe (test part, unseen)"]["y"] == [r.metrics["sharpe"] for r in traded.chosen]
+    assert pairs["forward sharpe (test part, unseen)"]["points"] == len(traded.chosen)
+    cands = _figure(page, "#chart-candidates")
+    assert len(cands["traces"]) == 2 * len(traded.candidates) + 1
+    by = _by_name(cands)
+    for name, results in traded.candidates.items():
+        assert by[f"{name}: forward sharpe"]["y"] == [r.metrics["sharpe"] for r in results]
+    chosen = [r for r in traded.chosen if r.candidate in traded.candidates]
+    assert by["chosen: traded the stitched curve"]["text"] == [r.candidate for r in chosen]
+
+    # (4) the numbers, each with its sentence; the CSCV logits pre-binned into a histogram
+    numbers = page.inner_text("#numbers")
+    assert numbers.count("How to read it:") == 4
+    bh = report["baseline"]["buy_and_hold"]
+    assert f"{bh['total_return']:.2%}" in page.inner_text("#numbers table.baseline")
+    assert f"{report['deflated_sharpe']:.3f}" in page.inner_text("#numbers")
+    pbo = report["pbo"]
+    assert pbo is not None and len(pbo["logits"]) == pbo["n_combinations"] == 12_870
+    assert f"{pbo['pbo']:.3f} over 12870 combinations" in numbers
+    hist = _figure(page, "#chart-logits")
+    bars = [t for t in hist["traces"] if t["type"] == "bar"]
+    assert len(bars) == 2 and sum(len(t["x"]) for t in bars) <= MAX_HISTOGRAM_BINS
+    assert sum(sum(t["y"]) for t in bars) == len(pbo["logits"])
+    assert sum(_by_name(hist)[bars[0]["name"]]["y"]) / len(pbo["logits"]) == pytest.approx(pbo["pbo"])
+    assert page.locator("#forward-iterations tbody tr").count() == len(its)
+
+    # the header names the candidates; the checkpoint table has the forward score
+    assert "ppo-s0, ppo-s1" in page.inner_text("header")
+    kept = next(r for r in traded.chosen if r.candidate == "ppo-s0" and not r.placeholder)
+    row = page.inner_text(f"tr[data-iteration='{kept.iteration}']")
+    assert f"{kept.metrics['sharpe']:.4g}" in row
+
+    page.screenshot(path=str(tmp_path / "forward.png"), full_page=True)
+    assert (tmp_path / "forward.png").stat().st_size > 10_000
+    assert opened.foreign_requests(out.resolve().as_uri()) == []
+    assert opened.errors() == []
+
+
+def test_with_javascript_off_the_forward_charts_are_tables(traded, open_page, tmp_path):
+    fwd = _traded_forward(traded)
+    out = write_report(traded.root, tmp_path / "report.html", forward=fwd)
+    page = open_page(out, javascript=False).page
+    assert page.locator(".js-plotly-plot").count() == 0
+    assert not page.locator(FORWARD).is_visible()  # no empty chart area above the table
+    windows = page.locator("#forward-curve table.windows")
+    assert windows.is_visible() and windows.locator("tbody tr").count() == len(traded.chosen)
+    assert f"{traded.chosen[0].metrics['total_return']:.2%}" in windows.locator("tbody tr").first.inner_text()
+    logits = page.locator("#numbers table.fallback")  # the histogram's bins
+    assert logits.count() == 1
+    assert logits.locator("tbody tr").count() == len(bin_logits(fwd.report["pbo"]["logits"]))
+
+
+def test_without_forward_data_each_forward_section_says_why(traded, open_page, tmp_path):
+    why = "no forward results: this run has no test parts (test_size 0)"
+    out = write_report(traded.root, tmp_path / "report.html", forward=forward_data(None, reason=why))
+    opened = open_page(out)
+    page = opened.page
+    _wait_for_chart(page)
+    assert page.locator("#forward-curve .unavailable").inner_text() == f"not available: {why}"
+    assert page.locator("#numbers .unavailable").count() == 4
+    assert all(why in t for t in page.locator("#numbers .unavailable").all_inner_texts())
+    assert page.locator("#scores .unavailable").count() == 2
+    assert page.locator("#chart-forward, #chart-selection-forward, #chart-logits").count() == 0
+    assert opened.errors() == []
+    # results that do not fit together: the page says why instead of failing
+    assert "no iteration traded a test part" in (forward_data_from_results([], traded.prices).reason or "")
+    overlap = forward_data_from_results([traded.chosen[0], traded.chosen[0]], traded.prices)
+    assert overlap.report is None and "could not be combined" in (overlap.reason or "")
+
+
+def test_pbo_null_shows_its_reason_and_no_histogram(traded, open_page, tmp_path):
+    # a run without candidates: one model per window, so no PBO (it compares candidates)
+    plain = [dataclasses.replace(r, candidate=None) for r in traded.chosen]
+    fwd = forward_data_from_results(plain, traded.prices, selection_scores=traded.scores)
+    assert fwd.report["pbo"] is None
+    out = write_report(traded.root, tmp_path / "report.html", forward=fwd)
+    opened = open_page(out)
+    page = opened.page
+    _figure(page, FORWARD)
+    assert page.locator("#chart-logits, #chart-candidates").count() == 0
+    assert fwd.report["pbo_reason"] in page.inner_text("#numbers")
+    assert "this run compared no candidates" in page.inner_text("#scores")
+    assert "one model per window" in page.inner_text("header")
+    assert opened.errors() == []
+
+
+def test_placeholder_only_windows_render_a_flat_curve_and_say_why_there_is_no_dsr(traded, open_page, tmp_path):
+    windows = list(WalkForwardSplitter(train_size=150, val_size=60, test_size=60).split(traded.prices))
+    flat = [placeholder_forward(traded.prices, w, iteration=w.iteration) for w in windows]
+    fwd = forward_data_from_results(flat, traded.prices)
+    out = write_report(traded.root, tmp_path / "report.html", forward=fwd)
+    opened = open_page(out)
+    page = opened.page
+    curve = _figure(page, FORWARD)
+    assert set(_by_name(curve)["forward equity (stitched test parts)"]["y"]) == {1.0}
+    assert len([s for s in curve["shapes"] if s["type"] == "rect"]) == len(windows)
+    labels = [a["text"] for a in curve["annotations"] if (a["name"] or "").startswith("window")]
+    assert labels == [f"#{w.iteration} placeholder (flat)" for w in windows]
+    assert f"iteration(s) {[w.iteration for w in windows]} kept no model" in page.inner_text("#forward-curve")
+    assert fwd.report["deflated_sharpe_reason"] in page.inner_text("#deflated-sharpe ~ p.unavailable")
+    flats = _by_name(_figure(page, "#chart-selection-forward"))["placeholder: no model, flat on its test part"]
+    assert flats["x"] == [w.iteration for w in windows]
+    assert opened.errors() == []
+
+
+class _Rule:
+    """A model double: long after a rise (``sign=1``) or after a fall (``sign=-1``)."""
+
+    def __init__(self, sign: int):
+        self.sign = sign
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=False):
+        last = float(np.asarray(obs).reshape(-1)[-2]) * self.sign  # the observation ends with the position
+        return np.array([LONG if last > 0 else SHORT]), None
+
+
+@pytest.fixture(scope="module")
+def hundred_forward(tmp_path_factory):
+    """100 iterations with forward data over 13,125 prices (12,499 forward periods), two candidates,
+    placeholders at 5, 50 and 51."""
+    from sb3_iter_ckpt.data import synthetic_prices
+
+    root = tmp_path_factory.mktemp("hundred-forward") / "exp"
+    placeholders = {5, 50, 51}
+    _synthetic(root, 100, placeholders=placeholders)
+    prices = synthetic_prices(500 + 125 + 100 * 125, seed=5)
+    windows = list(WalkForwardSplitter(train_size=500, val_size=125, test_size=125).split(prices))
+    assert len(windows) == 100
+    cands = {}
+    for name, sign in (("momentum", 1), ("contrarian", -1)):
+        cands[name] = [
+            placeholder_forward(prices, w, iteration=w.iteration, candidate=name)
+            if w.iteration in placeholders
+            else evaluate_forward(_Rule(sign), prices, w, iteration=w.iteration, candidate=name)
+            for w in windows
+        ]
+    chosen = [cands["momentum" if w.iteration % 3 else "contrarian"][w.iteration] for w in windows]
+    scores = {c.iteration: c.score("validation.sharpe") for c in CheckpointRepository(root).list()}
+    fwd = forward_data_from_results(chosen, prices, selection_scores=scores, candidate_results=cands)
+    return write_report(root, root.parent / "report.html", forward=fwd), fwd
+
+
+def test_the_page_at_100_iterations_with_forward_data_is_under_6_mb_and_binned(hundred_forward, open_page):
+    path, fwd = hundred_forward
+    assert path.stat().st_size < 6_000_000
+    # 100 test parts of 125 rows, the last one period short (it ends on the last row of the data)
+    assert len(fwd.curve.x) == 12_499 and len(fwd.report["pbo"]["logits"]) == 12_870
+    opened = open_page(path)
+    page = opened.page
+    curve = _figure(page, FORWARD)
+    for t in curve["traces"]:
+        assert len(t["x"]) <= MAX_LINE_POINTS, t["name"]  # pre-binned
+    assert len([s for s in curve["shapes"] if s["type"] == "line"]) == 100
+    assert len([s for s in curve["shapes"] if s["type"] == "rect"]) == 3
+    hist = _figure(page, "#chart-logits")
+    assert sum(len(t["x"]) for t in hist["traces"] if t["type"] == "bar") <= MAX_HISTOGRAM_BINS
+    assert sum(sum(t["y"]) for t in hist["traces"] if t["type"] == "bar") == 12_870
+    assert len(_figure(page, "#chart-candidates")["traces"]) == 3
+    assert opened.errors() == []
+
+
+def test_bin_logits_keeps_distinct_values_and_bins_many_with_zero_on_the_overfit_side():
+    assert bin_logits([-0.69, 0.69, 0.69, 0.0]) == [(-0.69, -0.69, 1), (0.0, 0.0, 1), (0.69, 0.69, 2)]
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0.3, 1.0, 12_869), [0.0]])
+    bins = bin_logits(logits)
+    assert len(bins) == MAX_HISTOGRAM_BINS and sum(n for _, _, n in bins) == len(logits)
+    assert any(hi == 0.0 for _, hi, _ in bins)  # 0 is an edge: every bin lies on one side of it
+    overfit = sum(count for _, hi, count in bins if hi <= 0)
+    assert overfit == int(np.sum(logits <= 0))
+    assert bin_logits([]) == []
+
+
+def test_forward_curve_by_hand():
+    from sb3_iter_ckpt.forward import StitchedForward
+
+    returns = (-0.1, 0.2, -0.25, 0.5)
+    equity = tuple(np.cumprod(1 + np.asarray(returns)))
+    stitched = StitchedForward(
+        rows=(3, 4, 5, 6), dates=None, iterations=(0, 0, 1, 1), candidates=("a", "a", None, None),
+        placeholders=(False, False, True, True), positions=(1, 1, 0, 0), returns=returns, equity=equity,
+        asset_returns=(0.1, -0.1, 0.0, 0.1), periods_per_year=252,
+    )  # fmt: skip
+    curve = forward_curve(stitched)
+    assert curve.x == [3, 4, 5, 6] and not curve.dated
+    assert curve.equity == pytest.approx([0.9, 1.08, 0.81, 1.215])
+    assert curve.drawdown == pytest.approx([-0.1, 0.0, -0.25, 0.0])  # the peak starts at 1.0
+    assert curve.buy_and_hold == pytest.approx([1.1, 0.99, 0.99, 1.089])
+    assert [(w.iteration, w.candidate, w.placeholder, w.first, w.last) for w in curve.windows] == [
+        (0, "a", False, 0, 1),
+        (1, None, True, 2, 3),
+    ]
