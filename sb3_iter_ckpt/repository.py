@@ -438,11 +438,12 @@ class CheckpointRepository:
         except OSError as exc:
             raise _commit_error(exc, f"the forward result of iteration {ck.iteration} to {self.root}") from exc
 
-    def write_forward_returns(self, curve: StitchedForward) -> None:
-        """Write the stitched forward curve as ``forward_returns.csv`` at the root, atomically."""
+    def write_forward_returns(self, curve: StitchedForward | bytes) -> None:
+        """Write the stitched forward curve (or its ``to_csv_bytes()``) as ``forward_returns.csv``, atomically."""
         self._trust.authorize_write(self._index, scan=False)
+        data = curve if isinstance(curve, bytes) else curve.to_csv_bytes()
         try:
-            self.storage.write_atomic(rec.FORWARD_RETURNS, curve.to_csv_bytes())
+            self.storage.write_atomic(rec.FORWARD_RETURNS, data)
         except OSError as exc:
             raise _commit_error(exc, f"{rec.FORWARD_RETURNS} in {self.root}") from exc
 

@@ -21,7 +21,7 @@ from sb3_iter_ckpt.algorithms import ALGORITHMS, algorithm_class
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.executors import Executor, forwarded_env, make_executor
 from sb3_iter_ckpt.options import RunOptions
-from sb3_iter_ckpt.record import Checkpoint, to_jsonable
+from sb3_iter_ckpt.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 from sb3_iter_ckpt.window import RepositoryRef, WindowSpec
@@ -40,6 +40,9 @@ class WalkForwardResult:
     :param best: The overall best checkpoint, or None.
     :param outcomes: For each trained iteration, what its worker reported: ``seconds``, ``pid``, ``host``,
         ``status`` (``"exists"``: an earlier attempt of the same window had committed it).
+    :param forward: With test parts: the forward report (``CheckpointRepository.forward_report``: the
+        stitched out-of-sample curve, its baselines, selection vs forward, DSR, PBO); else None.
+    :param forward_reason: Why ``forward`` is None.
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -47,6 +50,8 @@ class WalkForwardResult:
     skipped: list[int] = field(default_factory=list)
     best: Checkpoint | None = None
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    forward: dict[str, Any] | None = None
+    forward_reason: str | None = None
 
 
 class WalkForwardRunner:
@@ -266,10 +271,30 @@ class _Run:
         result.skipped.sort()
         result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
         rule = runner.options.selection
-        if result.trained:  # the workers refreshed as they went; once more sees every iteration
+        stitched = self.stitch()
+        if result.trained or stitched:  # the workers refreshed as they went; once more sees every iteration
             runner.repository.refresh(rule.monitor, rule.mode)
         result.best = runner.repository.best(rule.monitor, rule.mode)
+        if runner.splitter.test_size:
+            result.forward, result.forward_reason = runner.repository.forward_status()
         return result
+
+    def stitch(self) -> bool:
+        """With test parts: the forward results stitched into ``forward_returns.csv``; whether it changed."""
+        from sb3_iter_ckpt.forward import stitch
+
+        repo = self.runner.repository
+        results = repo.forwards() if self.runner.splitter.test_size else []
+        if not results:
+            return False
+        try:
+            data = stitch(results, self.runner.prices).to_csv_bytes()
+        except CheckpointError:
+            return False  # a hole (a result missing): the repository's forward_status says why
+        if repo.storage.exists(FORWARD_RETURNS) and repo.storage.read_bytes(FORWARD_RETURNS) == data:
+            return False
+        repo.write_forward_returns(data)
+        return True
 
 
 _Pending = dict[cf.Future, tuple[_Run, Window]]

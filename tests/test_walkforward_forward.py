@@ -163,3 +163,45 @@ def test_test_part_settings_are_checked(prices, repo_root, make_runner):
     runner = make_runner(prices, repo_root, test_size=60, **TEST)  # the same as the splitter's: fine
     assert runner.options.test_size == 60
     assert make_runner(prices, repo_root, **TEST).options.test_size == 60
+
+
+def test_the_end_of_a_run_stitches_forward_returns_and_reports_them_everywhere(prices, repo_root, make_runner):
+    from sb3_iter_ckpt.forward import stitch
+
+    first = make_runner(prices, repo_root, **TEST).run(max_iterations=2)
+    csv = repo_root / "forward_returns.csv"
+    assert first.forward is not None and first.forward["stitched"]["last_row"] == 330
+    first_csv = csv.read_bytes()
+    result = make_runner(prices, repo_root, **TEST).run()  # resumes: the curve grows to the third window
+    repo = CheckpointRepository(repo_root)
+    assert csv.read_bytes() == stitch(repo.forwards(), prices).to_csv_bytes()
+    report = result.forward
+    assert result.forward_reason is None and report == repo.forward_report()
+    assert {"iterations", "stitched", "baseline", "deflated_sharpe", "pbo"} <= set(report)
+    assert set(report["baseline"]) == {"buy_and_hold", "flat"}
+    assert report["stitched"]["first_row"] == 211 and report["stitched"]["last_row"] == 390
+    for row, ck in zip(report["iterations"], repo.list(), strict=True):
+        assert {"iteration", "candidate", "selection_score", "forward", "placeholder"} <= set(row)
+        assert row["selection_score"] == ck.record["selection"]["score"]
+        assert row["selection_return"] == ck.metrics["validation"]["cagr"]
+        assert row["forward"] == repo.forward(ck.iteration).metrics
+    assert repo.analyze()["forward"] == report
+    summary = json.loads((repo_root / "checkpoint_summary.json").read_bytes())
+    assert summary["analysis"]["forward"] == json.loads(json.dumps(report))
+    # a rerun with nothing to do leaves the curve as it is
+    stamp = csv.stat().st_mtime_ns
+    again = make_runner(prices, repo_root, **TEST).run()
+    assert again.trained == [] and csv.stat().st_mtime_ns == stamp and again.forward == report
+    csv.write_bytes(first_csv)  # a curve older than the forward results is not reported as theirs
+    assert repo.forward_report() is None and "does not match" in repo.forward_status()[1]
+    csv.unlink()
+    assert repo.forward_report() is None and "forward_returns.csv is missing" in repo.forward_status()[1]
+
+
+def test_a_run_without_test_parts_has_no_forward_data_and_says_why(prices, repo_root, make_runner):
+    result = make_runner(prices, repo_root).run(max_iterations=1)
+    repo = CheckpointRepository(repo_root)
+    assert result.forward is None and repo.forwards() == [] and not (repo_root / "forward_returns.csv").exists()
+    summary = json.loads((repo_root / "checkpoint_summary.json").read_bytes())
+    assert summary["analysis"]["forward"] is None
+    assert "no test part" in summary["analysis"]["forward_reason"]
