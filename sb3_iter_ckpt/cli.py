@@ -440,6 +440,10 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
             f"--monitor {args.monitor!r} is not a metric the walk-forward records; use mean_reward, or validation., "
             f"train. or combined. followed by one of {', '.join(METRIC_KEYS)} (e.g. validation.sharpe)"
         )
+    if args.test_size == 0 and args.test_gap:
+        raise UsageError(f"--test-gap {args.test_gap} needs a test part: give --test-size N (not 0)")
+    if args.date_format and not args.data:
+        raise UsageError("--date-format reads the dates of --data; the synthetic prices have no CSV to read")
     if args.data and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file; give a CSV with a date and a close column")
     _storage_options(args)  # KEY=VALUE syntax
@@ -465,7 +469,9 @@ def _prices(args: argparse.Namespace) -> Any:
     if not args.data:
         return synthetic_prices(args.n_prices, seed=args.data_seed)
     try:
-        return load_prices_csv(args.data, date_column=args.date_column, close_column=args.close_column)
+        return load_prices_csv(
+            args.data, date_column=args.date_column, close_column=args.close_column, date_format=args.date_format
+        )
     except ValueError as exc:
         raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
 
@@ -480,10 +486,13 @@ def _splitter(args: argparse.Namespace, n_prices: int) -> Any:
         gap=args.gap,
         mode=args.window_mode,
         max_windows=args.iterations,
+        test_size=args.test_size,
+        test_gap=args.test_gap,
     )
     if splitter.n_windows(n_prices) == 0:
+        test = " + --test-gap + --test-size" if args.test_size else ""
         raise UsageError(
-            f"no window fits in {n_prices} prices: --train-size + --gap + --val-size = {splitter.min_length}; "
+            f"no window fits in {n_prices} prices: --train-size + --gap + --val-size{test} = {splitter.min_length}; "
             "use smaller windows" + ("" if args.data else " or a larger --n-prices")
         )
     return splitter
@@ -507,6 +516,10 @@ def _run_options(args: argparse.Namespace) -> Any:
         monitor=args.monitor,
         warm_start=args.warm_start,
         torch_threads=args.threads or None,
+        test_size=args.test_size,
+        test_gap=args.test_gap,
+        # None: estimated from the dates of --data; the synthetic prices' dates are no calendar: 252
+        periods_per_year=args.periods_per_year or (None if args.data else 252),
     )
 
 
@@ -525,10 +538,37 @@ def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> Non
     if result.best is not None:
         print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
     print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
+    if args.test_size:
+        _print_forward_summary(result.forward, result.forward_reason, shown)
     print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt plot {shown} --out {shown / 'progress.png'}")
 
 
+def _print_forward_summary(report: dict[str, Any] | None, reason: str | None, shown: Any) -> None:
+    """The out-of-sample result in three lines: the stitched curve against buy-and-hold, and the DSR."""
+    if report is None:
+        print(f"forward: none ({reason})")
+        return
+    stitched, hold = report["stitched"], report["baseline"]["buy_and_hold"]
+    mine = stitched["metrics"]
+    span = f"{(stitched['first_date'] or '')[:10]}..{(stitched['last_date'] or '')[:10]}"
+    if not stitched["first_date"]:
+        span = f"rows {stitched['first_row']}..{stitched['last_row']}"
+    print(
+        f"forward (each kept model trading the unseen period after its window, {mine['n_periods']} periods {span}): "
+        f"sharpe={_fmt(mine['sharpe'])} total_return={_fmt(mine['total_return'])}"
+    )
+    print(
+        f"  buy-and-hold over the same periods: sharpe={_fmt(hold['sharpe'])} total_return={_fmt(hold['total_return'])}"
+    )
+    dsr = report["deflated_sharpe"]
+    dsr_text = _fmt(dsr) if dsr is not None else f"none ({report['deflated_sharpe_reason']})"
+    print(f"  deflated Sharpe ratio: {dsr_text}; curve: {shown / 'forward_returns.csv'}")
+    print(f"  details: sb3-iter-ckpt forward {shown}")
+
+
 def cmd_walk_forward(args: argparse.Namespace) -> int:
+    if args.test_size is None:  # the default: trade a period as long as the validation part
+        args.test_size = args.val_size
     _check_walk_forward_args(args)
     import torch
 
@@ -548,10 +588,11 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     runner = WalkForwardRunner(prices, splitter, repo, options=options, progress=not args.json, executor=executor)
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
     if not args.json:
+        test = f", test parts of {args.test_size}" if args.test_size else ""
         print(
-            f"walk-forward on {source}: {len(runner.windows)} window(s), {args.total_timesteps} timesteps each, "
+            f"walk-forward on {source}: {len(runner.windows)} window(s){test}, {args.total_timesteps} timesteps each, "
             f"{args.algo.upper()}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
-            f"results in {root}"
+            f"{runner.options.periods_per_year:g} periods a year, results in {root}"
         )
     try:
         result = runner.run()
@@ -569,8 +610,47 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             "skipped": result.skipped,
             "best": best,
             "checkpoints": checkpoints,
+            "forward": result.forward,
+            "forward_reason": result.forward_reason,
         }
     )
+    return EXIT_OK
+
+
+def cmd_forward(args: argparse.Namespace) -> int:
+    repo = _open_repo(args)
+    repo.forwards()  # a damaged forward file: an integrity problem (exit 4), not "no forward data"
+    report, reason = repo.forward_status()
+    if report is None:
+        raise CheckpointNotFound(f"no forward data in {repo.root}: {reason}")
+    if args.json:
+        _emit_json(report)
+        return EXIT_OK
+    rows = [
+        [
+            it["iteration"],
+            it["candidate"],
+            it["selection_score"],
+            it["forward"].get("sharpe"),
+            it["forward"].get("total_return"),
+            "yes" if it["placeholder"] else "",
+        ]
+        for it in report["iterations"]
+    ]
+    print(_table(["iter", "candidate", "selection", "fwd sharpe", "fwd return", "placeholder"], rows))
+    mine, base = report["stitched"]["metrics"], report["baseline"]
+    periods = mine["n_periods"]
+    print(f"stitched: {periods} periods, sharpe={_fmt(mine['sharpe'])} total_return={_fmt(mine['total_return'])}")
+    for name in ("buy_and_hold", "flat"):
+        b = base[name]
+        print(
+            f"{name.replace('_', '-')}: sharpe={_fmt(b['sharpe'])} total_return={_fmt(b['total_return'])} "
+            f"excess_return={_fmt(b['excess_return'])}"
+        )
+    print(f"walk-forward efficiency: {_fmt(report['overall']['efficiency'])}")
+    dsr, pbo = report["deflated_sharpe"], report["pbo"]
+    print(f"deflated Sharpe ratio: {_fmt(dsr) if dsr is not None else report['deflated_sharpe_reason']}")
+    print(f"PBO: {_fmt(pbo['pbo']) if pbo is not None else report['pbo_reason']}")
     return EXIT_OK
 
 
@@ -599,6 +679,16 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be positive")
     return value
+
+
+def _positive_float(text: str) -> float | int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive finite number")
+    return int(value) if value.is_integer() else value  # 252 as 252: the fingerprint records it so
 
 
 def _non_negative_int(text: str) -> int:
@@ -702,6 +792,14 @@ def _adopt_parser(sub: Subparsers) -> None:
     _repo_parser(sub, "adopt", "record hashes for a folder written by the seed's script", cmd_adopt)
 
 
+def _forward_parser(sub: Subparsers) -> None:
+    help_ = (
+        "the out-of-sample result: each kept model's forward (test part) figures, the stitched curve against "
+        "buy-and-hold and flat, the deflated Sharpe ratio and PBO (exit 3 without forward data)"
+    )
+    _repo_parser(sub, "forward", help_, cmd_forward)
+
+
 def _plot_parser(sub: Subparsers) -> None:
     p = _repo_parser(sub, "plot", "plot a metric across iterations (placeholders marked)", cmd_plot)
     p.add_argument("--metric", help="metric key; default: the monitored one")
@@ -720,6 +818,13 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
     p.add_argument("--date-column", default="date", help="date column of --data (case-insensitive)")
     p.add_argument("--close-column", default="close", help="close price column of --data (case-insensitive)")
+    p.add_argument("--date-format", help="strftime format of the dates of --data (e.g. '%%d.%%m.%%Y %%H:%%M:%%S.%%f')")
+    p.add_argument(
+        "--periods-per-year",
+        type=_positive_float,
+        help="bars per year, to annualize the metrics (default: estimated from the dates of --data; 252 for the "
+        "synthetic prices)",
+    )
     p.add_argument("--n-prices", type=_positive_int, default=1500, help="length of the synthetic series")
     p.add_argument("--data-seed", type=_non_negative_int, default=0)
 
@@ -728,7 +833,15 @@ def _window_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
     p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
     p.add_argument("--val-size", type=_positive_int, default=125, help="validation rows per window (default 125)")
-    p.add_argument("--step", type=_positive_int, help="rows between windows (default: --val-size)")
+    p.add_argument(
+        "--test-size",
+        type=_non_negative_int,
+        help="rows of each window's test part, traded once by its kept model (default: --val-size; 0: none)",
+    )
+    p.add_argument("--test-gap", type=_non_negative_int, default=0, help="rows skipped between validation and test")
+    p.add_argument(
+        "--step", type=_positive_int, help="rows between windows (default: --test-size, or --val-size without one)"
+    )
     p.add_argument("--gap", type=_non_negative_int, default=0, help="purge gap between train and validation rows")
     p.add_argument("--window-mode", choices=["rolling", "anchored"], default="rolling")
 
@@ -764,7 +877,8 @@ def _walk_forward_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "walk-forward",
         help="run walk-forward training (the main job)",
-        description="Train on each window, keep each iteration's best by validation Sharpe.",
+        description="Train on each window, keep each iteration's best by validation Sharpe, and let it trade "
+        "the unseen test part after its window.",
     )
     p.add_argument("--experiment-id", required=True)
     p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
@@ -785,6 +899,7 @@ _COMMANDS = (
     _verify_parser,
     _summary_parser,
     _adopt_parser,
+    _forward_parser,
     _plot_parser,
     _report_parser,
     _walk_forward_parser,

@@ -179,8 +179,10 @@ class RecordIndex:
         return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
 
     def files_of(self, iteration: int) -> list[str]:
-        """Every file this repository recorded for ``iteration`` (records first)."""
-        files: list[str] = [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
+        """Every file this repository recorded for ``iteration`` (its forward result, then the records)."""
+        # The forward result first: removed alone it is evaluated again from the model still recorded.
+        files: list[str] = [f"{_CK}/{rec.forward_name(iteration)}"]
+        files += [f"{_CK}/{rec.record_name(iteration)}", f"{_CK}/{rec.placeholder_name(iteration)}"]
         for name in (rec.record_name(iteration), rec.placeholder_name(iteration)):
             try:
                 parsed = rec.parse(name, self.storage.read_bytes(f"{_CK}/{name}"))
@@ -231,8 +233,8 @@ def referenced(storage: Storage, name: str) -> bool:
     """
     folder, _, base = name.rpartition("/")
     iteration = iteration_of(strip_attempt(base))
-    if iteration is None or rec.parse_record_name(base) is not None:
-        return True
+    if iteration is None or rec.parse_record_name(base) is not None or rec.parse_forward_name(base) is not None:
+        return True  # a record, or a forward result: each is committed by itself
     prefix = f"{folder}/" if folder else ""
     for record in (rec.record_name(iteration), rec.placeholder_name(iteration)):
         try:

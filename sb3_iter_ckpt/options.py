@@ -14,6 +14,8 @@ Pure: it imports only ``selection`` and ``errors``.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,11 +118,15 @@ class RunOptions:
     :param mode: ``"max"`` or ``"min"``.
     :param min_score: Acceptance rule passed to the callback (a number or ``callable(metrics) -> bool``).
     :param warm_start: Start each iteration from the previous iteration's model (recorded as lineage).
-    :param periods_per_year: Annualisation of the trading metrics (stored in each record).
+    :param periods_per_year: Annualisation of the trading metrics (stored in each record's metadata); None:
+        estimated from the prices' dates by the runner (``data.estimate_periods_per_year``; 252 without dates).
     :param retention: Optional retention policy applied after each commit.
     :param verbose: Verbosity level: 0 none, 1 a line per iteration.
     :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
         torch's setting alone).
+    :param test_size: Rows of each window's test (trade) part, given to the splitter (0: none, as before).
+        With a test part, each committed iteration's kept model trades it once (``forward.evaluate_forward``).
+    :param test_gap: Rows skipped between validation and test part (needs ``test_size``).
 
     ``selection`` is the :class:`~sb3_iter_ckpt.selection.SelectionRule` of ``monitor``, ``mode`` and
     ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
@@ -139,10 +145,12 @@ class RunOptions:
     mode: str = "max"
     min_score: MinScore = None
     warm_start: bool = False
-    periods_per_year: float = 252
+    periods_per_year: float | None = 252
     retention: Any = None
     verbose: int = 0
     torch_threads: int | None = 1
+    test_size: int = 0
+    test_gap: int = 0
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,20 +158,36 @@ class RunOptions:
         if total <= 0:
             raise CheckpointError(f"total_timesteps must be positive, got {self.total_timesteps}")
         freq = int(self.eval_freq) if self.eval_freq else max(1, total // 5)
+        ppy = self.periods_per_year
+        if ppy is not None and (isinstance(ppy, bool) or not isinstance(ppy, numbers.Real) or not 0 < ppy < math.inf):
+            raise CheckpointError(f"periods_per_year must be a positive number or None, got {ppy!r}")
+        for name in ("test_size", "test_gap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise CheckpointError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.test_gap and not self.test_size:
+            raise CheckpointError(f"test_gap={self.test_gap} needs a test part: set test_size > 0")
         _set(
             self,
             total_timesteps=total,
             algo_kwargs=dict(self.algo_kwargs or {}),
             env_kwargs=dict(self.env_kwargs or {}),
             seed=int(self.seed),
+            test_size=int(self.test_size),
+            test_gap=int(self.test_gap),
             eval_freq=EvaluationOptions(eval_freq=freq).eval_freq,  # checked where the callback checks it
             selection=SelectionRule(self.monitor, self.mode, self.min_score),  # type: ignore[arg-type]
         )
 
     @property
+    def annualization(self) -> float:
+        """``periods_per_year`` as a number (252 while it is still to be estimated: the runner resolves it)."""
+        return 252 if self.periods_per_year is None else self.periods_per_year
+
+    @property
     def trading_env_kwargs(self) -> dict[str, Any]:
         """``env_kwargs`` with the run's ``periods_per_year`` unless they name their own."""
-        return {"periods_per_year": self.periods_per_year, **self.env_kwargs}
+        return {"periods_per_year": self.annualization, **self.env_kwargs}
 
     @property
     def history(self) -> int:

@@ -98,6 +98,11 @@ def prune_iteration(
             removed.append(f"{_CK}/{art.file}")
             freed += art.size or 0
     if remove_record:
+        # The forward result goes with its record, before it: a kill in between leaves a pruned record
+        # without one (nothing to evaluate again), never a forward result without its record.
+        forward = f"{_CK}/{rec.forward_name(ck.iteration)}"
+        if storage.delete(forward):
+            removed.append(forward)
         storage.delete(record_name)
         removed.insert(0, record_name)
     return removed, freed

@@ -29,10 +29,15 @@ BEST_MODEL = "best_model.zip"
 BEST_VECNORMALIZE = "best_vecnormalize.pkl"
 TRAINING_SUMMARY = "training_summary.json"
 CHECKPOINT_SUMMARY = "checkpoint_summary.json"
+#: The stitched out-of-sample curve of a run with test parts, at the experiment root.
+FORWARD_RETURNS = "forward_returns.csv"
 
 # [0-9] and \Z: no other script's digits (int() reads "５" as 5), no leading zeros, no trailing newline.
 _RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
 _ARTIFACT_RE = re.compile(r"^(?P<kind>model|vecnormalize|replay_buffer)_iter_(?P<iteration>0|[1-9][0-9]*)\.(zip|pkl)\Z")
+_FORWARD_RE = re.compile(r"^forward_iter_(0|[1-9][0-9]*)\.json\Z")
+#: Prefix of the forward result files (``forward_iter_{i}.json``), for filtered listings.
+FORWARD_PREFIX = "forward_iter_"
 
 #: Artifact kind -> file name pattern (the seed's layout for model and metrics).
 ARTIFACT_NAMES = {
@@ -52,6 +57,17 @@ def placeholder_name(iteration: int) -> str:
 
 def artifact_name(kind: str, iteration: int) -> str:
     return ARTIFACT_NAMES[kind].format(i=iteration)
+
+
+def forward_name(iteration: int) -> str:
+    """The forward (out-of-sample) result of an iteration, next to its record."""
+    return f"forward_iter_{iteration}.json"
+
+
+def parse_forward_name(name: str) -> int | None:
+    """``forward_iter_3.json`` -> 3; any name that is not exactly a forward result's name -> None."""
+    m = _FORWARD_RE.match(name)
+    return None if m is None else int(m.group(1))
 
 
 def parse_record_name(name: str) -> tuple[int, bool] | None:

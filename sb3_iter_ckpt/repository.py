@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sb3_iter_ckpt import adoption, integrity, loading, pruning, summaries
+from sb3_iter_ckpt import adoption, forwardfiles, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
 from sb3_iter_ckpt.commits import Draft, Publisher
@@ -24,6 +24,7 @@ from sb3_iter_ckpt.errors import (
     RecordError,
     SignatureError,
 )
+from sb3_iter_ckpt.forwardfiles import ForwardFiles
 from sb3_iter_ckpt.index import RecordIndex, Scan, check_iteration, not_found, referenced
 from sb3_iter_ckpt.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.pruning import PruneResult
@@ -43,6 +44,7 @@ from sb3_iter_ckpt.trust import Trust
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from sb3_iter_ckpt.forward import ForwardResult, StitchedForward
     from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
 
 __all__ = [
@@ -70,9 +72,10 @@ class CheckpointRepository:
 
         root/
           checkpoints/model_iter_{i}.zip, metrics_iter_{i}.json, no_model_iter_{i}.json,
-                      vecnormalize_iter_{i}.pkl, replay_buffer_iter_{i}.pkl
+                      vecnormalize_iter_{i}.pkl, replay_buffer_iter_{i}.pkl,
+                      forward_iter_{i}.json (runs with test parts: the kept model trading its test part)
           best_model.zip, best_vecnormalize.pkl
-          training_summary.json, checkpoint_summary.json
+          training_summary.json, checkpoint_summary.json, forward_returns.csv
 
     The records are the truth and are read again when they change: a repository sees what other
     processes commit, replace or prune at its next call. Parsed records are kept between calls; on
@@ -120,6 +123,7 @@ class CheckpointRepository:
         self._trust = Trust(self.storage, self._signer, self.root)
         self._best_files = BestFiles(self.storage, self._index)
         self._publisher = Publisher(self.storage, self._index, self._trust, self.checkpoints_dir)
+        self._forwards = ForwardFiles(self.storage, self._signer, self.checkpoints_dir)
         self.storage.references = referenced  # what the sweep may remove: storage never reads a record
         if sweep:
             try:
@@ -340,6 +344,7 @@ class CheckpointRepository:
         problems = integrity.record_problems(self.storage, scan, self._index)
         for i in sorted(good):
             problems += integrity.iteration_problems(self.storage, good[i], self._signer)
+        problems += self._forwards.problems(good)
         problems += integrity.signing_problems(self._trust.read_marker(), self._signer, good)
         problems += integrity.best_problems(self.storage, self._trust.trusted(good))
         return integrity.report(problems, good)
@@ -399,7 +404,66 @@ class CheckpointRepository:
             draft, sources, overwrite=overwrite, idempotent=idempotent, next_free=next_free, verbose=self.verbose
         )
 
-    # -- best model and summaries -------------------------------------------------------------------
+    # -- forward (out-of-sample) results ------------------------------------------------------------
+    def has_forward(self, iteration: int) -> bool:
+        """Whether ``iteration`` has a forward result file (``checkpoints/forward_iter_{i}.json``)."""
+        return self._forwards.has(check_iteration(iteration))
+
+    def forward(self, iteration: int) -> ForwardResult:
+        """The forward result of ``iteration``: its kept model trading its window's test part.
+
+        Checked against its recorded sha256 (and signature, with a key) before it is returned.
+
+        :raises CheckpointNotFound: the iteration has none (no test part, or its evaluation is pending).
+        """
+        return self._forwards.read(check_iteration(iteration))
+
+    def forwards(self) -> builtins.list[ForwardResult]:
+        """The forward results of every committed iteration that has one, in iteration order."""
+        trusted = set(self.iterations())
+        return [self._forwards.read(i, st) for i, st in sorted(self._forwards.listing().items()) if i in trusted]
+
+    def commit_forward(self, result: ForwardResult) -> ForwardResult:
+        """Store ``result`` durably as its committed iteration's ``forward_iter_{i}.json``, create-only.
+
+        The selection record is not rewritten. Committing the same bytes again is a no-op (a resumed run).
+
+        :raises CheckpointNotFound: the iteration is not committed.
+        :raises CheckpointExistsError: the iteration already has a different forward result.
+        """
+        ck = self.get(result.iteration)
+        self._trust.authorize_write(self._index, scan=False)
+        try:
+            return self._forwards.commit(result, ck)
+        except OSError as exc:
+            raise _commit_error(exc, f"the forward result of iteration {ck.iteration} to {self.root}") from exc
+
+    def write_forward_returns(self, curve: StitchedForward | bytes) -> None:
+        """Write the stitched forward curve (or its ``to_csv_bytes()``) as ``forward_returns.csv``, atomically."""
+        self._trust.authorize_write(self._index, scan=False)
+        data = curve if isinstance(curve, bytes) else curve.to_csv_bytes()
+        try:
+            self.storage.write_atomic(rec.FORWARD_RETURNS, data)
+        except OSError as exc:
+            raise _commit_error(exc, f"{rec.FORWARD_RETURNS} in {self.root}") from exc
+
+    def forward_report(self) -> dict[str, Any] | None:
+        """What ``sb3-iter-ckpt forward --json`` prints (see ``forward.forward_report``), or None when the
+        repository has no complete forward data (``forward_status`` says why)."""
+        return self.forward_status()[0]
+
+    def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)``, or ``(None, why there is none)``."""
+        listing = self._forwards.listing()
+        if not listing:
+            return None, "no forward results: the run has no test part (walk-forward --test-size N)"
+        try:
+            results = self.forwards()
+            csv = self.storage.read_bytes(rec.FORWARD_RETURNS) if self.storage.exists(rec.FORWARD_RETURNS) else None
+        except CheckpointError as exc:  # a damaged forward file must not stop a commit's summaries
+            return None, f"{exc}; run verify"
+        return forwardfiles.report(results, {c.iteration: c for c in self.list()}, csv)
+
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
         (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.
@@ -587,7 +651,9 @@ class CheckpointRepository:
     def _analyze(self, rule: SelectionRule, top_k: int = 5) -> dict[str, Any]:
         from sb3_iter_ckpt import analysis
 
-        return analysis.analyze(self.list(), rule.monitor, rule.mode, top_k, size_on_disk=self.disk_usage())
+        report = analysis.analyze(self.list(), rule.monitor, rule.mode, top_k, size_on_disk=self.disk_usage())
+        report["forward"], report["forward_reason"] = self.forward_status()
+        return report
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """Write ``checkpoint_summary.json`` (atomic): metadata and the analysis. Returns it."""

@@ -21,7 +21,7 @@ from sb3_iter_ckpt.algorithms import ALGORITHMS, algorithm_class
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.executors import Executor, forwarded_env, make_executor
 from sb3_iter_ckpt.options import RunOptions
-from sb3_iter_ckpt.record import Checkpoint, to_jsonable
+from sb3_iter_ckpt.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 from sb3_iter_ckpt.window import RepositoryRef, WindowSpec
@@ -40,6 +40,9 @@ class WalkForwardResult:
     :param best: The overall best checkpoint, or None.
     :param outcomes: For each trained iteration, what its worker reported: ``seconds``, ``pid``, ``host``,
         ``status`` (``"exists"``: an earlier attempt of the same window had committed it).
+    :param forward: With test parts: the forward report (``CheckpointRepository.forward_report``: the
+        stitched out-of-sample curve, its baselines, selection vs forward, DSR, PBO); else None.
+    :param forward_reason: Why ``forward`` is None.
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -47,6 +50,8 @@ class WalkForwardResult:
     skipped: list[int] = field(default_factory=list)
     best: Checkpoint | None = None
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
+    forward: dict[str, Any] | None = None
+    forward_reason: str | None = None
 
 
 class WalkForwardRunner:
@@ -65,7 +70,9 @@ class WalkForwardRunner:
     :param settings: The run's other settings, as keyword arguments of
         :class:`~sb3_iter_ckpt.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
         ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
-        ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads`` (see there).
+        ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads`` (see there). With a test part in the
+        splitter (``WalkForwardSplitter(..., test_size=M)``), each committed iteration's kept model trades its
+        test part once; the results are stitched into ``forward_returns.csv`` at the end.
     :param options: A ready :class:`~sb3_iter_ckpt.options.RunOptions` instead of ``total_timesteps`` and
         ``settings`` (both may still be given: they replace its fields).
     :param progress: Show a progress bar over iterations.
@@ -95,6 +102,7 @@ class WalkForwardRunner:
         self.options = RunOptions(**settings) if options is None else dataclasses.replace(options, **settings)
         self.prices = prices
         self.splitter = splitter
+        self.options = _resolved(self.options, splitter, prices)
         self.repository = (
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
@@ -155,6 +163,8 @@ class WalkForwardRunner:
         """The picklable unit of work of one window (see ``sb3_iter_ckpt.window.train_window``)."""
         i, opts = window.iteration, self.options
         seed = opts.seed + i
+        offset = 0 if window.test_start is None else max(0, window.test_start - opts.history)
+        test_prices = None if window.test_stop is None else self._segment(offset, window.test_stop + 1)
         return WindowSpec(
             iteration=i,
             train_prices=self._segment(window.train_start, window.train_stop),
@@ -170,6 +180,9 @@ class WalkForwardRunner:
             options=opts,
             warm_start_from=warm_from,
             env=forwarded_env(),
+            window=window,
+            test_prices=test_prices,
+            test_offset=offset,
         )
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -187,6 +200,22 @@ class WalkForwardRunner:
         )[0]
 
 
+def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> RunOptions:
+    """``options`` with the splitter's test part and a number for ``periods_per_year``."""
+    from sb3_iter_ckpt.data import estimate_periods_per_year
+
+    test = (splitter.test_size, splitter.test_gap)
+    if (options.test_size, options.test_gap) not in ((0, 0), test):
+        raise CheckpointError(
+            f"test_size={options.test_size}, test_gap={options.test_gap} differ from the splitter's test part "
+            f"{test}; give the test part to the splitter: WalkForwardSplitter(..., test_size=, test_gap=)"
+        )
+    ppy = options.periods_per_year
+    if ppy is None:
+        ppy = estimate_periods_per_year(prices) or 252
+    return dataclasses.replace(options, test_size=test[0], test_gap=test[1], periods_per_year=ppy)
+
+
 class _Run:
     """The driver's state for one runner: windows left, windows done, what is in flight."""
 
@@ -202,12 +231,15 @@ class _Run:
         self.todo: deque[Window] = deque()
         self.in_flight = 0
         repo = runner.repository
+        self.resumed: set[int] = set()  # committed before, their forward evaluation missing: evaluated only
         for window in self.windows:
             i = window.iteration
-            if repo.has(i):
+            if repo.has(i) and (window.test_start is None or repo.has_forward(i)):
                 self.done[i] = repo.get(i)
                 self.result.skipped.append(i)
             else:
+                if repo.has(i):
+                    self.resumed.add(i)
                 self.todo.append(window)
 
     def next_spec(self, in_process: bool) -> tuple[Window, WindowSpec] | None:
@@ -226,19 +258,43 @@ class _Run:
         self.in_flight -= 1
         ck = self.runner.repository.get(window.iteration)
         self.done[window.iteration] = ck
-        self.result.trained.append(window.iteration)
+        if window.iteration in self.resumed:
+            self.result.skipped.append(window.iteration)
+        else:
+            self.result.trained.append(window.iteration)
         self.result.outcomes[window.iteration] = outcome
         return ck
 
     def close(self) -> WalkForwardResult:
         runner, result = self.runner, self.result
         result.trained.sort()
+        result.skipped.sort()
         result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
         rule = runner.options.selection
-        if result.trained:  # the workers refreshed as they went; once more sees every iteration
+        stitched = self.stitch()
+        if result.trained or stitched:  # the workers refreshed as they went; once more sees every iteration
             runner.repository.refresh(rule.monitor, rule.mode)
         result.best = runner.repository.best(rule.monitor, rule.mode)
+        if runner.splitter.test_size:
+            result.forward, result.forward_reason = runner.repository.forward_status()
         return result
+
+    def stitch(self) -> bool:
+        """With test parts: the forward results stitched into ``forward_returns.csv``; whether it changed."""
+        from sb3_iter_ckpt.forward import stitch
+
+        repo = self.runner.repository
+        results = repo.forwards() if self.runner.splitter.test_size else []
+        if not results:
+            return False
+        try:
+            data = stitch(results, self.runner.prices).to_csv_bytes()
+        except CheckpointError:
+            return False  # a hole (a result missing): the repository's forward_status says why
+        if repo.storage.exists(FORWARD_RETURNS) and repo.storage.read_bytes(FORWARD_RETURNS) == data:
+            return False
+        repo.write_forward_returns(data)
+        return True
 
 
 _Pending = dict[cf.Future, tuple[_Run, Window]]

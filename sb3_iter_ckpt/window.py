@@ -8,10 +8,18 @@ process, a pool worker, a Ray task; see ``sb3_iter_ckpt.executors``).
 
 A retried or duplicated window is committed exactly once: the record is published create-only, and
 :func:`train_window` returns the existing record when its iteration is already committed.
+
+A window with a test (trade) part then has its kept model, loaded back through the repository
+(hash-verified, with its VecNormalize statistics), trade that part once (``forward.evaluate_forward``),
+and commits the result beside the record (``forward_iter_{i}.json``). An iteration committed without
+its forward result (a run killed in between) gets it when the window is submitted again. Nothing of
+the forward result reaches selection, retention or a later window: they read the records and models only.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import socket
 import time
@@ -57,6 +65,8 @@ class WindowSpec:
     (the run's seed plus its iteration). ``warm_start_from``: the iteration whose model this one starts
     from (None: a fresh model). ``metadata``: the record's ``metadata`` (window, fingerprint, seed...;
     ``lineage`` is added here). ``env``: environment variables the worker takes over from the driver.
+    ``window``: the splitter's window; with a test part, ``test_prices`` are the prices from
+    ``test_offset`` (the test part's first row less the env's history) to one past its last row.
     """
 
     iteration: int
@@ -68,6 +78,9 @@ class WindowSpec:
     options: RunOptions
     warm_start_from: int | None = None
     env: dict[str, str] = field(default_factory=dict)
+    window: Any = None
+    test_prices: Any = None
+    test_offset: int = 0
 
 
 def _pin_threads(n: int | None) -> Callable[[], None]:
@@ -131,6 +144,44 @@ def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, A
     }
 
 
+def _forward(spec: WindowSpec, repo: Any) -> None:
+    """With a test part: the committed iteration's kept model trades it once; the result is committed."""
+    i, w, opts = spec.iteration, spec.window, spec.options
+    if spec.test_prices is None or w is None or w.test_start is None or repo.has_forward(i):
+        return
+    from sb3_iter_ckpt import forward
+    from sb3_iter_ckpt.retention import is_pruned
+    from sb3_iter_ckpt.splitter import Window
+
+    ck, off = repo.get(i), spec.test_offset
+    # The test part in the rows of test_prices; the result's rows are shifted back below.
+    local = Window(i, 0, 0, 0, 0, test_start=w.test_start - off, test_stop=w.test_stop - off)
+    if ck.has_model:
+        vecnormalize = functools.partial(repo.load_vecnormalize, i) if "vecnormalize" in ck.artifacts else None
+        result = forward.evaluate_forward(
+            repo.load(i, device="cpu"),
+            spec.test_prices,
+            local,
+            iteration=i,
+            env_kwargs=opts.trading_env_kwargs,
+            vecnormalize=vecnormalize,
+            periods_per_year=opts.annualization,
+        )
+    elif is_pruned(ck):
+        return  # its model is gone (pruned by hand): nothing can trade the test part any more
+    else:
+        result = forward.placeholder_forward(spec.test_prices, local, iteration=i, periods_per_year=opts.annualization)
+    rows = tuple(r + off for r in result.rows)
+    repo.commit_forward(dataclasses.replace(result, test_start=w.test_start, test_stop=w.test_stop, rows=rows))
+
+
+def _retention_after_forward(spec: WindowSpec, repo: Any) -> None:
+    """Retention, deferred past the forward evaluation (it must not prune the model before it trades)."""
+    rule = spec.options.selection
+    if spec.test_prices is not None and spec.options.retention is not None:
+        repo.prune(spec.options.retention, monitor=rule.monitor, mode=rule.mode)
+
+
 def train_window(spec: WindowSpec) -> dict[str, Any]:
     """Train one walk-forward window and commit its iteration; return a small outcome dict.
 
@@ -150,6 +201,7 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
     try:
         repo = spec.repository if isinstance(spec.repository, CheckpointRepository) else spec.repository.open()
         if repo.has(spec.iteration):
+            _forward(spec, repo)  # a run killed between the commit and its forward evaluation
             return _outcome(spec, repo, "exists", t0)
         seed = spec.seed
         venv = make_vec_env(lambda: _make_env(spec, spec.train_prices), n_envs=1, seed=seed)
@@ -161,10 +213,10 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
             repo,
             iteration=spec.iteration,
             eval_env=val_env,
-            evaluator=_evaluator(train_eval_env, opts.periods_per_year),
+            evaluator=_evaluator(train_eval_env, opts.annualization),
             eval_freq=opts.eval_freq,
             selection=opts.selection,
-            retention=opts.retention,
+            retention=opts.retention if spec.test_prices is None else None,
             metadata=metadata,
             verbose=opts.verbose,
         )
@@ -173,9 +225,12 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
         except CheckpointExistsError:
             if not repo.has(spec.iteration):
                 raise
+            _forward(spec, repo)
             return _outcome(spec, repo, "exists", t0)  # another attempt committed it first
         finally:
             venv.close()
+        _forward(spec, repo)
+        _retention_after_forward(spec, repo)
         return _outcome(spec, repo, "trained", t0)
     finally:
         restore()

@@ -72,7 +72,9 @@ def test_walk_forward_prints_where_every_checkpoint_went(experiment):
         assert f"-> {rel / f'model_iter_{i}.zip'}" in line or f") {rel / f'no_model_iter_{i}.json'}" in line, line
     root = work / "results" / "1003"
     assert (root / "training_summary.json").is_file() and (root / "checkpoint_summary.json").is_file()
-    assert len(list((root / "checkpoints").glob("*_iter_*.json"))) == 3
+    names = [p.name for p in (root / "checkpoints").glob("*_iter_*.json")]
+    assert len([n for n in names if not n.startswith("forward_")]) == 3
+    assert sorted(n for n in names if n.startswith("forward_")) == [f"forward_iter_{i}.json" for i in range(3)]
 
 
 def test_rerun_resumes_and_changed_config_is_refused(copy):
@@ -189,3 +191,98 @@ def test_walk_forward_on_a_user_csv(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "prices.csv" in proc.stdout and (tmp_path / "results/csv/checkpoints").is_dir()
+
+
+def test_walk_forward_trades_each_test_part_and_ends_with_the_forward_summary(experiment):
+    work, proc = experiment
+    assert "test parts of 60" in proc.stdout and "252 periods a year" in proc.stdout
+    assert (work / "results/1003/forward_returns.csv").is_file()
+    as_json = run("forward", "results/1003", "--json", cwd=work)
+    assert as_json.returncode == EXIT_OK, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert {"iterations", "stitched", "baseline", "deflated_sharpe", "pbo"} <= set(report)
+    assert set(report["baseline"]) == {"buy_and_hold", "flat"} and report["pbo"] is None
+    assert [it["iteration"] for it in report["iterations"]] == [0, 1, 2]
+    for it in report["iterations"]:
+        assert {"iteration", "candidate", "selection_score", "forward", "placeholder"} <= set(it)
+    # 400 prices, train 150, validation 60, test 60: three test parts tile rows 210..389
+    assert (report["stitched"]["first_row"], report["stitched"]["last_row"]) == (211, 390)
+    mine, hold = report["stitched"]["metrics"], report["baseline"]["buy_and_hold"]
+    fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731 - the CLI's number format
+    summary = proc.stdout[proc.stdout.index("forward (") :]
+    assert f"sharpe={fmt(mine['sharpe'])} total_return={fmt(mine['total_return'])}" in summary
+    assert f"buy-and-hold over the same periods: sharpe={fmt(hold['sharpe'])}" in summary
+    assert f"deflated Sharpe ratio: {fmt(report['deflated_sharpe'])}" in summary
+    text = run("forward", "results/1003", cwd=work)
+    assert text.returncode == EXIT_OK and "fwd sharpe" in text.stdout and "buy-and-hold: sharpe=" in text.stdout
+    assert "deflated Sharpe ratio" in text.stdout and "PBO: PBO compares candidates" in text.stdout
+
+
+def test_forward_exit_codes(copy):
+    (copy / "results/1003/forward_returns.csv").unlink()
+    missing = run("forward", "results/1003", cwd=copy)
+    assert missing.returncode == EXIT_NOT_FOUND and "forward_returns.csv is missing" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    path = copy / "results/1003/checkpoints/forward_iter_1.json"
+    path.write_text(path.read_text().replace('"returns": [', '"returns": [0.5, ', 1))
+    damaged = run("forward", "results/1003", cwd=copy)
+    assert damaged.returncode == EXIT_INTEGRITY and "Traceback" not in damaged.stderr
+    assert run("verify", "results/1003", cwd=copy).returncode == EXIT_INTEGRITY
+
+
+#: Fingerprints of the walk-forward command before test parts existed (computed with that code):
+#: ``--test-size 0`` must give them again, so that those repositories resume.
+OLD_FINGERPRINTS = [
+    (["--total-timesteps", "10000"], "f5de9acd01855ca92b25c750714280037d502e1771f386f2eae430f9218ddddb"),
+    (
+        ["--total-timesteps", "640", "--algo", "a2c", "--n-steps", "32", "--train-size", "300", "--val-size", "100"]
+        + ["--step", "50", "--gap", "5", "--window-mode", "anchored", "--seed", "3", "--n-prices", "900"]
+        + ["--data-seed", "2"],
+        "0410a596ed21a5becefe87b2be3682b1f69744676abef590834b64b521ef2b4a",
+    ),
+    (
+        ["--total-timesteps", "1000", "--data", "CSV", "--train-size", "300", "--val-size", "100"]
+        + ["--periods-per-year", "252"],  # a CSV's dates are annualized from their calendar now
+        "8e936604ab39b0c4c7d8bf7a64400e6d080680138fd8d6156c97a7dd795990c3",
+    ),
+]
+
+
+@pytest.mark.parametrize("flags, fingerprint", OLD_FINGERPRINTS)
+def test_test_size_0_keeps_the_fingerprint_of_earlier_runs(tmp_path, flags, fingerprint):
+    from sb3_iter_ckpt import cli
+    from sb3_iter_ckpt.data import synthetic_prices
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    synthetic_prices(900, seed=1).to_csv(tmp_path / "prices.csv")
+    flags = [str(tmp_path / "prices.csv") if f == "CSV" else f for f in flags]
+
+    def runner(*extra):
+        args = cli.build_parser().parse_args(["walk-forward", "--experiment-id", "x", *flags, *extra])
+        args.test_size = args.val_size if args.test_size is None else args.test_size
+        prices = cli._prices(args)
+        splitter, options = cli._splitter(args, len(prices)), cli._run_options(args)
+        return WalkForwardRunner(prices, splitter, tmp_path / "r", options=options, progress=False)
+
+    assert runner("--test-size", "0").fingerprint() == fingerprint
+    assert runner().fingerprint() != fingerprint  # the default trades a test part: another configuration
+
+
+def test_walk_forward_on_hourly_day_first_dates_annualizes_them_as_hours(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    hours = pd.date_range("2017-01-13", periods=300, freq="h")
+    closes = 100 * np.exp(np.cumsum(np.random.default_rng(1).normal(0, 0.002, 300)))
+    rows = [f"{t:%d.%m.%Y %H:%M:%S}.000,{float(c)!r}" for t, c in zip(hours, closes, strict=True)]
+    (tmp_path / "fx.csv").write_text("Time,Close\n" + "\n".join(rows) + "\n")
+    flags = ["--data", "fx.csv", "--date-column", "time", "--date-format", "%d.%m.%Y %H:%M:%S.%f"]
+    flags += ["--iterations", "1", "--train-size", "150", "--val-size", "60", "--total-timesteps", "64"]
+    proc = run("walk-forward", "--experiment-id", "fx", *flags, "--n-steps", "64", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "8766 periods a year" in proc.stdout  # 24 x 365.25 hourly bars, not 252 days
+    from sb3_iter_ckpt import CheckpointRepository
+
+    repo = CheckpointRepository(tmp_path / "results/fx")
+    assert repo.get(0).record["metadata"]["periods_per_year"] == pytest.approx(8766)
+    assert repo.forward(0).periods_per_year == pytest.approx(8766)

@@ -21,7 +21,7 @@ import pytest
 from sb3_iter_ckpt import CheckpointRepository
 
 DOCUMENTED = {0, 1, 2, 3, 4, 5}
-READ_VERBS = ["list", "show", "best", "analyze", "verify", "summary", "prune", "adopt", "plot"]
+READ_VERBS = ["list", "show", "best", "analyze", "verify", "summary", "prune", "adopt", "plot", "forward"]
 # What each verb needs besides its repository to be a valid call.
 VERB_ARGS = {
     "list": [],
@@ -33,6 +33,7 @@ VERB_ARGS = {
     "prune": ["--keep-last-n", "1", "--dry-run"],
     "adopt": [],
     "plot": ["--out", "OUT/plot.png"],
+    "forward": [],
 }
 WALK = ["walk-forward", "--experiment-id", "wf", "--total-timesteps", "64", "--iterations", "1"]
 WALK += ["--train-size", "100", "--val-size", "50", "--n-prices", "300"]
@@ -84,6 +85,7 @@ def places(tmp_path_factory):
     repo.refresh()
     (base / "afile").write_text("not a repository\n")
     (base / "empty.csv").write_text("")
+    (base / "iso.csv").write_text("date,close\n" + "".join(f"2020-01-{d:02d},{100 + d}\n" for d in range(1, 29)))
     (base / "out").mkdir()
     return {"base": base, "repo": str(base / "repo"), "file": str(base / "afile"), "missing": str(base / "nope")}
 
@@ -140,6 +142,9 @@ def test_every_verb_with_bad_values(places):
         (["plot", repo, "--out", f"{places['file']}/x.png"], 2),  # under a file
         (["plot", repo, "--out", f"{out}/x.png", "--metric", "no.such.metric"], 3),
         (["plot", repo, "--out", f"{out}/x.png", "--mode", "up"], 2),
+        (["forward", repo], 3),  # a repository without forward data
+        (["forward", repo, "--json"], 3),
+        (["forward", repo, "--mode", "max"], 2),
         (["no-such-verb", repo], 2),
         ([], 2),
     ]
@@ -178,6 +183,18 @@ def test_walk_forward_bad_arguments_fail_before_training(places):
         ([*walk, "--results-dir", "foo://bucket/x"], 2),
         ([*walk, "--storage-option", "a=1"], 2),  # on a local results folder
         ([*walk, "--train-size", "10000"], 2),  # no window fits in the data
+        ([*walk, "--test-size", "-1"], 2),
+        ([*walk, "--test-size", "half"], 2),
+        ([*walk, "--test-size", "10000"], 2),  # a test part longer than the data
+        ([*walk, "--test-size", "0", "--test-gap", "5"], 2),  # a gap before no test part
+        ([*walk, "--test-gap", "-1"], 2),
+        ([*walk, "--periods-per-year", "0"], 2),
+        ([*walk, "--periods-per-year", "-252"], 2),
+        ([*walk, "--periods-per-year", "nan"], 2),
+        ([*walk, "--periods-per-year", "inf"], 2),
+        ([*walk, "--periods-per-year", "daily"], 2),
+        ([*walk, "--date-format", "%d.%m.%Y"], 2),  # no --data to read
+        ([*walk, "--data", str(base / "iso.csv"), "--date-format", "%d.%m.%Y"], 2),  # dates not in that format
         (["walk-forward", "--total-timesteps", "64"], 2),  # no --experiment-id
     ]
     assert _problems(cases, base) == []

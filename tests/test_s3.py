@@ -314,3 +314,56 @@ def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, 
     assert cli.main([*argv, "--json"]) == cli.EXIT_OK  # the same configuration again: nothing retrained
     report = json.loads(capsys.readouterr().out)
     assert report["trained"] == [] and report["skipped"] == [0, 1]
+
+
+class _Always:
+    """A stand-in policy that always takes one action (the forward file's storage is what is tested here)."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def predict(self, obs, deterministic=True):
+        return [self.action], None
+
+
+def test_forward_results_are_created_once_on_s3_and_verified(url, opts):
+    from sb3_iter_ckpt.data import synthetic_prices
+    from sb3_iter_ckpt.forward import evaluate_forward
+    from sb3_iter_ckpt.splitter import Window
+
+    prices = synthetic_prices(300, seed=1)
+    window = Window(0, 0, 150, 150, 200, test_start=200, test_stop=300)
+    long_, short = (evaluate_forward(_Always(a), prices, window, iteration=0) for a in (2, 0))
+    repo = CheckpointRepository(url, storage_options=opts, signing_key=b"k")
+    commit(repo, 0)
+    record = repo.storage.read_bytes("checkpoints/metrics_iter_0.json")
+    repos = [CheckpointRepository(url, storage_options=fresh(opts), signing_key=b"k") for _ in range(2)]
+    outcomes: list = [None, None]
+
+    def race(k, result):
+        try:
+            outcomes[k] = repos[k].commit_forward(result)
+        except CheckpointExistsError as exc:
+            outcomes[k] = exc
+
+    threads = [threading.Thread(target=race, args=(k, r)) for k, r in enumerate((long_, short))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [o for o in outcomes if not isinstance(o, Exception)]
+    assert len(winners) == 1, outcomes
+    assert "checkpoints/forward_iter_0.json" in keys(repo)
+    reader = CheckpointRepository(url, storage_options=fresh(opts), signing_key=b"k")
+    assert reader.forward(0) == winners[0]
+    reader.commit_forward(winners[0])  # the same bytes again: a resumed run
+    assert repo.storage.read_bytes("checkpoints/metrics_iter_0.json") == record
+    assert reader.verify() == []
+    swept = CheckpointRepository(url, storage=FsspecStorage(url, fresh(opts), temp_grace=0), signing_key=b"k")
+    assert "checkpoints/forward_iter_0.json" in keys(swept)
+    path = f"{url.removeprefix('s3://')}/checkpoints/forward_iter_0.json"
+    body = json.loads(repo.storage.fs.cat_file(path))
+    body["forward"]["returns"][0] += 0.5
+    repo.storage.fs.pipe_file(path, json.dumps(body).encode())
+    problems = CheckpointRepository(url, storage_options=fresh(opts), signing_key=b"k").verify()
+    assert [(p.iteration, p.file) for p in problems] == [(0, "forward_iter_0.json")]
