@@ -183,3 +183,47 @@ def test_object_storage_leaves_a_foreign_best_model_alone():
     assert fs.cat_file("/best-foreign/best_model.zip") == b"EvalCallback's model"
     assert repo.verify() == []
     assert repo.training_summary()["best"]["best_model_file"] is None
+
+
+def test_a_hard_link_left_by_an_earlier_version_is_replaced_even_when_the_best_stays(make_ppo, repo_root):
+    repo = CheckpointRepository(repo_root)
+    for i, m in enumerate((b"m0", b"m1", b"m2")):
+        repo.commit(i, metrics={"mean_reward": float(i)}, model=m)
+    repo.refresh()
+    # what an earlier version left: best_model.zip a hard link to the best's model, no "best_files"
+    (repo_root / "best_model.zip").unlink()
+    os.link(repo_root / CK / "model_iter_2.zip", repo_root / "best_model.zip")
+    summary = json.loads((repo_root / "training_summary.json").read_bytes())
+    del summary["best_files"]
+    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    committed = _sha(repo_root / CK / "model_iter_2.zip")
+    for _ in range(2):  # the first refresh breaks the link; it never records the link as ours
+        CheckpointRepository(repo_root).refresh()
+        assert os.stat(repo_root / "best_model.zip").st_nlink == 1
+        assert not os.path.samefile(repo_root / "best_model.zip", repo_root / CK / "model_iter_2.zip")
+    make_ppo().save(repo_root / "best_model.zip")  # SB3 writes the name in place
+    assert _sha(repo_root / CK / "model_iter_2.zip") == committed
+    assert CheckpointRepository(repo_root).verify() == []
+
+
+def test_a_hard_link_recorded_as_ours_by_inode_is_replaced_at_the_next_refresh(repo_root):
+    repo = CheckpointRepository(repo_root)
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0", vecnormalize=b"v0")
+    repo.refresh()
+    # the state the first refresh of the unfixed code left: the links recorded as ours by inode
+    for name, art in (("best_model.zip", "model_iter_0.zip"), ("best_vecnormalize.pkl", "vecnormalize_iter_0.pkl")):
+        (repo_root / name).unlink()
+        os.link(repo_root / CK / art, repo_root / name)
+    summary = json.loads((repo_root / "training_summary.json").read_bytes())
+    for name in ("best_model.zip", "best_vecnormalize.pkl"):
+        st = os.stat(repo_root / name)
+        summary["best_files"][name] = [
+            {"sha256": _sha(repo_root / name), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino, "etag": ""}
+        ]
+    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    CheckpointRepository(repo_root).refresh()
+    for name in ("best_model.zip", "best_vecnormalize.pkl"):
+        assert os.stat(repo_root / name).st_nlink == 1, name
+    with open(repo_root / "best_vecnormalize.pkl", "r+b") as f:
+        f.write(b"XX")
+    assert (repo_root / CK / "vecnormalize_iter_0.pkl").read_bytes() == b"v0"
