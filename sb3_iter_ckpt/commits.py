@@ -67,7 +67,7 @@ class Publisher:
 
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
         """See ``CheckpointRepository.ensure_free``."""
-        self.trust.authorize_write(self.index, scan=False)
+        self.trust.authorize_write(self.index)
         if overwrite:
             return
         taken = [i for i in iterations if self.index.has(check_iteration(i))]
@@ -103,7 +103,7 @@ class Publisher:
         if not next_free:
             self.ensure_free([draft.iteration], overwrite)  # and the signing key's check
         else:
-            self.trust.authorize_write(self.index, scan=False)
+            self.trust.authorize_write(self.index)
             if self._taken(draft.iteration):
                 draft.iteration = max(draft.iteration + 1, self.index.next_iteration())
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.
