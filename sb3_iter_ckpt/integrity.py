@@ -202,7 +202,8 @@ def signing_problems(
 
 
 def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Problem]:
-    """``training_summary.json`` naming a best iteration without a model record, or a missing best file."""
+    """``training_summary.json`` naming a best iteration without a model record, or naming a best model
+    file that is missing or no longer holds the best's model."""
     try:
         summary = rec.loads(storage.read_bytes(rec.TRAINING_SUMMARY), rec.TRAINING_SUMMARY)
     except CheckpointError:
@@ -214,12 +215,25 @@ def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Prob
     ck = good.get(it) if isinstance(it, int) else None
     if ck is None or not ck.has_model:
         return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
+    named = str(best["best_model_file"])
     try:
-        storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
-    except (IntegrityError, UnsafePathError) as exc:
-        return [Problem(it, str(best["best_model_file"]), str(exc))]
-    # ...other content is not: another tool wrote that name after the summary was written (SB3's
-    # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
+        digest = storage.hash_file(named)[0]
+    except (IntegrityError, UnsafePathError) as exc:  # missing, unreadable, a symlink out of the root
+        return [Problem(it, named, str(exc))]
+    recorded = best.get("sha256")
+    if digest != (recorded if isinstance(recorded, str) else ck.sha256):  # what the summary says it holds
+        # The summary names it as our copy of the best, and a reader will load it: a stale claim, whoever
+        # wrote the file (SB3's EvalCallback after our last refresh, model.save, tampering). The file is
+        # the user's from now on: the next refresh (or `sb3-iter-ckpt summary`) stops naming it.
+        model_file = f"{_CK}/{ck.artifacts['model'].file}"
+        return [
+            Problem(
+                it,
+                named,
+                f"was replaced after {rec.TRAINING_SUMMARY} named it as the best model; the best is {model_file} "
+                "(a refresh, or 'sb3-iter-ckpt summary', stops naming the other file)",
+            )
+        ]
     return []
 
 
