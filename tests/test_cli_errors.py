@@ -140,6 +140,9 @@ def test_every_verb_with_bad_values(places):
         (["plot", repo, "--out", f"{places['file']}/x.png"], 2),  # under a file
         (["plot", repo, "--out", f"{out}/x.png", "--metric", "no.such.metric"], 3),
         (["plot", repo, "--out", f"{out}/x.png", "--mode", "up"], 2),
+        (["report", repo, "--out", out], 2),  # a folder
+        (["report", repo, "--out", f"{places['file']}/x.html"], 2),  # under a file
+        (["report", repo, "--out", "/proc/x.html"], 2),  # a folder nobody can create files in
         (["no-such-verb", repo], 2),
         ([], 2),
     ]
