@@ -4,9 +4,9 @@ best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file sys
 hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
 and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
 while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
-never replaced, never deleted (verify() reports only a summary still naming it as ours). A best-file name that is a hard link to a
-file in checkpoints/ (what versions before the copies left) is replaced by a copy at the next
-refresh, whatever the best is, and never recorded as ours while it is a link.
+never replaced, never deleted (verify() reports only a summary still naming it as ours). A best-file
+name that is a hard link to a file in checkpoints/ (what versions before the copies left) is replaced
+by a copy at the next refresh, whatever the best is, and never recorded as ours while it is a link.
 """
 
 from __future__ import annotations
