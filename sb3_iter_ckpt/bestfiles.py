@@ -4,7 +4,9 @@ best_model.zip and best_vecnormalize.pkl are COPIES (reflinks where the file sys
 hard links: SB3's model.save and EvalCallback(best_model_save_path=root) write that name in place,
 and must not reach a committed artifact. Those tools own the name too, so a file there is ours only
 while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
-never replaced, never deleted, never a verify() problem.
+never replaced, never deleted (verify() reports only a summary still naming it as ours). A best-file
+name that is a hard link to a file in checkpoints/ (what versions before the copies left) is replaced
+by a copy at the next refresh, whatever the best is, and never recorded as ours while it is a link.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ Todo = dict[str, tuple[str, str] | None]
 
 @dataclass(frozen=True)
 class BestFile:
-    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user"."""
+    """A best-file name as found: ``owner`` is "absent", "ours" (what we last wrote) or "user";
+    ``linked``: a hard link to a file in ``checkpoints/`` (ours to replace by a copy, whoever made it)."""
 
     owner: str
     sha256: str | None = None
     stat: FileStat | None = None
+    linked: bool = False
 
 
 def _identity(sha256: str, st: FileStat) -> dict[str, Any]:
@@ -79,6 +83,10 @@ class BestFiles:
         st = self.storage.stat_many([name]).get(name)
         if st is None:
             return BestFile("absent")
+        if st.links > 1 and st.inode and any(s.inode == st.inode for s in self.storage.listdir(_CK).values()):
+            # A write through this name would reach the committed file: never ours as it is, whoever
+            # made the link (an earlier version of this package did); its content is in checkpoints/.
+            return BestFile("ours", None, st, linked=True)
         for e in owned:  # the file as we left it (same inode/ETag, size, mtime): no need to read it
             if e.get("size") == st.size and [e.get("mtime_ns"), e.get("inode"), e.get("etag")] == [
                 st.mtime_ns,

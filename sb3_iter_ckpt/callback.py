@@ -182,6 +182,7 @@ class IterationCheckpointCallback(BaseCallback):
             # on the same repository that took this number meanwhile makes ours the next free one.
             nxt = self.repository.next_iteration()
             self._current = nxt if self._current is None else max(self._current, nxt)
+            self.repository.ensure_free(())  # no number to check: a signed repository without its key, refused now
         else:
             if self._current is None:
                 self._current = self.iteration

@@ -393,9 +393,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from sb3_iter_ckpt.report import collect_report, default_report_path, write_report
 
+    if args.out is not None and Path(args.out).is_dir():  # before the repository is opened, as plot's --out
+        raise UsageError(f"--out {args.out} is a folder; give an HTML file name, e.g. {Path(args.out) / 'report.html'}")
+    if args.out is not None and any(p.exists() and not p.is_dir() for p in Path(args.out).parents):
+        raise UsageError(f"--out {args.out}: a folder in that path is a file; choose a writable path")
     repo = _open_repo(args)
     data = collect_report(repo)
-    out = write_report(data, args.out or default_report_path(repo))
+    try:
+        out = write_report(data, args.out or default_report_path(repo))
+    except OSError as exc:
+        if args.out is None:
+            raise  # the repository's own folder: a file system error (exit 1)
+        raise UsageError(f"cannot write --out {args.out}: {exc.strerror or exc}; choose a writable path") from exc
     if args.json:
         _emit_json({"path": str(out), "iterations": len(data.rows), "problems": data.problems, "notes": data.notes})
     else:

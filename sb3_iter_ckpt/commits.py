@@ -15,7 +15,7 @@ from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError
 from sb3_iter_ckpt.index import RecordIndex, check_iteration, not_found
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.storage import Source, Staged, Storage
+from sb3_iter_ckpt.storage import Source, Staged, Storage, intent_name
 from sb3_iter_ckpt.summaries import versions
 from sb3_iter_ckpt.trust import Trust
 
@@ -67,16 +67,24 @@ class Publisher:
 
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
         """See ``CheckpointRepository.ensure_free``."""
-        self.trust.authorize_write(self.index, scan=False)
+        self.trust.authorize_write(self.index)
         if overwrite:
             return
         taken = [i for i in iterations if self.index.has(check_iteration(i))]
+        stray = [] if taken else self.index.stray_artifacts(iterations)
+        if stray:
+            # Another writer's commit in flight (its intent is there from before its files are renamed
+            # into place until after its record is published) takes the number; its files are not strays.
+            taken = [
+                i
+                for i in iterations
+                if self.storage.exists(intent_name(f"{_CK}/{rec.record_name(i)}")) or self.index.has(i)
+            ]
         if taken:
             raise CheckpointExistsError(
                 f"iteration(s) {', '.join(map(str, taken))} already committed in {self.where}; "
                 "use iteration=None for the next free one, or overwrite=True to replace"
             )
-        stray = self.index.stray_artifacts(iterations)
         if stray:
             raise CheckpointExistsError(
                 f"{_CK}/{stray[0]} exists without a record (another program's file?) and would be overwritten; "
@@ -103,7 +111,7 @@ class Publisher:
         if not next_free:
             self.ensure_free([draft.iteration], overwrite)  # and the signing key's check
         else:
-            self.trust.authorize_write(self.index, scan=False)
+            self.trust.authorize_write(self.index)
             if self._taken(draft.iteration):
                 draft.iteration = max(draft.iteration + 1, self.index.next_iteration())
         # An explicit overwrite deletes the old iteration (record first) under the commit lock.

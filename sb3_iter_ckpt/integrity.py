@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from sb3_iter_ckpt.errors import CheckpointError, IntegrityError, SignatureError
 from sb3_iter_ckpt.index import RECORD_PREFIXES, RecordIndex, Scan
 from sb3_iter_ckpt.record import Checkpoint
 from sb3_iter_ckpt.signing import HOW_TO_GIVE_KEY, MARKER, Signer
-from sb3_iter_ckpt.storage import Storage
+from sb3_iter_ckpt.storage import Storage, intent_name
 
 _CK = rec.CHECKPOINTS_DIR
 
@@ -111,15 +111,36 @@ def record_problems(storage: Storage, scan: Scan, index: RecordIndex) -> list[Pr
             problems.append(Problem(parsed[0], name, "is not a regular file (a folder?): the record is unreadable"))
     for i, names in sorted(dups.items()):
         problems.append(Problem(i, ", ".join(names), "the iteration has more than one record"))
-    if all(ck.verified for ck in good.values()):
+    orphans = index.orphan_models()
+    if not is_seed_folder(storage, good, orphans):
         # A folder of ours: every model we write has a record (pruning removes a record only after its
         # model). A model without one is a record deleted by hand, or a file that is not ours.
         bad_its = {p[0] for n in bad if (p := rec.parse_record_name(n)) is not None}
         listing = storage.listdir(_CK)
-        for i in index.orphan_models():
-            if i not in good and i not in bad_its and f".intent-iter-{i}.json" not in listing:
-                problems.append(Problem(i, rec.artifact_name("model", i), "a model without a record (record deleted?)"))
+        for i in orphans:
+            if i not in bad_its and intent_name(f"{_CK}/{rec.record_name(i)}").rpartition("/")[2] not in listing:
+                problems.append(
+                    Problem(
+                        i,
+                        rec.artifact_name("model", i),
+                        "a model without a record (record deleted?; a seed script's model: adopt() records it)",
+                    )
+                )
     return problems
+
+
+def is_seed_folder(storage: Storage, good: Mapping[int, Checkpoint], orphans: Sequence[int]) -> bool:
+    """Whether a model without a record may be the seed script's (listed, opened) rather than a problem.
+
+    Only in a folder with records, all in the seed's format, and no ``signing.json``: one record in the
+    current schema, or the marker, makes the folder ours, and one planted seed-format record cannot
+    switch off the detection of a deleted record. (Our summaries prove nothing: the migration functions
+    of ``legacy.py`` write them into seed folders.)
+    """
+    records = [ck for i, ck in good.items() if i not in orphans]  # the index lists orphans of a seed folder
+    if not records or any(ck.verified for ck in records):
+        return False
+    return not storage.exists(MARKER)
 
 
 def iteration_problems(storage: Storage, ck: Checkpoint, signer: Signer | None) -> list[Problem]:
@@ -181,7 +202,8 @@ def signing_problems(
 
 
 def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Problem]:
-    """``training_summary.json`` naming a best iteration without a model record, or a missing best file."""
+    """``training_summary.json`` naming a best iteration without a model record, or naming a best model
+    file that is missing or no longer holds the best's model."""
     try:
         summary = rec.loads(storage.read_bytes(rec.TRAINING_SUMMARY), rec.TRAINING_SUMMARY)
     except CheckpointError:
@@ -193,12 +215,25 @@ def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Prob
     ck = good.get(it) if isinstance(it, int) else None
     if ck is None or not ck.has_model:
         return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
+    named = str(best["best_model_file"])
     try:
-        storage.hash_file(best["best_model_file"])  # missing or unreadable is a problem...
-    except (IntegrityError, UnsafePathError) as exc:
-        return [Problem(it, str(best["best_model_file"]), str(exc))]
-    # ...other content is not: another tool wrote that name after the summary was written (SB3's
-    # EvalCallback, model.save). It is the user's file; the next refresh stops naming it.
+        digest = storage.hash_file(named)[0]
+    except (IntegrityError, UnsafePathError) as exc:  # missing, unreadable, a symlink out of the root
+        return [Problem(it, named, str(exc))]
+    recorded = best.get("sha256")
+    if digest != (recorded if isinstance(recorded, str) else ck.sha256):  # what the summary says it holds
+        # The summary names it as our copy of the best, and a reader will load it: a stale claim, whoever
+        # wrote the file (SB3's EvalCallback after our last refresh, model.save, tampering). The file is
+        # the user's from now on: the next refresh (or `sb3-iter-ckpt summary`) stops naming it.
+        model_file = f"{_CK}/{ck.artifacts['model'].file}"
+        return [
+            Problem(
+                it,
+                named,
+                f"was replaced after {rec.TRAINING_SUMMARY} named it as the best model; the best is {model_file} "
+                "(a refresh, or 'sb3-iter-ckpt summary', stops naming the other file)",
+            )
+        ]
     return []
 
 

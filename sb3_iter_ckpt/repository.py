@@ -354,7 +354,8 @@ class CheckpointRepository:
         """Raise ``CheckpointExistsError`` if any of ``iterations`` is committed (unless ``overwrite``).
 
         Also ``SigningKeyError`` when a commit would be refused (a signed repository without its key,
-        or another key): the callback calls this before any training time is spent.
+        or another key, also when its ``signing.json`` was deleted): the callback calls this before any
+        training time is spent (with ``()`` under automatic numbering: the signing check only).
         """
         self._publisher.ensure_free(iterations, overwrite)
 

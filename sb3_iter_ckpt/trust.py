@@ -80,18 +80,19 @@ class Trust:
         finally:
             self._tls.authorized = False
 
-    def authorize_write(self, index: RecordIndex, scan: bool = True) -> None:
+    def authorize_write(self, index: RecordIndex) -> None:
         """Before a write: a signed repository needs its key, and a key must be the repository's.
 
         Signed means a ``signing.json`` marker or, when it was deleted, records carrying signatures
-        (``scan``; a commit checks the marker only, the refresh after it checks the records).
+        (the records are looked at only without a marker: the index's cached scan, also before a
+        commit, so that deleting the marker never lets a writer without the key publish).
         With the key and no marker, the marker is (re)written, unless no signed record verifies.
         """
         if getattr(self._tls, "authorized", False):
             return
         present, fingerprint = self.read_marker()
         if self.signer is None:
-            if present or (scan and any("signature" in c.record for c in index.scan()[0].values())):
+            if present or any("signature" in c.record for c in index.scan()[0].values()):
                 why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
                 raise SigningKeyError(
                     f"{self.where} is a signed repository ({why}): writing to it without the key would leave "

@@ -3,7 +3,7 @@
 SB3's ``EvalCallback(best_model_save_path=root)`` and ``model.save(root / "best_model.zip")`` open that
 name for writing in place. When it was a hard link to ``checkpoints/model_iter_k.zip`` they overwrote
 the committed model. Now it is a copy; a file there that we did not write is the user's: never
-replaced, never deleted, never a ``verify()`` problem (issue 13, item 1).
+replaced, never deleted; ``verify()`` reports only a summary that still names it as ours.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ def _scores():
     return lambda model, env: {"mean_reward": float(next(n))}  # every evaluation better: the best moves
 
 
-def _assert_every_model_intact(repo: CheckpointRepository) -> None:
-    assert repo.verify() == []
+def _assert_every_model_intact(repo: CheckpointRepository, stale_best: bool = False) -> None:
+    """``stale_best``: best_model.zip was written after the summary named it (reported until the next refresh)."""
+    assert [p.file for p in repo.verify()] == (["best_model.zip"] if stale_best else [])
     for ck in repo.list():
         assert _sha(repo.root / CK / ck.artifacts["model"].file) == ck.sha256
         repo.load(ck.iteration, device="cpu")
@@ -88,7 +89,7 @@ def test_model_save_over_best_model_zip_after_a_commit(make_ppo, repo_root):
     assert not os.path.samefile(repo_root / "best_model.zip", repo_root / CK / "model_iter_0.zip")
     make_ppo(seed=1).save(repo_root / "best_model.zip")  # written in place by SB3
     theirs = _sha(repo_root / "best_model.zip")
-    _assert_every_model_intact(repo)
+    _assert_every_model_intact(repo, stale_best=True)
     model.learn(64, callback=IterationCheckpointCallback(repo, evaluator=_scores(), eval_freq=32))
     _assert_every_model_intact(repo)
     assert _sha(repo_root / "best_model.zip") == theirs
@@ -166,7 +167,8 @@ def test_a_hard_link_left_by_an_earlier_version_is_replaced_by_a_copy(repo_root)
     assert (repo_root / CK / "model_iter_0.zip").read_bytes() == b"m0"
     with open(repo_root / "best_model.zip", "r+b") as f:
         f.write(b"XX")
-    assert repo.verify() == [] and (repo_root / CK / "model_iter_1.zip").read_bytes() == b"m1"
+    assert (repo_root / CK / "model_iter_1.zip").read_bytes() == b"m1"
+    assert [p.file for p in repo.verify()] == ["best_model.zip"], "only the summary's claim is stale"
 
 
 def test_object_storage_leaves_a_foreign_best_model_alone():
@@ -183,3 +185,89 @@ def test_object_storage_leaves_a_foreign_best_model_alone():
     assert fs.cat_file("/best-foreign/best_model.zip") == b"EvalCallback's model"
     assert repo.verify() == []
     assert repo.training_summary()["best"]["best_model_file"] is None
+
+
+def test_a_hard_link_left_by_an_earlier_version_is_replaced_even_when_the_best_stays(make_ppo, repo_root):
+    repo = CheckpointRepository(repo_root)
+    for i, m in enumerate((b"m0", b"m1", b"m2")):
+        repo.commit(i, metrics={"mean_reward": float(i)}, model=m)
+    repo.refresh()
+    # what an earlier version left: best_model.zip a hard link to the best's model, no "best_files"
+    (repo_root / "best_model.zip").unlink()
+    os.link(repo_root / CK / "model_iter_2.zip", repo_root / "best_model.zip")
+    summary = json.loads((repo_root / "training_summary.json").read_bytes())
+    del summary["best_files"]
+    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    committed = _sha(repo_root / CK / "model_iter_2.zip")
+    for _ in range(2):  # the first refresh breaks the link; it never records the link as ours
+        CheckpointRepository(repo_root).refresh()
+        assert os.stat(repo_root / "best_model.zip").st_nlink == 1
+        assert not os.path.samefile(repo_root / "best_model.zip", repo_root / CK / "model_iter_2.zip")
+    make_ppo().save(repo_root / "best_model.zip")  # SB3 writes the name in place
+    assert _sha(repo_root / CK / "model_iter_2.zip") == committed
+    assert [p.file for p in CheckpointRepository(repo_root).verify()] == ["best_model.zip"], "no committed model"
+
+
+def test_a_hard_link_recorded_as_ours_by_inode_is_replaced_at_the_next_refresh(repo_root):
+    repo = CheckpointRepository(repo_root)
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0", vecnormalize=b"v0")
+    repo.refresh()
+    # the state the first refresh of the unfixed code left: the links recorded as ours by inode
+    for name, art in (("best_model.zip", "model_iter_0.zip"), ("best_vecnormalize.pkl", "vecnormalize_iter_0.pkl")):
+        (repo_root / name).unlink()
+        os.link(repo_root / CK / art, repo_root / name)
+    summary = json.loads((repo_root / "training_summary.json").read_bytes())
+    for name in ("best_model.zip", "best_vecnormalize.pkl"):
+        st = os.stat(repo_root / name)
+        summary["best_files"][name] = [
+            {
+                "sha256": _sha(repo_root / name),
+                "size": st.st_size,
+                "mtime_ns": st.st_mtime_ns,
+                "inode": st.st_ino,
+                "etag": "",
+            }
+        ]
+    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    CheckpointRepository(repo_root).refresh()
+    for name in ("best_model.zip", "best_vecnormalize.pkl"):
+        assert os.stat(repo_root / name).st_nlink == 1, name
+    with open(repo_root / "best_vecnormalize.pkl", "r+b") as f:
+        f.write(b"XX")
+    assert (repo_root / CK / "vecnormalize_iter_0.pkl").read_bytes() == b"v0"
+
+
+@pytest.mark.parametrize("key", [None, "k"], ids=["unsigned", "signed"])
+def test_a_best_model_replaced_after_the_summary_named_it_is_reported(repo_root, key):
+    from sb3_iter_ckpt.cli import main
+
+    repo = CheckpointRepository(repo_root, signing_key=key)
+    for i in range(3):
+        repo.commit(i, metrics={"mean_reward": float(i)}, model=b"m%d" % i)
+    repo.refresh()
+    (repo_root / "best_model.zip").write_bytes(b"planted")  # after the summary named our copy
+    problems = CheckpointRepository(repo_root, signing_key=key).verify()
+    assert [(p.iteration, p.file) for p in problems] == [(2, "best_model.zip")]
+    assert "replaced after training_summary.json named it" in problems[0].message
+    assert f"{CK}/model_iter_2.zip" in problems[0].message
+    if key is not None:
+        key_file = repo_root.parent / "key"
+        key_file.write_text(key)
+        assert main(["verify", str(repo_root), "--signing-key-file", str(key_file)]) == 4
+    # the next refresh sees the user's file, stops naming it, and leaves it alone
+    CheckpointRepository(repo_root, signing_key=key).refresh()
+    assert json.loads((repo_root / "training_summary.json").read_bytes())["best"]["best_model_file"] is None
+    assert CheckpointRepository(repo_root, signing_key=key).verify() == []
+    assert (repo_root / "best_model.zip").read_bytes() == b"planted"
+
+
+def test_a_best_model_named_but_missing_is_reported(repo_root):
+    repo = CheckpointRepository(repo_root)
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0")
+    repo.refresh()
+    (repo_root / "best_model.zip").unlink()
+    problems = repo.verify()
+    assert [(p.iteration, p.file) for p in problems] == [(0, "best_model.zip")]
+    assert "missing" in problems[0].message
+    repo.refresh()  # our copy comes back
+    assert repo.verify() == [] and (repo_root / "best_model.zip").read_bytes() == b"m0"

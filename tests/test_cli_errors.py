@@ -145,6 +145,9 @@ def test_every_verb_with_bad_values(places):
         (["forward", repo], 3),  # a repository without forward data
         (["forward", repo, "--json"], 3),
         (["forward", repo, "--mode", "max"], 2),
+        (["report", repo, "--out", out], 2),  # a folder
+        (["report", repo, "--out", f"{places['file']}/x.html"], 2),  # under a file
+        (["report", repo, "--out", "/proc/x.html"], 2),  # a folder nobody can create files in
         (["no-such-verb", repo], 2),
         ([], 2),
     ]

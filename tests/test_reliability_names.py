@@ -197,6 +197,25 @@ def test_an_explicit_iteration_never_overwrites_a_stray_model(make_ppo, repo_roo
     assert (ck / "model_iter_3.zip").read_bytes() == b"m3"
 
 
+def test_another_writers_commit_in_flight_is_not_a_stray_model(repo_root, mocker):
+    # Writer A is between renaming its model into place and linking its record; writer B asks for the same
+    # iteration: it is taken (B is refused as for a committed one), not "a file without a record".
+    real_link = os.link
+    seen = []
+
+    def look_then_link(src, dst, *args, **kwargs):
+        if os.path.basename(dst) == "metrics_iter_3.json":
+            with pytest.raises(CheckpointExistsError) as info:
+                CheckpointRepository(repo_root, sweep=False).ensure_free([3])
+            seen.append(str(info.value))
+        return real_link(src, dst, *args, **kwargs)
+
+    mocker.patch("os.link", look_then_link)
+    CheckpointRepository(repo_root).commit(3, metrics={"mean_reward": 1.0}, model=b"m3")
+    mocker.stopall()
+    assert len(seen) == 1 and "iteration(s) 3 already committed" in seen[0], seen
+
+
 def test_local_url_roots_get_local_storage_with_its_lock_and_symlink_checks(tmp_path):
     root = tmp_path / "exp"
     repo = CheckpointRepository(f"local://{root}")

@@ -301,6 +301,29 @@ def test_deleted_marker_is_detected(repo_root, models, no_env_key):
     assert CheckpointRepository(repo_root, signing_key="k").verify() == []
 
 
+@pytest.mark.parametrize("how", ["callback", "commit-next-free", "commit", "ensure_free"])
+def test_deleted_marker_writes_without_the_key_are_refused_before_training_and_publishing(
+    repo_root, models, how, no_env_key
+):
+    from sb3_iter_ckpt import IterationCheckpointCallback
+
+    _signed_repo(repo_root, models, 3)
+    (repo_root / MARKER).unlink()
+    before = {p.name: p.read_bytes() for p in repo_root.rglob("*") if p.is_file()}
+    repo = CheckpointRepository(repo_root)  # no key
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, seed=0, device="cpu")
+    calls = {
+        "callback": lambda: model.learn(64, callback=IterationCheckpointCallback(repo, eval_freq=32)),
+        "commit-next-free": lambda: repo.commit(3, metrics={"mean_reward": 9.0}, model=models[0], next_free=True),
+        "commit": lambda: _commit(repo, 3, models[0], 9.0),
+        "ensure_free": lambda: repo.ensure_free([3]),
+    }
+    with pytest.raises(SigningKeyError, match="deleted"):
+        calls[how]()
+    assert model.num_timesteps == 0, "refused before any training time is spent"
+    assert {p.name: p.read_bytes() for p in repo_root.rglob("*") if p.is_file()} == before, "nothing published"
+
+
 def test_wrong_key_refused_up_front(repo_root, models, no_env_key):
     _signed_repo(repo_root, models, 1)
     before = sorted(p.name for p in repo_root.rglob("*"))

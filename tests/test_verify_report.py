@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository, IterationCheckpointCallback, VerifyReport
 from sb3_iter_ckpt.cli import main
-from sb3_iter_ckpt.storage import LocalStorage
+from sb3_iter_ckpt.storage import LocalStorage, intent_name
 
 CK = "checkpoints"
 SEED_MODELS = [0, 1, 3, 4]  # no_model_iter_2.json is the seed's placeholder
@@ -180,14 +180,52 @@ def test_a_record_replaced_by_a_folder_is_a_problem(ours_copy):
     assert rc == 4 and "metrics_iter_0.json: is not a regular file" in out
 
 
-def test_a_commit_in_progress_is_not_a_model_without_record(ours_copy):
-    # Between renaming the artifacts into place and publishing the record, a live writer's intent names them.
-    ck = ours_copy / CK
-    shutil.copy(ck / "model_iter_1.zip", ck / "model_iter_2.zip")
-    (ck / ".intent-iter-2.json").write_text(
-        json.dumps({"record": f"{CK}/metrics_iter_2.json", "artifacts": [f"{CK}/model_iter_2.zip"], "pid": os.getpid()})
+def test_a_commit_in_progress_is_not_a_model_without_record(ours_copy, mocker):
+    # A real commit, looked at between renaming its model into place and linking its record (the
+    # commit marker): the storage's intent names the model, so verify knows it is not a lost record.
+    real_link = os.link
+    seen = []
+
+    def look_then_link(src, dst, *args, **kwargs):
+        if os.path.basename(dst) == "metrics_iter_2.json":
+            names = os.listdir(ours_copy / CK)
+            seen.append(
+                (
+                    "model_iter_2.zip" in names,
+                    intent_name(f"{CK}/metrics_iter_2.json").rpartition("/")[2] in names,
+                    CheckpointRepository(ours_copy, sweep=False).verify(),
+                )
+            )
+        return real_link(src, dst, *args, **kwargs)
+
+    mocker.patch("os.link", look_then_link)
+    CheckpointRepository(ours_copy).commit(
+        2, metrics={"mean_reward": 0.5}, model=(ours_copy / CK / "model_iter_1.zip").read_bytes()
     )
-    assert CheckpointRepository(ours_copy, sweep=False).verify() == []
+    mocker.stopall()
+    assert seen == [(True, True, [])], "in flight: the model in place, its intent present, no problem"
+    assert CheckpointRepository(ours_copy).verify() == []
+
+
+def test_a_planted_seed_format_record_does_not_hide_a_deleted_record(ours_copy):
+    (ours_copy / CK / "metrics_iter_1.json").unlink()
+    (ours_copy / CK / "no_model_iter_7.json").write_text(json.dumps({"iteration": 7, "reason": "x"}))
+    report = CheckpointRepository(ours_copy).verify_report()
+    assert [(p.iteration, p.file) for p in report.problems] == [(1, "model_iter_1.zip")]
+    assert 1 not in report.opened_only
+    rc, out = _cli("verify", str(ours_copy))
+    assert rc == 4 and "model_iter_1.zip: a model without a record" in out
+
+
+def test_a_seed_folder_lists_its_models_without_records_but_a_signed_one_does_not(seed_copy):
+    from sb3_iter_ckpt.signing import MARKER, Signer
+
+    shutil.copy(seed_copy / CK / "model_iter_4.zip", seed_copy / CK / "model_iter_5.zip")  # the seed lost its metrics
+    report = CheckpointRepository(seed_copy).verify_report()
+    assert report.ok and report.opened_only == (*SEED_MODELS, 5)
+    (seed_copy / MARKER).write_bytes(Signer("k").marker())  # a signing marker: a folder of this package
+    problems = CheckpointRepository(seed_copy).verify_report().problems
+    assert (5, "model_iter_5.zip") in [(p.iteration, p.file) for p in problems]
 
 
 def test_records_removed_by_prune_are_not_problems(ours_copy):

@@ -40,6 +40,7 @@ from sb3_iter_ckpt.storage.base import (
 )
 from sb3_iter_ckpt.storage.fsspec import FsspecStorage, RemoteRoot
 from sb3_iter_ckpt.storage.local import LocalStorage
+from sb3_iter_ckpt.storage.rollback import intent_name
 
 #: Environment variable holding storage options (a JSON object) for URL roots opened without any.
 STORAGE_OPTIONS_ENV = "SB3_ITER_CKPT_STORAGE_OPTIONS"
@@ -102,6 +103,7 @@ __all__ = [
     "Storage",
     "check_name",
     "display_root",
+    "intent_name",
     "is_url",
     "iteration_of",
     "sha256_bytes",

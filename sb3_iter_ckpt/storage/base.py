@@ -29,7 +29,7 @@ import socket
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -70,6 +70,8 @@ class FileStat:
     #: An object store's ETag (content version), so that a record rewritten within one
     #: LastModified second with the same size is still seen as changed; "" where none.
     etag: str = ""
+    #: Hard links to the file (1 where the backend has none); not part of a version's identity.
+    links: int = field(default=1, compare=False)
 
 
 @dataclass(frozen=True)

@@ -152,7 +152,7 @@ class LocalStorage(Storage):
                     try:
                         if entry.is_file(follow_symlinks=False) or entry.is_symlink():
                             st = entry.stat(follow_symlinks=False)
-                            out[entry.name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+                            out[entry.name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
                     except FileNotFoundError:
                         continue  # removed while listing
         except FileNotFoundError:
@@ -191,7 +191,7 @@ class LocalStorage(Storage):
             except OSError as exc:  # a folder in the name that is a file, permission denied, I/O error
                 raise CheckpointError(f"cannot stat {name} in {self.root}: {exc.strerror or exc}") from exc
             if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                out[name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
+                out[name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
         return out
 
     def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:

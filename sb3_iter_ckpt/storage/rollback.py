@@ -19,7 +19,8 @@ from sb3_iter_ckpt.storage.base import _INTENT_RE, _TMP_RE, FileStat, Storage, _
 
 
 def intent_name(record: str) -> str:
-    """The intent of a publish of ``record``: one per iteration, next to the record."""
+    """The intent of a publish of ``record``: one per iteration, next to the record (the one source of
+    this name: ``verify`` looks for it to tell a commit in progress from a model without a record)."""
     path = PurePosixPath(record)
     iteration = iteration_of(path.name)
     key = f"iter-{iteration}" if iteration is not None else path.stem
