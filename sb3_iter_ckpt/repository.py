@@ -433,7 +433,7 @@ class CheckpointRepository:
         :raises CheckpointExistsError: the iteration already has a different forward result.
         """
         ck = self.get(result.iteration)
-        self._trust.authorize_write(self._index, scan=False)
+        self._trust.authorize_write(self._index)
         try:
             return self._forwards.commit(result, ck)
         except OSError as exc:
@@ -441,7 +441,7 @@ class CheckpointRepository:
 
     def write_forward_returns(self, curve: StitchedForward | bytes) -> None:
         """Write the stitched forward curve (or its ``to_csv_bytes()``) as ``forward_returns.csv``, atomically."""
-        self._trust.authorize_write(self._index, scan=False)
+        self._trust.authorize_write(self._index)
         data = curve if isinstance(curve, bytes) else curve.to_csv_bytes()
         try:
             self.storage.write_atomic(rec.FORWARD_RETURNS, data)

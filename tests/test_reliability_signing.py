@@ -426,8 +426,9 @@ def test_cli_walk_forward_signs_with_a_key_file(tmp_path, no_env_key):
     again = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path)
     assert again.returncode == 0 and "(resumed)" in again.stdout, again.stderr
     assert {p.name: p.read_bytes() for p in (root / CK).iterdir()} == before
-    # a run that died before its commit, resumed without the key: refused before any training
-    for name in ("metrics_iter_0.json", "model_iter_0.zip"):
+    # a run that died before its commit (so before its forward evaluation), resumed without the key:
+    # refused before any training
+    for name in ("metrics_iter_0.json", "model_iter_0.zip", "forward_iter_0.json"):
         (root / CK / name).unlink()
     refused = _cli("walk-forward", "--experiment-id", "s", *tiny, cwd=tmp_path)
     assert refused.returncode == 2 and SIGNING_KEY_ENV in refused.stderr, refused.stderr
