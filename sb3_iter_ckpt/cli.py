@@ -549,7 +549,23 @@ def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> Non
     print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
     if args.test_size:
         _print_forward_summary(result.forward, result.forward_reason, shown)
-    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt plot {shown} --out {shown / 'progress.png'}")
+    _write_run_report(repo)
+    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt forward {shown}")
+
+
+def _write_run_report(repo: Any) -> None:
+    """The experiment's HTML report, written after every run; without the [report] extra, how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        print('report: not written (it needs plotly: pip install "sb3-iter-ckpt[report]")')
+        return
+    from sb3_iter_ckpt.report import collect_report, default_report_path, write_report
+
+    data = collect_report(repo)
+    out = write_report(data, default_report_path(repo))
+    verdict = f"; verify found {len(data.problems)} problem(s), shown in red" if data.problems else ""
+    print(f"report: {out} (open it in a browser{verdict})")
 
 
 def _print_forward_summary(report: dict[str, Any] | None, reason: str | None, shown: Any) -> None:

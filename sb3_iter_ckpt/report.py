@@ -438,6 +438,16 @@ def _candidates_line(forward: ForwardData | None) -> str:
     return f"{', '.join(names)}: the best by selection on each window trades its test part"
 
 
+def _kept_forward(repo: CheckpointRepository) -> ForwardData:
+    """The forward data a walk-forward run left in the repository, or the reason there is none."""
+    try:
+        report, reason = repo.forward_status()
+        stitched = repo.stitched_forward() if report is not None else None
+    except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
+        return forward_data(None, reason=f"the forward data cannot be read: {exc}")
+    return forward_data(report, stitched=stitched, reason=reason)
+
+
 def collect_report(
     repository: CheckpointRepository | str | os.PathLike[str], forward: ForwardData | None = None
 ) -> ReportData:
@@ -448,11 +458,14 @@ def collect_report(
 
     :param repository: A ``CheckpointRepository``, or the root of one (a path or an ``s3://`` URL).
     :param forward: The run's forward (out-of-sample) data (``forward_data`` or ``forward_data_from_results``);
-        None: the forward sections say that the run has none.
+        None: what the repository keeps (its forward results and ``forward_returns.csv``), or the reason
+        it has none.
     :return: The ``ReportData``.
     """
     repo = _open(repository)
     problems, problem_lines = _verify(repo)
+    if forward is None:
+        forward = _kept_forward(repo)
     notes: list[str] = []
     config = _run_config(repo, notes)
     with warnings.catch_warnings():

@@ -465,6 +465,19 @@ class CheckpointRepository:
             return None, f"{exc}; run verify"
         return forwardfiles.report(results, {c.iteration: c for c in self.list()}, csv)
 
+    def stitched_forward(self) -> StitchedForward | None:
+        """The stitched forward curve (``forward_returns.csv`` read back), or None when the run wrote none.
+
+        :raises RecordError: when the file is damaged.
+        """
+        from sb3_iter_ckpt.forward import StitchedForward
+
+        if not self.storage.exists(rec.FORWARD_RETURNS):
+            return None
+        results = self.forwards()
+        ppy = results[0].periods_per_year if results else 252
+        return StitchedForward.from_csv_bytes(self.storage.read_bytes(rec.FORWARD_RETURNS), ppy, rec.FORWARD_RETURNS)
+
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
         """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
         (``best_vecnormalize.pkl``), then write ``training_summary.json``, which records what was written.

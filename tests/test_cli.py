@@ -75,6 +75,10 @@ def test_walk_forward_prints_where_every_checkpoint_went(experiment):
     names = [p.name for p in (root / "checkpoints").glob("*_iter_*.json")]
     assert len([n for n in names if not n.startswith("forward_")]) == 3
     assert sorted(n for n in names if n.startswith("forward_")) == [f"forward_iter_{i}.json" for i in range(3)]
+    # the run ends with its report, written and named (the page itself is tested in test_report.py)
+    assert f"report: {Path('results', '1003', 'report.html')} (open it in a browser)" in out
+    page = (root / "report.html").read_text()
+    assert "Stitched forward equity curve" in page and "not available: no forward" not in page
 
 
 def test_rerun_resumes_and_changed_config_is_refused(copy):
