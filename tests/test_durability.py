@@ -289,3 +289,37 @@ def test_every_file_a_training_run_leaves_is_durable(tmp_path, sync_log):
     for path in files:
         sync_log.assert_durable(path)
     sync_log.assert_folders_durable()
+
+
+# -- what a writer killed mid-publish leaves, and the next open's clean-up -----------------------------------
+def test_writer_killed_between_its_renames_and_its_record_is_rolled_back(tmp_path):
+    """The intent ``publish`` writes is what lets the next open remove the artifacts of a killed writer.
+
+    A forked writer dies (``os._exit``, no clean-up runs) right when it would create the record: its
+    artifacts are already under their final names.
+    """
+    root = tmp_path / "repo"
+    CheckpointRepository(root).commit(0, metrics={"mean_reward": 1.0}, model=b"model 0")
+    pid = os.fork()
+    if pid == 0:  # the writer
+        try:
+            real_link = os.link
+
+            def die_at_the_record(src, dst, *args, **kwargs):
+                if os.fspath(dst).endswith("metrics_iter_1.json"):
+                    os._exit(9)
+                return real_link(src, dst, *args, **kwargs)
+
+            os.link = die_at_the_record
+            CheckpointRepository(root).commit(1, metrics={"mean_reward": 2.0}, model=b"model 1", vecnormalize=b"vn 1")
+        finally:
+            os._exit(3)  # never reached unless the record was not attempted
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 9
+    ck = root / CK
+    assert (ck / "model_iter_1.zip").is_file() and (ck / "vecnormalize_iter_1.pkl").is_file()
+    assert (ck / ".intent-iter-1.json").is_file() and not (ck / "metrics_iter_1.json").exists()
+    repo = CheckpointRepository(root)  # opening sweeps
+    assert repo.iterations() == [0] and repo.verify() == []
+    assert sorted(p.name for p in ck.iterdir()) == ["metrics_iter_0.json", "model_iter_0.zip"]
+    repo.commit(1, metrics={"mean_reward": 2.0}, model=b"model 1")  # the iteration is free again

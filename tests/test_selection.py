@@ -72,15 +72,31 @@ def test_the_window_keeps_its_best_of_several_finite_scores(repo_root, make_ppo,
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_min_score_and_nan_do_not_hide_a_later_better_score(repo_root, make_ppo, mode):
     sign = 1.0 if mode == "max" else -1.0
-    scores = [sign * 5.0, float("nan"), sign * 1.0, sign * 7.0, sign * 6.0]  # 1.0 fails min_score=2 (or -2)
+    nan = float("nan")
+    # 1.0 and 0.5 fail min_score=2 (-2 in min mode); 2.0 reaches it exactly; 7.0 is the best
+    scores = [sign * 2.0, nan, sign * 1.0, sign * 7.0, nan, sign * 0.5]
     evaluator = Scripted(scores, key="score")
     cb = IterationCheckpointCallback(
         repo_root, evaluator=evaluator, eval_freq=32, monitor="score", mode=mode, min_score=sign * 2.0
     )
-    make_ppo().learn(160, callback=cb)
+    make_ppo().learn(192, callback=cb)
     ck = CheckpointRepository(repo_root).get(0)
     assert ck.metrics == {"score": sign * 7.0} and ck.timesteps == 128
-    assert ck.record["n_nan_evaluations"] == 1 and ck.record["n_below_min_score"] == 1
+    assert ck.record["n_evaluations"] == 6
+    assert ck.record["n_nan_evaluations"] == 2 and ck.record["n_below_min_score"] == 2
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_a_score_exactly_at_min_score_is_accepted(repo_root, make_ppo, mode):
+    """``min_score`` is a level to reach (``>=`` for max, ``<=`` for min), as documented."""
+    sign = 1.0 if mode == "max" else -1.0
+    evaluator = Scripted([sign * 2.0, sign * 1.0], key="score")
+    cb = IterationCheckpointCallback(
+        repo_root, evaluator=evaluator, eval_freq=32, monitor="score", mode=mode, min_score=sign * 2.0
+    )
+    make_ppo().learn(64, callback=cb)
+    ck = CheckpointRepository(repo_root).get(0)
+    assert ck.has_model and ck.metrics == {"score": sign * 2.0} and ck.record["n_below_min_score"] == 1
 
 
 # -- across iterations: the repository's best and its tie rule ----------------------------------------------

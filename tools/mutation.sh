@@ -35,9 +35,23 @@ SCOPE+=("${RET}x_ranked__mutmut_*" "${RET}x_plan__mutmut_*" "${RET}x«ÅKeepBestK«
 for f in _score _accepts _better _evaluate; do SCOPE+=("${CB}${f}__mutmut_*"); done
 for f in best verify _verify_best; do SCOPE+=("${REPO}${f}__mutmut_*"); done
 start=$(date +%s)
+# Named mutants are always re-run by mutmut: after a first run, name only those not checked yet.
+mapfile -t TODO < <(python - "${SCOPE[@]}" <<'PY'
+import fnmatch, glob, json, sys
+
+for meta in glob.glob("mutants/**/*.py.meta", recursive=True):
+    with open(meta, encoding="utf-8") as f:
+        for name, code in json.load(f)["exit_code_by_key"].items():
+            if code is None and any(fnmatch.fnmatch(name, p) for p in sys.argv[1:]):
+                print(name)
+PY
+)
+if [[ ! -d mutants ]]; then TODO=("${SCOPE[@]}"); fi
 # MUTATION_BUDGET: seconds after which the run stops (0: none); what was not reached is "not checked".
-timeout "${MUTATION_BUDGET:-0}" mutmut run --max-children "${MUTMUT_CHILDREN:-2}" "${SCOPE[@]}" ||
-    echo "mutmut stopped with status $?"
+if ((${#TODO[@]})); then
+    timeout "${MUTATION_BUDGET:-0}" mutmut run --max-children "${MUTMUT_CHILDREN:-2}" "${TODO[@]}" ||
+        echo "mutmut stopped with status $?"
+fi
 end=$(date +%s)
 mutmut results --all true > mutants/results.txt || true
 python - "$((end - start))" "${SCOPE[@]}" <<'PY'
@@ -55,6 +69,7 @@ reached = sum(n for v, n in counts.items() if v not in ("no tests", "not checked
 killed = sum(counts.get(v, 0) for v in ("killed", "timeout", "segfault", "caught by type check"))
 print(f"{len(status)} mutants in scope: {dict(sorted(counts.items()))}")
 print(f"kill rate {killed}/{reached} = {killed / max(reached, 1):.1%} of the mutants the tests reach; {seconds} s")
+print(f"not checked yet (run again to resume): {counts.get('not checked', 0)}")
 print("survivors:")
 for name, verdict in sorted(status.items()):
     if verdict == "survived":
