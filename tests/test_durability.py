@@ -30,6 +30,7 @@ from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.retention import KeepLastN
 from sb3_iter_ckpt.storage import LocalStorage
+from sb3_iter_ckpt.storage.rollback import intent_name
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="maps descriptors through /proc")
 
@@ -318,7 +319,8 @@ def test_writer_killed_between_its_renames_and_its_record_is_rolled_back(tmp_pat
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 9
     ck = root / CK
     assert (ck / "model_iter_1.zip").is_file() and (ck / "vecnormalize_iter_1.pkl").is_file()
-    assert (ck / ".intent-iter-1.json").is_file() and not (ck / "metrics_iter_1.json").exists()
+    intent = root / intent_name(f"{CK}/metrics_iter_1.json")
+    assert intent.is_file() and not (ck / "metrics_iter_1.json").exists()
     repo = CheckpointRepository(root)  # opening sweeps
     assert repo.iterations() == [0] and repo.verify() == []
     assert sorted(p.name for p in ck.iterdir()) == ["metrics_iter_0.json", "model_iter_0.zip"]
