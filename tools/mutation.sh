@@ -3,10 +3,12 @@
 #
 # Mutated (by name; mutmut mutates whole files, the run is restricted to these functions):
 # - storage/local.py, the commit protocol: LocalStorage._write_temp, stage, write_atomic, publish,
-#   link_or_copy, _mkdirs; storage/base.py: check_name (names that would leave the root);
+#   copy_file, _mkdirs; storage/base.py: check_name (names that would leave the root);
 # - retention.py: ranked, plan, KeepBestK.keep, KeepLastN.keep (argument checks left out);
-# - callback.py, the selection: _score, _accepts, _better, _evaluate;
-# - repository.py: best, verify, _verify_best.
+# - the selection: selection.py's SelectionRule.strict_score, better, at_least, accepts; the
+#   callback's _evaluate;
+# - the best and verify: repository.py's _best; integrity.py's record_problems, is_seed_folder,
+#   iteration_problems, best_problems.
 # Not mutated: the read path of storage (listdir, stat_many, read_many, folder_version, hash_file),
 # the sweep, storage/fsspec.py (its tests need a moto server) and the rest of each file.
 # Tests: the fast in-process files named in pyproject.toml's [tool.mutmut] (no subprocesses, no
@@ -29,11 +31,15 @@ CB='sb3_iter_ckpt.callback.xǁIterationCheckpointCallbackǁ'
 REPO='sb3_iter_ckpt.repository.xǁCheckpointRepositoryǁ'
 RET='sb3_iter_ckpt.retention.'
 SCOPE=()
-for f in _write_temp stage write_atomic publish link_or_copy _mkdirs; do SCOPE+=("${LS}${f}__mutmut_*"); done
+for f in _write_temp stage write_atomic publish copy_file _mkdirs; do SCOPE+=("${LS}${f}__mutmut_*"); done
 SCOPE+=('sb3_iter_ckpt.storage.base.x_check_name__mutmut_*')
 SCOPE+=("${RET}x_ranked__mutmut_*" "${RET}x_plan__mutmut_*" "${RET}xǁKeepBestKǁkeep__mutmut_*" "${RET}xǁKeepLastNǁkeep__mutmut_*")
-for f in _score _accepts _better _evaluate; do SCOPE+=("${CB}${f}__mutmut_*"); done
-for f in best verify _verify_best; do SCOPE+=("${REPO}${f}__mutmut_*"); done
+SEL='sb3_iter_ckpt.selection.xǁSelectionRuleǁ'
+for f in strict_score better at_least accepts; do SCOPE+=("${SEL}${f}__mutmut_*"); done
+SCOPE+=("${CB}_evaluate__mutmut_*" "${REPO}_best__mutmut_*")
+for f in record_problems is_seed_folder iteration_problems best_problems; do
+    SCOPE+=("sb3_iter_ckpt.integrity.x_${f}__mutmut_*")
+done
 start=$(date +%s)
 # Named mutants are always re-run by mutmut: after a first run, name only those not checked yet.
 mapfile -t TODO < <(python - "${SCOPE[@]}" <<'PY'
