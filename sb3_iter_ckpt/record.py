@@ -166,14 +166,15 @@ def loads(data: bytes, what: str) -> Any:
     return value
 
 
-def get_metric(metrics: Mapping[str, Any], key: str) -> Any:
-    """Look up ``key`` in nested dicts, ``"a.b"`` meaning ``metrics["a"]["b"]`` (an exact flat key wins)."""
+def get_metric(metrics: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    """Look up ``key`` in nested dicts, ``"a.b"`` meaning ``metrics["a"]["b"]`` (an exact flat key wins);
+    ``default`` when it is not there."""
     if key in metrics:
         return metrics[key]
     node: Any = metrics
     for part in key.split("."):
         if not isinstance(node, Mapping) or part not in node:
-            return None
+            return default
         node = node[part]
     return node
 

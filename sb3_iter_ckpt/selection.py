@@ -18,6 +18,7 @@ from sb3_iter_ckpt.record import as_score, get_metric
 __all__ = ["MODES", "SelectionRule"]
 
 MODES = ("max", "min")
+_MISSING = object()
 
 MinScore = float | Callable[[Mapping[str, Any]], bool] | None
 
@@ -65,8 +66,8 @@ class SelectionRule:
 
     def strict_score(self, metrics: Mapping[str, Any]) -> float | None:
         """Like :meth:`score`, but a missing key or a non-numeric value is the user's error, not a NaN."""
-        raw = get_metric(metrics, self.monitor)
-        if raw is None and not _has_key(metrics, self.monitor):
+        raw = get_metric(metrics, self.monitor, _MISSING)
+        if raw is _MISSING:
             raise CheckpointError(
                 f"monitor {self.monitor!r} is not in the evaluation metrics (keys: {sorted(metrics)}); "
                 "set monitor= to one of them"
@@ -110,17 +111,6 @@ class SelectionRule:
         m = selection.get("min_score")
         threshold = float(m) if isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) else None
         return cls(monitor, mode, threshold)
-
-
-def _has_key(metrics: Mapping[str, Any], key: str) -> bool:
-    if key in metrics:
-        return True
-    node: Any = metrics
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _not_float(raw: Any) -> bool:
