@@ -50,14 +50,14 @@ class Faults:
                 self._tick("open")
             return real_open(file, mode, *args, **kwargs)
 
-        real_write = base_mod._HashingWriter.write
+        real_write = base_mod._HashingFile.write
 
         def fake_write(writer, b):
             self._tick("write")
             return real_write(writer, b)
 
         mocker.patch.object(local_mod, "open", fake_open, create=True)
-        mocker.patch.object(base_mod._HashingWriter, "write", fake_write)
+        mocker.patch.object(base_mod._HashingFile, "write", fake_write)
         for name in ("fsync", "replace", "link"):
             mocker.patch.object(local_mod.os, name, self._wrap(name, getattr(os, name)))
 

@@ -86,7 +86,8 @@ class Staged:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend guarantees; the repository adapts its protocol to these."""
+    """What a backend guarantees, for callers and the docs: the repository uses one protocol on every
+    backend (staged artifacts, a create-only record), which needs none of these beyond ``create_only``."""
 
     atomic_rename: bool
     create_only: bool
@@ -96,7 +97,7 @@ class Capabilities:
     cross_process_lock: bool = True
 
 
-class _HashingWriter(io.RawIOBase):
+class _HashingFile(io.RawIOBase):
     """A write-only file object that hashes and counts what passes through to ``raw``."""
 
     def __init__(self, raw: BinaryIO) -> None:

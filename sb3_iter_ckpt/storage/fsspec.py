@@ -50,7 +50,7 @@ from sb3_iter_ckpt.storage.base import (
     Source,
     Staged,
     Storage,
-    _HashingWriter,
+    _HashingFile,
     already_committed,
     check_name,
 )
@@ -240,7 +240,7 @@ class FsspecStorage(Storage):
         fd, local = tempfile.mkstemp(prefix="sb3-iter-ckpt-upload-")
         try:
             with open(fd, "wb") as f:
-                hw = _HashingWriter(f)
+                hw = _HashingFile(f)
                 buffered = io.BufferedWriter(hw, buffer_size=_CHUNK)
                 source(buffered)
                 buffered.flush()

@@ -35,7 +35,7 @@ from sb3_iter_ckpt.storage.base import (
     Source,
     Staged,
     Storage,
-    _HashingWriter,
+    _HashingFile,
     _token,
     already_committed,
     check_name,
@@ -260,7 +260,7 @@ class LocalStorage(Storage):
         self._mkdirs(path.parent)
         try:
             with open(path, "xb") as f:
-                hw = _HashingWriter(f)
+                hw = _HashingFile(f)
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     hw.write(source)
                 else:
@@ -400,7 +400,7 @@ class LocalStorage(Storage):
         try:
             with open(src_path, "rb") as fsrc, open(temp, "xb") as fdst:
                 if not _reflink(fsrc.fileno(), fdst.fileno()):
-                    shutil.copyfileobj(fsrc, _HashingWriter(fdst), _CHUNK)  # the same write path as a commit
+                    shutil.copyfileobj(fsrc, _HashingFile(fdst), _CHUNK)  # the same write path as a commit
                     fdst.flush()
                 os.fsync(fdst.fileno())
             os.replace(temp, dst_path)
