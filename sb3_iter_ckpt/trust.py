@@ -32,6 +32,9 @@ class Trust:
         self.where = where
         self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
         self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
+        # A keyless writer looks at the records once: then none was signed, and what it writes is unsigned
+        # too; a keyed writer arriving later writes the marker, which every check reads.
+        self._no_signed_records = False
 
     def trusted(self, good: Mapping[int, Checkpoint]) -> dict[int, Checkpoint]:
         """With a key: only the records whose signature verifies (checked once per parsed record)."""
@@ -92,12 +95,15 @@ class Trust:
             return
         present, fingerprint = self.read_marker()
         if self.signer is None:
-            if present or any("signature" in c.record for c in index.scan()[0].values()):
+            if present or (
+                not self._no_signed_records and any("signature" in c.record for c in index.scan()[0].values())
+            ):
                 why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
                 raise SigningKeyError(
                     f"{self.where} is a signed repository ({why}): writing to it without the key would leave "
                     f"unsigned records or strip signatures; {HOW_TO_GIVE_KEY}"
                 )
+            self._no_signed_records = True  # commits stay O(1): no listing of the folder at each one
             return
         if present:
             if fingerprint != self.signer.fingerprint:
