@@ -138,7 +138,12 @@ class FsspecStorage(Storage):
     def read_bytes(self, name: str) -> bytes:
         path = self._path(name)
         try:
-            return bytes(self.fs.cat_file(path))
+            try:
+                return bytes(self.fs.cat_file(path))
+            except FileNotFoundError:
+                # s3fs answers from its listing cache: another writer may have created the key since
+                self.fs.invalidate_cache(path)
+                return bytes(self.fs.cat_file(path))
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             raise _read_error(name, self._url, exc) from exc
 
