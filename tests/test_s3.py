@@ -297,8 +297,10 @@ def test_cli_on_an_s3_root(url, opts, s3_endpoint, capsys, tmp_path):
     assert cli.main(["verify", str(tmp_path), "--storage-option=key=x"]) == cli.EXIT_USAGE
 
 
-def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, capsys):
+def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, capsys, tmp_path, monkeypatch):
     from sb3_iter_ckpt import cli
+
+    monkeypatch.chdir(tmp_path)  # the report of a URL root is written locally, in the working folder
 
     results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     tiny = ["--n-prices", "300", "--train-size", "120", "--val-size", "60", "--iterations", "2"]
@@ -309,6 +311,7 @@ def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, 
     out = capsys.readouterr().out
     root = f"{results}/7"
     assert f"-> {root}/checkpoints/" in out and f"summaries: {root}/training_summary.json" in out
+    assert "report: 7-report.html (open it in a browser)" in out and (tmp_path / "7-report.html").is_file()
     repo = CheckpointRepository(root, storage_options={"endpoint_url": s3_endpoint})
     assert repo.iterations() == [0, 1] and repo.verify() == []
     assert cli.main([*argv, "--json"]) == cli.EXIT_OK  # the same configuration again: nothing retrained
