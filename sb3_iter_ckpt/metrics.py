@@ -109,6 +109,13 @@ def _is_constant(arr: np.ndarray) -> bool:
     return float(np.ptp(arr)) <= _CONSTANT_RTOL * scale
 
 
+#: The series check and the zero-variance rule, shared with ``overfitting`` so both modules agree on
+#: what a valid return series is and when its Sharpe ratio is undefined.
+CONSTANT_RTOL = _CONSTANT_RTOL
+as_1d = _as_1d
+is_constant = _is_constant
+
+
 def _equity_curve(returns: np.ndarray) -> np.ndarray:
     """Equity starting at 1.0 before the first period; ``len(returns) + 1`` points."""
     with np.errstate(over="ignore", invalid="ignore"):

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.metrics import CONSTANT_RTOL as _CONSTANT_RTOL
+from sb3_iter_ckpt.metrics import as_1d, is_constant
 
 __all__ = [
     "EULER_GAMMA",
@@ -51,26 +53,17 @@ MAX_COMBINATIONS = 1_000_000
 
 # Same rule as sb3_iter_ckpt.metrics: a series whose spread is within 1e-12 of its magnitude is constant
 # (rounding would otherwise turn a flat series into a Sharpe ratio of 1e15).
-_CONSTANT_RTOL = 1e-12
 _NORMAL = NormalDist()
 
 
 def _returns(returns: Any, name: str = "returns") -> np.ndarray:
     """``returns`` as a finite 1-D float64 array of at least 2 values, or a CheckpointError."""
     try:
-        if hasattr(returns, "to_numpy"):
-            returns = returns.to_numpy(dtype=np.float64)
-        arr = np.asarray(returns, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{name} must be a sequence of numbers ({exc})") from exc
-    if arr.ndim == 2 and 1 in arr.shape:
-        arr = arr.reshape(-1)
-    if arr.ndim != 1:
-        raise CheckpointError(f"{name} must be one-dimensional, got shape {arr.shape}; pass one series")
+        arr = as_1d(returns, name)  # the same check as every trading metric
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}; pass one finite series") from exc
     if arr.size < 2:
         raise CheckpointError(f"{name} needs at least 2 values to estimate a Sharpe ratio, got {arr.size}")
-    if not np.all(np.isfinite(arr)):
-        raise CheckpointError(f"{name} contains NaN or infinite values; drop or fill them first")
     return arr
 
 
@@ -80,13 +73,9 @@ def _finite_number(name: str, value: Any) -> float:
     return float(value)
 
 
-def _is_constant(arr: np.ndarray) -> bool:
-    return float(np.ptp(arr)) <= _CONSTANT_RTOL * float(np.max(np.abs(arr)))
-
-
 def _moments(arr: np.ndarray) -> tuple[float, float, float] | None:
     """(Sharpe with ``ddof=1``, population skewness, population non-excess kurtosis); None if constant."""
-    if _is_constant(arr):
+    if is_constant(arr):
         return None
     dev = arr - arr.mean()
     m2 = float(np.mean(dev**2))
