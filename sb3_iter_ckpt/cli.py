@@ -440,7 +440,8 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
         raise UsageError("--ray-address needs --executor ray")
     if args.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
-    if args.algo.lower() == "ppo" and args.n_steps < 2:
+    algos = _algos(args)
+    if "ppo" in algos and args.n_steps < 2:
         raise UsageError(f"--n-steps {args.n_steps}: PPO needs at least 2 (its minibatches need two samples)")
     if args.monitor not in _walk_forward_monitors():
         from sb3_iter_ckpt.metrics import METRIC_KEYS
@@ -467,9 +468,38 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     from sb3_iter_ckpt.algorithms import algorithm_class
 
     try:
-        algorithm_class(args.algo)
+        for algo in algos:
+            algorithm_class(algo)
+        _candidates(args)  # duplicate names (--algo ppo,ppo)
     except CheckpointError as exc:
         raise UsageError(f"--algo: {exc}") from None
+
+
+def _algos(args: argparse.Namespace) -> list[str]:
+    """The names in ``--algo`` (one, or several comma-separated), lower-cased as the registry knows them."""
+    algos = [a.strip() for a in str(args.algo).split(",")]
+    if any(not a for a in algos):
+        raise UsageError(f"--algo {args.algo!r}: an empty name; give e.g. ppo or ppo,a2c")
+    return [a.lower() if "." not in a else a for a in algos]
+
+
+def _algo_kwargs(algo: str, n_steps: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if algo.lower() in ("ppo", "a2c"):
+        kwargs["n_steps"] = n_steps
+    if algo.lower() == "ppo":
+        kwargs["batch_size"] = min(64, n_steps)
+    return kwargs
+
+
+def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The candidates of ``--algo a,b`` and ``--seeds N`` (none for one algorithm and one seed)."""
+    from sb3_iter_ckpt.candidates import make_candidates
+
+    algos = _algos(args)
+    if len(algos) == 1 and args.seeds == 1:
+        return ()
+    return make_candidates(algos, args.seeds, args.seed, lambda a: _algo_kwargs(a, args.n_steps))
 
 
 def _prices(args: argparse.Namespace) -> Any:
@@ -511,15 +541,12 @@ def _run_options(args: argparse.Namespace) -> Any:
     """The run's settings from the flags: every walk-forward flag that changes what is trained is read here."""
     from sb3_iter_ckpt.options import RunOptions
 
-    algo_kwargs: dict[str, Any] = {}
-    if args.algo.lower() in ("ppo", "a2c"):
-        algo_kwargs["n_steps"] = args.n_steps
-    if args.algo.lower() == "ppo":
-        algo_kwargs["batch_size"] = min(64, args.n_steps)
+    algo = _algos(args)[0]
     return RunOptions(
         args.total_timesteps,
-        algo=args.algo,
-        algo_kwargs=algo_kwargs,
+        algo=args.algo if "," not in args.algo else algo,  # one algorithm: as given, as its fingerprint has it
+        algo_kwargs=_algo_kwargs(algo, args.n_steps),
+        candidates=_candidates(args),
         seed=args.seed,
         eval_freq=args.eval_freq,
         monitor=args.monitor,
@@ -542,7 +569,13 @@ def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> Non
         path = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
         where = str(path) if ck.has_model else f"placeholder ({ck.reason}) {path}"
         skipped = " (resumed)" if ck.iteration in result.skipped else ""
-        print(f"  iteration {ck.iteration} val {dates}: {monitor}={_fmt(ck.score(monitor))} -> {where}{skipped}")
+        entry = ck.record.get("candidate")
+        chosen = (
+            f" [{entry.get('name') or 'none'} of {len(entry.get('scores') or {})}]" if isinstance(entry, dict) else ""
+        )
+        print(
+            f"  iteration {ck.iteration} val {dates}: {monitor}={_fmt(ck.score(monitor))}{chosen} -> {where}{skipped}"
+        )
     shown = repo.root  # a Path or an s3:// URL, both join with /
     if result.best is not None:
         print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
@@ -587,8 +620,20 @@ def _print_forward_summary(report: dict[str, Any] | None, reason: str | None, sh
     )
     dsr = report["deflated_sharpe"]
     dsr_text = _fmt(dsr) if dsr is not None else f"none ({report['deflated_sharpe_reason']})"
-    print(f"  deflated Sharpe ratio: {dsr_text}; curve: {shown / 'forward_returns.csv'}")
+    trials = report.get("n_trials") or 1
+    print(f"  deflated Sharpe ratio: {dsr_text} ({trials} trial(s)); curve: {shown / 'forward_returns.csv'}")
+    if trials > 1:
+        pbo = report.get("pbo")
+        pbo_text = _fmt(pbo["pbo"]) if pbo else f"none ({report.get('pbo_reason')})"
+        print(f"  probability of backtest overfitting (PBO, over the {trials} candidates): {pbo_text}")
     print(f"  details: sb3-iter-ckpt forward {shown}")
+
+
+def _algo_line(options: Any) -> str:
+    if not options.candidates:
+        return str(options.algo).upper()
+    names = ", ".join(c.name for c in options.candidates)
+    return f"{len(options.candidates)} candidates per window ({names}), the best on validation chosen"
 
 
 def cmd_walk_forward(args: argparse.Namespace) -> int:
@@ -616,7 +661,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         test = f", test parts of {args.test_size}" if args.test_size else ""
         print(
             f"walk-forward on {source}: {len(runner.windows)} window(s){test}, {args.total_timesteps} timesteps each, "
-            f"{args.algo.upper()}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
+            f"{_algo_line(runner.options)}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
             f"{runner.options.periods_per_year:g} periods a year, results in {root}"
         )
     try:
@@ -872,8 +917,19 @@ def _window_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--algo", default="ppo", help="ppo, a2c or dqn (default: ppo)")
+    p.add_argument(
+        "--algo",
+        default="ppo",
+        help="ppo, a2c or dqn, or several comma-separated (ppo,a2c): each a candidate per window, the one with "
+        "the best validation score chosen (default: ppo)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=1,
+        help="seeds per algorithm (candidates {algo}-s{k} with seed --seed + k; default 1)",
+    )
     p.add_argument(
         "--eval-freq", type=_positive_int, help="evaluate every N timesteps (default: a fifth of an iteration)"
     )

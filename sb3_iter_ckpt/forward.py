@@ -781,6 +781,16 @@ def _pbo(series: Mapping[str, np.ndarray], n_partitions: int) -> tuple[dict[str,
     return probability_of_backtest_overfitting(matrix, blocks).to_dict(), None
 
 
+def _joined(parts: Sequence[ForwardResult], prices: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """A candidate's rows and returns in time order: stitched (and checked) on ``prices``, or, without them
+    (a repository's report, whose prices are not kept), its test parts joined as they are."""
+    if prices is not None:
+        theirs = stitch(parts, prices)
+        return theirs.rows, theirs.returns
+    ordered = sorted(parts, key=lambda r: r.test_start)
+    return tuple(x for r in ordered for x in r.rows), tuple(float(x) for r in ordered for x in r.returns)
+
+
 def forward_report(
     results: Sequence[ForwardResult],
     prices: Any,
@@ -810,12 +820,12 @@ def forward_report(
     comparison = selection_vs_forward(results, selection_scores or {}, selection_returns or {})
     candidates: dict[str, Sequence[float]] = {}
     for name, parts in (candidate_results or {}).items():
-        theirs = stitch(parts, prices)
-        if theirs.rows != curve.rows:
+        rows, returns = _joined(parts, prices)
+        if rows != curve.rows:
             raise CheckpointError(
                 f"candidate {name!r}'s forward periods differ from the chosen curve's; evaluate it on every window"
             )
-        candidates[name] = theirs.returns
+        candidates[name] = returns
     statistics = forward_statistics(curve.returns, candidates or {"chosen": curve.returns}, n_partitions=n_partitions)
     summary = curve.to_dict()
     baseline = summary.pop("baseline")

@@ -184,7 +184,10 @@ class ForwardFiles:
 
 
 def report(
-    results: Sequence[ForwardResult], cks: Mapping[int, Checkpoint], csv: bytes | None
+    results: Sequence[ForwardResult],
+    cks: Mapping[int, Checkpoint],
+    csv: bytes | None,
+    candidates: Mapping[str, Sequence[ForwardResult]] | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The forward report of a repository (``forward.forward_report``) from its forward results and its
     ``forward_returns.csv`` (the stitched curve with the asset's returns, written at the end of a run), or
@@ -193,6 +196,7 @@ def report(
     :param results: the forward results of the committed iterations.
     :param cks: the committed iterations (their selection scores and validation returns).
     :param csv: the bytes of ``forward_returns.csv``, None when it is missing.
+    :param candidates: candidate -> its forward results on those iterations (a run with candidates).
     """
     from sb3_iter_ckpt.forward import StitchedForward, forward_report
 
@@ -214,6 +218,14 @@ def report(
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
     try:
-        return forward_report(ordered, None, selection_scores=scores, selection_returns=returns, stitched=curve), None
+        report = forward_report(
+            ordered,
+            None,
+            selection_scores=scores,
+            selection_returns=returns,
+            stitched=curve,
+            candidate_results=candidates,
+        )
+        return report, None
     except CheckpointError as exc:
         return None, str(exc)

@@ -8,11 +8,12 @@
 * :class:`EvaluationOptions` and :class:`CommitOptions`: the callback's own settings (when and how it
   evaluates; how it commits), so that ``IterationCheckpointCallback`` checks none of them itself.
 
-Pure: it imports only ``selection`` and ``errors``.
+Pure: it imports only ``selection``, ``candidates`` and ``errors``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sb3_iter_ckpt.candidates import Candidate, check_candidates
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.selection import MinScore, SelectionRule
 
@@ -127,6 +129,10 @@ class RunOptions:
     :param test_size: Rows of each window's test (trade) part, given to the splitter (0: none, as before).
         With a test part, each committed iteration's kept model trades it once (``forward.evaluate_forward``).
     :param test_gap: Rows skipped between validation and test part (needs ``test_size``).
+    :param candidates: Several models per window (:class:`~sb3_iter_ckpt.candidates.Candidate`: algorithm,
+        seed, hyperparameters), each trained into ``candidates/<name>/``; per window the one with the best
+        selection score is chosen and copied into the root (empty, the default: one model per window, the
+        run's ``algo`` and ``seed``). Not with ``make_model``.
 
     ``selection`` is the :class:`~sb3_iter_ckpt.selection.SelectionRule` of ``monitor``, ``mode`` and
     ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
@@ -151,6 +157,7 @@ class RunOptions:
     torch_threads: int | None = 1
     test_size: int = 0
     test_gap: int = 0
+    candidates: tuple[Candidate, ...] = ()
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -167,6 +174,9 @@ class RunOptions:
                 raise CheckpointError(f"{name} must be an integer >= 0, got {value!r}")
         if self.test_gap and not self.test_size:
             raise CheckpointError(f"test_gap={self.test_gap} needs a test part: set test_size > 0")
+        candidates = check_candidates(self.candidates or ())
+        if candidates and self.make_model is not None:
+            raise CheckpointError("candidates name their own algorithm and seed: drop make_model, or the candidates")
         _set(
             self,
             total_timesteps=total,
@@ -175,6 +185,7 @@ class RunOptions:
             seed=int(self.seed),
             test_size=int(self.test_size),
             test_gap=int(self.test_gap),
+            candidates=candidates,
             eval_freq=EvaluationOptions(eval_freq=freq).eval_freq,  # checked where the callback checks it
             selection=SelectionRule(self.monitor, self.mode, self.min_score),  # type: ignore[arg-type]
         )
@@ -193,6 +204,16 @@ class RunOptions:
     def history(self) -> int:
         """Prices of history the built-in env needs before a segment's first decision."""
         return int(self.env_kwargs.get("window_size", 10))
+
+    def for_candidate(self, candidate: Candidate) -> RunOptions:
+        """The settings one candidate trains with: its algorithm, seed and hyperparameters (None: the run's).
+
+        Its windows run no retention: the driver prunes once the chosen models are copied to the root.
+        """
+        kwargs = self.algo_kwargs if candidate.algo_kwargs is None else candidate.algo_kwargs
+        return dataclasses.replace(
+            self, algo=candidate.algo, seed=candidate.seed, algo_kwargs=kwargs, candidates=(), retention=None
+        )
 
     def to_config(self) -> dict[str, Any]:
         """The settings that make two runs comparable (part of the resume gate's configuration).
@@ -214,4 +235,6 @@ class RunOptions:
             "min_score": name_of(m) if callable(m) else m,
             "warm_start": self.warm_start,
             "periods_per_year": self.periods_per_year,
+            # Only with candidates: a run without them keeps the fingerprint of every earlier version.
+            **({"candidates": [c.to_dict() for c in self.candidates]} if self.candidates else {}),
         }

@@ -443,9 +443,16 @@ def _kept_forward(repo: CheckpointRepository) -> ForwardData:
     try:
         report, reason = repo.forward_status()
         stitched = repo.stitched_forward() if report is not None else None
+        candidates = repo.candidate_forwards() if report is not None else {}
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
-    return forward_data(report, stitched=stitched, reason=reason)
+    return forward_data(
+        report,
+        stitched=stitched,
+        candidate_results=candidates,
+        candidate_selection=repo.candidate_scores(),
+        reason=reason,
+    )
 
 
 def collect_report(

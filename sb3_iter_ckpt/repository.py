@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 from sb3_iter_ckpt import adoption, forwardfiles, integrity, loading, pruning, summaries
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.bestfiles import BestFile, BestFiles
+from sb3_iter_ckpt.candidates import CANDIDATES_DIR, Candidate, candidate_scores
 from sb3_iter_ckpt.commits import Draft, Publisher
 from sb3_iter_ckpt.commits import commit_error as _commit_error
 from sb3_iter_ckpt.errors import (
@@ -266,6 +267,11 @@ class CheckpointRepository:
     def _read_verified(self, ck: Checkpoint, kind: str, verify: bool) -> bytes:
         return loading.read_verified(self.storage, ck, kind, verify, self._signer)
 
+    def read_artifact(self, iteration: int, kind: str = "model", verify: bool = True) -> bytes:
+        """The bytes of one committed artifact (``model``, ``vecnormalize``, ``replay_buffer``), checked
+        against the record's sha256 and size (and signature) first: what a copy to another repository reads."""
+        return self._read_verified(self.get(iteration), kind, verify)
+
     def load(
         self,
         iteration: int,
@@ -461,9 +467,31 @@ class CheckpointRepository:
         try:
             results = self.forwards()
             csv = self.storage.read_bytes(rec.FORWARD_RETURNS) if self.storage.exists(rec.FORWARD_RETURNS) else None
+            candidates = self.candidate_forwards()
         except CheckpointError as exc:  # a damaged forward file must not stop a commit's summaries
             return None, f"{exc}; run verify"
-        return forwardfiles.report(results, {c.iteration: c for c in self.list()}, csv)
+        return forwardfiles.report(results, {c.iteration: c for c in self.list()}, csv, candidates or None)
+
+    def candidate(self, name: str) -> CheckpointRepository:
+        """The repository of candidate ``name`` (``candidates/<name>/``) of a run with candidates: the same
+        storage (options, credentials) and signing key as this one."""
+        name = Candidate(name).name  # a valid folder name
+        storage = self.storage.child(f"{CANDIDATES_DIR}/{name}")
+        return CheckpointRepository(storage.url, storage=storage, signing_key=self._signer, verbose=self.verbose)
+
+    def candidate_scores(self) -> dict[str, dict[int, float | None]]:
+        """Candidate -> iteration -> its selection score on that window, from the records of the chosen
+        models (``record["candidate"]["scores"]``); empty for a run without candidates."""
+        return candidate_scores(self.list())
+
+    def candidate_forwards(self) -> dict[str, builtins.list[ForwardResult]]:
+        """Candidate -> its forward results on the iterations committed here (DSR trials, PBO, the report)."""
+        kept = set(self.iterations())
+        out: dict[str, builtins.list[ForwardResult]] = {}
+        for name in self.candidate_scores():
+            member = self.candidate(name)
+            out[name] = [r for r in member.forwards() if r.iteration in kept]
+        return out
 
     def stitched_forward(self) -> StitchedForward | None:
         """The stitched forward curve (``forward_returns.csv`` read back), or None when the run wrote none.

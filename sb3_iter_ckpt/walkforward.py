@@ -43,6 +43,8 @@ class WalkForwardResult:
     :param forward: With test parts: the forward report (``CheckpointRepository.forward_report``: the
         stitched out-of-sample curve, its baselines, selection vs forward, DSR, PBO); else None.
     :param forward_reason: Why ``forward`` is None.
+    :param candidates: In a run with candidates: each candidate's own result (its repository's
+        checkpoints, trained and skipped windows, its forward report), by name; else empty.
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -52,6 +54,7 @@ class WalkForwardResult:
     outcomes: dict[int, dict[str, Any]] = field(default_factory=dict)
     forward: dict[str, Any] | None = None
     forward_reason: str | None = None
+    candidates: dict[str, WalkForwardResult] = field(default_factory=dict)
 
 
 class WalkForwardRunner:
@@ -70,7 +73,9 @@ class WalkForwardRunner:
     :param settings: The run's other settings, as keyword arguments of
         :class:`~sb3_iter_ckpt.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
         ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
-        ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads`` (see there). With a test part in the
+        ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads``, ``candidates`` (see there). With
+        ``candidates``, each trains every window into ``candidates/<name>/`` (in parallel on the executor) and
+        the root keeps a copy of each window's chosen one (``sb3_iter_ckpt.ensemble``). With a test part in the
         splitter (``WalkForwardSplitter(..., test_size=M)``), each committed iteration's kept model trades its
         test part once; the results are stitched into ``forward_returns.csv`` at the end.
     :param options: A ready :class:`~sb3_iter_ckpt.options.RunOptions` instead of ``total_timesteps`` and
@@ -115,6 +120,20 @@ class WalkForwardRunner:
                 f"no window fits in {len(self._values)} prices: train_size + gap + val_size = {splitter.min_length}"
             )
         self.windows: list[Window] = list(splitter.split(prices))
+        #: The candidate this runner trains (a member of a run with candidates), else None.
+        self.candidate: str | None = None
+        #: In a run with candidates: one runner per candidate, on its repository under ``candidates/``.
+        self.members: dict[str, WalkForwardRunner] = {}
+        for c in self.options.candidates:
+            member = WalkForwardRunner(
+                prices,
+                splitter,
+                self.repository.candidate(c.name),
+                options=self.options.for_candidate(c),
+                progress=False,
+            )
+            member.candidate = c.name
+            self.members[c.name] = member
 
     # -- configuration fingerprint ----------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -183,6 +202,7 @@ class WalkForwardRunner:
             window=window,
             test_prices=test_prices,
             test_offset=offset,
+            candidate=self.candidate,
         )
 
     # -- the loop ---------------------------------------------------------------------------------------------
@@ -297,6 +317,39 @@ class _Run:
         return True
 
 
+class _EnsembleRun(_Run):
+    """A run with candidates: its members' windows are submitted; at the end each window's choice is
+    copied into the root (``ensemble.publish_choice``), then the root is stitched and summarized as any run."""
+
+    def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
+        super().__init__(runner, max_iterations)  # the root's resume gate: a changed candidate list stops here
+        self.members = [_Run(m, max_iterations) for m in runner.members.values()]
+
+    def next_spec(self, in_process: bool) -> tuple[Window, WindowSpec] | None:
+        return None  # the members train; the root only receives copies
+
+    def close(self) -> WalkForwardResult:
+        from sb3_iter_ckpt.ensemble import publish_choice
+
+        runner = self.runner
+        member_results = {name: run.close() for name, run in zip(runner.members, self.members, strict=True)}
+        repos = {name: m.repository for name, m in runner.members.items()}
+        rule = runner.options.selection
+        for window in self.windows:
+            i = window.iteration
+            if i in self.done:
+                continue
+            self.done[i] = publish_choice(runner.repository, i, repos, rule, self.fingerprint)
+            (self.result.skipped if i in self.resumed else self.result.trained).append(i)
+        policy = runner.options.retention
+        if policy is not None:  # deferred until every chosen model is copied and every forward result written
+            for repo in (runner.repository, *repos.values()):
+                repo.prune(policy, monitor=rule.monitor, mode=rule.mode)
+        result = super().close()
+        result.candidates = member_results
+        return result
+
+
 _Pending = dict[cf.Future, tuple[_Run, Window]]
 
 
@@ -353,7 +406,9 @@ def run_many(
     threads = runners[0].options.torch_threads if runners else 1
     pool = make_executor(executor, n_jobs, torch_threads=threads)
     owned = pool is not executor
-    runs = [_Run(r, max_iterations) for r in runners]
+    drivers = [_EnsembleRun(r, max_iterations) if r.members else _Run(r, max_iterations) for r in runners]
+    # The windows of one run's candidates sit side by side in the round-robin, so they train in parallel.
+    runs = [m for d in drivers for m in (d.members if isinstance(d, _EnsembleRun) else [d])]
     if any(run.todo for run in runs):
         pool.start()  # e.g. Ray: join the cluster, learn how many windows may run at once
     total = sum(len(r.windows) for r in runs)
@@ -376,7 +431,7 @@ def run_many(
         bar.close()
         if owned:
             pool.close()
-    return [run.close() for run in runs]
+    return [driver.close() for driver in drivers]
 
 
 def run_walk_forward(

@@ -67,6 +67,7 @@ class WindowSpec:
     ``lineage`` is added here). ``env``: environment variables the worker takes over from the driver.
     ``window``: the splitter's window; with a test part, ``test_prices`` are the prices from
     ``test_offset`` (the test part's first row less the env's history) to one past its last row.
+    ``candidate``: the candidate this window trains, in a run with candidates (its forward result says so).
     """
 
     iteration: int
@@ -81,6 +82,7 @@ class WindowSpec:
     window: Any = None
     test_prices: Any = None
     test_offset: int = 0
+    candidate: str | None = None
 
 
 def _pin_threads(n: int | None) -> Callable[[], None]:
@@ -166,11 +168,14 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
             env_kwargs=opts.trading_env_kwargs,
             vecnormalize=vecnormalize,
             periods_per_year=opts.annualization,
+            candidate=spec.candidate,
         )
     elif is_pruned(ck):
         return  # its model is gone (pruned by hand): nothing can trade the test part any more
     else:
-        result = forward.placeholder_forward(spec.test_prices, local, iteration=i, periods_per_year=opts.annualization)
+        result = forward.placeholder_forward(
+            spec.test_prices, local, iteration=i, periods_per_year=opts.annualization, candidate=spec.candidate
+        )
     rows = tuple(r + off for r in result.rows)
     repo.commit_forward(dataclasses.replace(result, test_start=w.test_start, test_stop=w.test_stop, rows=rows))
 

@@ -38,6 +38,7 @@ PURE = {
     "overfitting.py",
     "selection.py",
     "options.py",
+    "candidates.py",
     "signing.py",
     "errors.py",
     "storage/base.py",

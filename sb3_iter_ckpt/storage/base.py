@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from sb3_iter_ckpt.errors import CheckpointExistsError, UnsafePathError
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, UnsafePathError
 
 #: A source of bytes for ``stage``: the bytes themselves, or a writer that fills a binary file object.
 Source = bytes | Callable[[BinaryIO], None]
@@ -278,6 +278,11 @@ class Storage(ABC):
     def reopen_root(self) -> str | None:
         """The root from which another process opens this same storage, or None: send it this object."""
         return None
+
+    def child(self, folder: str) -> Storage:
+        """The same kind of storage (same file system, options, credentials) rooted at ``folder`` below this
+        root: a nested repository, e.g. a run's candidates."""
+        raise CheckpointError(f"{type(self).__name__} cannot hold nested repositories ({folder!r})")
 
 
 #: An attempt-unique artifact name on object storage: ``model_iter_3.<16 hex>.zip``.

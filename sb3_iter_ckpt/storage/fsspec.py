@@ -125,6 +125,10 @@ class FsspecStorage(Storage):
     def __repr__(self) -> str:
         return f"FsspecStorage({self._url!r})"
 
+    def child(self, folder: str) -> FsspecStorage:
+        check_name(folder)
+        return FsspecStorage(f"{self._url}/{folder}", fs=self.fs, temp_grace=self.temp_grace)
+
     def _path(self, name: str) -> str:
         check_name(name)
         return f"{self._root}/{name}" if self._root else name

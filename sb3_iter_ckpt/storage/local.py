@@ -113,6 +113,10 @@ class LocalStorage(Storage):
         # A subclass may behave differently from what a reopen by path builds: it is sent as is.
         return str(self.root) if type(self) is LocalStorage else None
 
+    def child(self, folder: str) -> LocalStorage:
+        # Checked like any name: a nested repository stays inside this root.
+        return LocalStorage(self._path(folder), lock_timeout=self.lock_timeout, temp_grace=self.temp_grace)
+
     def _fsync_dir(self, folder: Path) -> None:
         fd = os.open(folder, os.O_RDONLY)
         try:
