@@ -68,6 +68,8 @@ def _ck_dict(ck: Any) -> dict[str, Any]:
         "reason": ck.reason,
         "timesteps": ck.timesteps,
         "verified": ck.verified,
+        # In a run with candidates: which one this copy is, and every candidate's score on the window.
+        **({"candidate": ck.record["candidate"]} if isinstance(ck.record.get("candidate"), dict) else {}),
     }
 
 

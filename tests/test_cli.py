@@ -290,3 +290,29 @@ def test_walk_forward_on_hourly_day_first_dates_annualizes_them_as_hours(tmp_pat
     repo = CheckpointRepository(tmp_path / "results/fx")
     assert repo.get(0).record["metadata"]["periods_per_year"] == pytest.approx(8766)
     assert repo.forward(0).periods_per_year == pytest.approx(8766)
+
+
+def test_walk_forward_with_two_algorithms_chooses_per_window_and_reports_the_candidates(tmp_path):
+    flags = [*TINY, "--iterations", "2", "--algo", "ppo,a2c", "--seeds", "2", "--n-steps", "32", "--json"]
+    proc = run("walk-forward", "--experiment-id", "c", *flags, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    names = {"ppo-s0", "ppo-s1", "a2c-s0", "a2c-s1"}
+    assert {p.name for p in (tmp_path / "results/c/candidates").iterdir()} == names
+    assert out["forward"]["n_trials"] == 4 and out["forward"]["pbo"] is not None
+    assert [ck["iteration"] for ck in out["checkpoints"]] == [0, 1]
+    for ck in out["checkpoints"]:
+        assert set(ck["candidate"]["scores"]) == names and ck["candidate"]["name"] in names
+        assert ck["candidate"]["score"] == max(v for v in ck["candidate"]["scores"].values() if v is not None)
+    table = run("forward", "results/c", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = [ln.split() for ln in table.stdout.splitlines()[2:4]]
+    assert [r[0] for r in rows] == ["0", "1"] and all(r[1] in names for r in rows)
+    text = run("walk-forward", "--experiment-id", "c", *flags[:-1], cwd=tmp_path)  # resumed: nothing trained
+    assert text.returncode == 0, text.stderr
+    assert "4 candidates per window (ppo-s0, ppo-s1, a2c-s0, a2c-s1)" in text.stdout
+    assert (
+        "(4 trial(s))" in text.stdout
+        and "probability of backtest overfitting (PBO, over the 4 candidates)" in text.stdout
+    )
+    assert "report: " in text.stdout and "Traceback" not in text.stderr

@@ -174,6 +174,12 @@ def test_walk_forward_bad_arguments_fail_before_training(places):
         ([*walk, "--eval-freq", "0"], 2),
         ([*walk, "--algo", "nope"], 2),
         ([*walk, "--algo", "no.such.Module"], 2),
+        ([*walk, "--algo", "ppo,ppo"], 2),  # two candidates with one name
+        ([*walk, "--algo", "ppo,PPO"], 2),
+        ([*walk, "--algo", "ppo,"], 2),
+        ([*walk, "--algo", "ppo,nope"], 2),
+        ([*walk, "--seeds", "0"], 2),
+        ([*walk, "--algo", "a2c,ppo", "--n-steps", "1"], 2),  # PPO among the candidates
         ([*walk, "--monitor", "validation.nope"], 2),
         ([*walk, "--window-mode", "sliding"], 2),
         ([*walk, "--executor", "cluster"], 2),

@@ -319,6 +319,30 @@ def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, 
     assert report["trained"] == [] and report["skipped"] == [0, 1]
 
 
+def test_walk_forward_with_candidates_on_an_s3_root(s3_endpoint, capsys, tmp_path, monkeypatch):
+    """Each candidate's repository is a prefix under the root, opened with the root's storage options."""
+    from sb3_iter_ckpt import cli
+
+    monkeypatch.chdir(tmp_path)
+    results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    tiny = ["--n-prices", "300", "--train-size", "120", "--val-size", "60", "--iterations", "2"]
+    tiny += ["--total-timesteps", "64", "--n-steps", "32", "--eval-freq", "32", "--algo", "ppo,a2c"]
+    argv = ["walk-forward", "--experiment-id", "c", "--results-dir", results, *tiny, "--json"]
+    argv.append(f"--storage-option=endpoint_url={s3_endpoint}")
+    assert cli.main(argv) == cli.EXIT_OK
+    out = json.loads(capsys.readouterr().out)
+    assert out["forward"]["n_trials"] == 2
+    repo = CheckpointRepository(f"{results}/c", storage_options={"endpoint_url": s3_endpoint})
+    assert repo.iterations() == [0, 1] and repo.verify() == []
+    for i in (0, 1):
+        chosen = repo.get(i).record["candidate"]["name"]
+        member = repo.candidate(chosen)
+        assert member.storage.url == f"{results}/c/candidates/{chosen}"
+        assert member.get(i).sha256 == repo.get(i).sha256 and member.verify() == []
+        assert repo.forward(i).returns == member.forward(i).returns
+    assert sorted(repo.candidate_forwards()) == ["a2c-s0", "ppo-s0"]
+
+
 class _Always:
     """A stand-in policy that always takes one action (the forward file's storage is what is tested here)."""
 
