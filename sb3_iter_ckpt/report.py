@@ -1024,8 +1024,10 @@ def _scores_section(data: ReportData) -> str:
         if fwd.candidates:
             forward += (
                 f"<h3>Candidates per window</h3><p>Every candidate's forward {_e(metric)} on each window "
-                f"({len(fwd.candidates)} candidates); the ringed one was chosen by its selection score and traded "
-                f"the stitched curve.</p>{_chart('chart-candidates', _candidates_figure(data, fwd))}"
+                f"({len(fwd.candidates)} candidates), dotted its selection score; the ringed one was chosen by "
+                "its selection score and traded the stitched curve. A missing point is an undefined score: a "
+                "candidate that kept no model on that window, or that stayed flat (a Sharpe ratio without "
+                f"variance).</p>{_chart('chart-candidates', _candidates_figure(data, fwd))}"
             )
         else:
             forward += _unavailable(

@@ -722,3 +722,38 @@ def test_forward_curve_by_hand():
         (0, "a", False, 0, 1),
         (1, None, True, 2, 3),
     ]
+
+
+def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(prices, tiny_algo, tmp_path, open_page):
+    """``walk-forward --algo ppo,a2c``'s repository: the page reads the candidates' forward results and scores
+    from the root's records and ``candidates/`` (nothing passed by hand), draws them and the CSCV histogram."""
+    from sb3_iter_ckpt.candidates import Candidate
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    cands = (Candidate("ppo-s0", "ppo", 7, tiny_algo), Candidate("a2c-s0", "a2c", 7, {"n_steps": 16}))
+    root = tmp_path / "results" / "ens"
+    runner = WalkForwardRunner(
+        prices, WalkForwardSplitter(150, 60, test_size=60), root, 128, eval_freq=32, progress=False, candidates=cands
+    )
+    result = runner.run()
+    out = write_report(root, tmp_path / "report.html")
+    opened = open_page(out)
+    page = opened.page
+    by = _by_name(_figure(page, "#chart-candidates"))
+    assert len(by) == 2 * 2 + 1
+    repo = CheckpointRepository(root)
+    for c in cands:
+        member = repo.candidate(c.name)
+        assert by[f"{c.name}: forward sharpe"]["y"] == pytest.approx([f.metrics["sharpe"] for f in member.forwards()])
+        assert by[f"{c.name}: selection score"]["y"] == pytest.approx(
+            [member.get(i).score("validation.sharpe") for i in member.iterations()]
+        )
+    chosen = [repo.get(i).record["candidate"]["name"] for i in repo.iterations()]
+    assert by["chosen: traded the stitched curve"]["text"] == chosen
+    assert "ppo-s0" in page.inner_text("header") and "a2c-s0" in page.inner_text("header")
+    pbo = result.forward["pbo"]
+    assert f"{pbo['pbo']:.3f} over {pbo['n_combinations']} combinations" in page.inner_text("#numbers")
+    assert page.locator("#chart-logits").count() == 1
+    page.screenshot(path=str(tmp_path / "candidates.png"), full_page=True)
+    assert opened.foreign_requests(out.resolve().as_uri()) == [] and opened.errors() == []
