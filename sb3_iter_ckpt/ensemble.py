@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from sb3_iter_ckpt.candidates import CANDIDATES_DIR, choose
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.record import CHECKPOINTS_DIR
+from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.selection import SelectionRule
 
 if TYPE_CHECKING:
@@ -61,6 +62,12 @@ def publish_choice(
         if missing:
             raise CheckpointError(f"window {iteration} is not committed by candidate(s) {missing}; run again")
         cks = {name: repo.get(iteration) for name, repo in members.items()}
+        pruned = [name for name, ck in cks.items() if is_pruned(ck)]
+        if pruned:  # choosing among the rest would silently change the run's choice
+            raise CheckpointError(
+                f"window {iteration}'s model of candidate(s) {pruned} was pruned before it was copied to the root; "
+                "the choice can no longer be made: retrain those windows (a new --experiment-id)"
+            )
         scores = {name: ck.score(rule.monitor) if ck.has_model else None for name, ck in cks.items()}
         chosen = choose(scores, rule)
         if chosen is None:

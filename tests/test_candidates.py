@@ -240,6 +240,17 @@ def test_publish_choice_picks_by_mode_skips_placeholders_and_refuses_a_missing_w
     assert not root.has(1)
     with pytest.raises(CheckpointError, match="not a valid folder name"):
         root.candidate("../escape")
+    # A candidate's model pruned before its copy: refused, not a silently different choice.
+    from sb3_iter_ckpt.retention import KeepLastN
+
+    for name in ("b", "c"):
+        members[name].commit(1, metrics={"loss": 0.5}, model=data.read_bytes())
+    members["b"].commit(2, metrics={"loss": 0.9}, model=data.read_bytes())
+    members["b"].prune(KeepLastN(1), monitor="loss", mode="min")
+    assert members["b"].get(1).has_model is False
+    with pytest.raises(CheckpointError, match=r"candidate\(s\) \['b'\] was pruned before it was copied"):
+        publish_choice(root, 1, members, SelectionRule("loss", "min"), "fp")
+    assert not root.has(1)
 
 
 def test_a_process_pool_trains_the_candidates_in_workers_and_gives_the_same_result(
@@ -278,3 +289,28 @@ def test_the_candidates_of_one_window_are_submitted_together(prices, tmp_path, m
 
     _run(make_runner, prices, tmp_path / "exp", executor=TwoAtOnce()).run(max_iterations=2)
     assert order[:2] == [("ppo-s0", 0), ("a2c-s1", 0)] and sorted(order[2:]) == [("a2c-s1", 1), ("ppo-s0", 1)]
+
+
+def test_retention_prunes_the_root_and_the_candidates_after_every_copy_and_forward_result(
+    prices, tmp_path, make_runner
+):
+    from sb3_iter_ckpt.retention import KeepLastN, is_pruned
+
+    root, plain = tmp_path / "exp", tmp_path / "plain"
+    _run(make_runner, prices, root, retention=KeepLastN(1)).run()
+    _run(make_runner, prices, plain).run()
+    repo = CheckpointRepository(root)
+    # The same choices and forward results as without retention: nothing was pruned before it was copied
+    # and traded (a candidate pruned too early would leave the root a placeholder for that window).
+    choices = [ck.record["candidate"] for ck in repo.list()]
+    assert choices == [ck.record["candidate"] for ck in CheckpointRepository(plain).list()]
+    assert all(c["name"] is not None for c in choices)
+    assert [(f.candidate, f.returns) for f in repo.forwards()] == [
+        (f.candidate, f.returns) for f in CheckpointRepository(plain).forwards()
+    ]
+    for r in (repo, *(repo.candidate(c.name) for c in TWO)):
+        kept = [ck.iteration for ck in r.list() if ck.has_model and not is_pruned(ck)]
+        best = r.best()
+        assert set(kept) <= {2, best.iteration if best else 2}, (r.root, kept)
+        assert any(is_pruned(ck) for ck in r.list()), r.root
+        assert r.verify() == []
