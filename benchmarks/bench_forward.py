@@ -128,12 +128,12 @@ def main() -> int:
     runs = args.repeats or 1
     print(f"job: sb3-iter-ckpt {' '.join(argv)} (x{runs}, each in a fresh results folder)\n", flush=True)
     rows: dict[int, list[dict[str, float]]] = {}
-    placeholder: set[int] = set()  # windows without a kept model: flat over their test part, nothing loaded
+    placeholder: dict[int, str] = {}  # windows without a kept model (why): flat over their test part
     totals = []
     for _ in range(runs):
         clock, report, total = run_job(argv, c.tmpdir("results"))
         totals.append(total)
-        placeholder |= {ck["iteration"] for ck in report["checkpoints"] if not ck["has_model"]}
+        placeholder.update({ck["iteration"]: ck["reason"] for ck in report["checkpoints"] if not ck["has_model"]})
         for i in report["trained"]:
             (w_wall, w_cpu), (f_wall, f_cpu) = clock.get(i, "window"), clock.get(i, "forward")
             if f_wall <= 0 or w_wall <= f_wall:
@@ -155,7 +155,7 @@ def main() -> int:
 
     table = [
         [
-            f"{i}{' (placeholder)' if i in placeholder else ''}",
+            f"{i} (placeholder: {placeholder[i]})" if i in placeholder else i,
             f"{med(i, 'train'):.2f}",
             f"{med(i, 'forward') * 1e3:.0f}",
             f"{med(i, 'load') * 1e3:.0f}",
