@@ -23,6 +23,7 @@ SCRIPTS = [
     "bench_large_state.py",
     "bench_repository_scale.py",
     "bench_disk.py",
+    "bench_forward.py",
     "bench_s3.py",
     "bench_parallel.py",
 ]
@@ -31,7 +32,7 @@ SCRIPTS = [
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/run_all.py",
-        description="Run every benchmark script (full size: about 7 minutes on 2 cores) and summarize the goals.",
+        description="Run every benchmark script (full size: about 8 minutes on 2 cores) and summarize the goals.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the smoke variants CI runs (tiny sizes, not measurements)"
