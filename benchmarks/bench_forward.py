@@ -1,12 +1,13 @@
 """7. Forward evaluation: what trading the test part adds to a window of the README's main job.
 
-Runs the README's main job (``sb3-iter-ckpt walk-forward --experiment-id demo --total-timesteps 10000``:
-7 windows, PPO, test parts of 125 rows) through the CLI in this process (the sequential executor), and
-times, inside that run, each window's ``train_window`` and, within it, the forward evaluation of the kept
+Runs the README's main job (``sb3-iter-ckpt walk-forward --experiment-id demo --total-timesteps 10000
+--algo ppo,a2c``: 7 windows, two candidates each (PPO and A2C), test parts of 125 rows) through the CLI
+in this process (the sequential executor), and times, inside that run, each window's ``train_window`` and, within it, the forward evaluation of the kept
 model after its commit (``window._forward``: the model loaded through the repository, hash-verified;
 ``forward.evaluate_forward`` trading the test part; ``forward_iter_{i}.json`` committed). The code has no
 hook or logged duration for this, so the two functions are wrapped with timers that call them unchanged.
-Training = the window's time less its forward evaluation. Per window: wall and CPU seconds, the forward
+With candidates a window is trained once per candidate and each candidate's kept model trades the test
+part: the window's figures add up its candidates. Training = the window's time less its forward evaluation. Per window: wall and CPU seconds, the forward
 part split into load / trade / write, and the ratio forward / training; then the median over the windows
 that kept a model (a placeholder window stays flat: nothing is loaded or traded). ``--repeats N`` runs the
 job N times (default 1), each in a fresh results folder; the per-window figures are medians over the runs.
@@ -27,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as c  # noqa: E402
 
 GOAL = 0.05  # issue 15: forward evaluation adds at most 5 % to a window's training time
-README_JOB = ["walk-forward", "--experiment-id", "demo", "--total-timesteps", "10000"]
+README_JOB = ["walk-forward", "--experiment-id", "demo", "--total-timesteps", "10000", "--algo", "ppo,a2c"]
 # --quick: the same command on a tiny series (2 windows, 512 timesteps): a smoke test, not a measurement.
 QUICK_JOB = [
-    *README_JOB[:-1],
+    *README_JOB[:4],
     "512",
+    *README_JOB[5:],
     "--n-prices",
     "330",
     "--train-size",
