@@ -2,15 +2,17 @@
 
 Runs the README's main job (``sb3-iter-ckpt walk-forward --experiment-id demo --total-timesteps 10000
 --algo ppo,a2c``: 7 windows, two candidates each (PPO and A2C), test parts of 125 rows) through the CLI
-in this process (the sequential executor), and times, inside that run, each window's ``train_window`` and, within it, the forward evaluation of the kept
-model after its commit (``window._forward``: the model loaded through the repository, hash-verified;
-``forward.evaluate_forward`` trading the test part; ``forward_iter_{i}.json`` committed). The code has no
-hook or logged duration for this, so the two functions are wrapped with timers that call them unchanged.
-With candidates a window is trained once per candidate and each candidate's kept model trades the test
-part: the window's figures add up its candidates. Training = the window's time less its forward evaluation. Per window: wall and CPU seconds, the forward
-part split into load / trade / write, and the ratio forward / training; then the median over the windows
-that kept a model (a placeholder window stays flat: nothing is loaded or traded). ``--repeats N`` runs the
-job N times (default 1), each in a fresh results folder; the per-window figures are medians over the runs.
+in this process (the sequential executor), and times, inside that run, each window's ``train_window``
+and, within it, the forward evaluation of the kept model after its commit (``window._forward``: the
+model loaded through the repository, hash-verified; ``forward.evaluate_forward`` trading the test part;
+``forward_iter_{i}.json`` committed). The code has no hook or logged duration for this, so the two
+functions are wrapped with timers that call them unchanged. With candidates a window is trained once
+per candidate and each candidate's kept model trades the test part: the window's figures add up its
+candidates. Training = the window's time less its forward evaluation. Per window: wall and CPU seconds,
+the forward part split into load / trade / write, and the ratio forward / training; then the median
+over the windows that kept a model (a placeholder window stays flat: nothing is loaded or traded).
+``--repeats N`` runs the job N times (default 1), each in a fresh results folder; the per-window
+figures are medians over the runs.
 """
 
 from __future__ import annotations
