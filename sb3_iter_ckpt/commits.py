@@ -31,6 +31,14 @@ def commit_error(exc: OSError, what: str) -> CommitError:
     return CommitError(f"could not write {what}: {name}: {exc}")
 
 
+def write_file(storage: Storage, name: str, data: bytes, where: object) -> None:
+    """``storage.write_atomic``, a failure raised as ``commit_error`` naming ``name`` in ``where``."""
+    try:
+        storage.write_atomic(name, data)
+    except OSError as exc:
+        raise commit_error(exc, f"{name} in {where}") from exc
+
+
 @dataclass
 class Draft:
     """One iteration to commit: the record's content and, while committing, its number and staged files."""
@@ -42,6 +50,25 @@ class Draft:
     fields: dict[str, Any]
     has_model: bool
     staged: dict[str, Staged] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        iteration: int,
+        metrics: Mapping[str, Any],
+        sources: Mapping[str, Source | None],
+        reason: str | None,
+        timesteps: int | None,
+        extra: Mapping[str, Any] | None,
+    ) -> Draft:
+        """A commit's arguments checked: a placeholder (no model) needs a reason and holds no artifacts."""
+        iteration = check_iteration(iteration)
+        has_model = sources.get("model") is not None
+        if not has_model and not reason:
+            raise CheckpointError("a placeholder needs a reason")
+        if not has_model and any(src is not None for src in sources.values()):
+            raise CheckpointError("a placeholder holds no artifacts")
+        return cls(iteration, metrics, reason, timesteps, dict(extra or {}), has_model=has_model)
 
 
 class Publisher:

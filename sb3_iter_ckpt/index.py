@@ -247,3 +247,17 @@ def referenced(storage: Storage, name: str) -> bool:
         if files is None or base in files:
             return True
     return False
+
+
+def attach(storage: Storage, *, sweep: bool, verbose: int, where: object) -> None:
+    """Give ``storage`` its ``references`` hook (``referenced``) and, with ``sweep``, remove the leftovers of
+    writers that died mid-commit (quietly where the folder is read-only)."""
+    storage.references = referenced  # what the sweep may remove: storage never reads a record
+    if not sweep:
+        return
+    try:
+        removed = storage.sweep()
+    except (OSError, CheckpointError):
+        removed = []  # read-only folder: nothing of ours can be cleaned anyway
+    if removed and verbose >= 1:
+        print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {where}")
