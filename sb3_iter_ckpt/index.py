@@ -193,7 +193,7 @@ class RecordIndex:
 
     def orphan_checkpoint(self, iteration: int) -> Checkpoint:
         """A ``model_iter_{i}.zip`` without metrics, listed as the seed's script did (unverified)."""
-        return rec._parse_legacy(rec.record_name(iteration), iteration, False, {}, self.model_path)
+        return rec.orphan_model(iteration, self.model_path)
 
     def orphan_models(self) -> list[int]:
         """Iterations of ``model_iter_{i}.zip`` files that no record names."""
@@ -250,9 +250,10 @@ def referenced(storage: Storage, name: str) -> bool:
 
 
 def attach(storage: Storage, *, sweep: bool, verbose: int, where: object) -> None:
-    """Give ``storage`` its ``references`` hook (``referenced``) and, with ``sweep``, remove the leftovers of
-    writers that died mid-commit (quietly where the folder is read-only)."""
+    """Give ``storage`` its hooks (``references``: ``referenced``; ``record_of``: the record names) and, with
+    ``sweep``, remove the leftovers of writers that died mid-commit (quietly where the folder is read-only)."""
     storage.references = referenced  # what the sweep may remove: storage never reads a record
+    storage.record_of = rec.parse_record_name  # which names are records: storage never knows their names
     if not sweep:
         return
     try:

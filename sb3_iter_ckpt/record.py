@@ -385,6 +385,15 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
     )
 
 
+def orphan_model(iteration: int, model_path_for: Any = None) -> Checkpoint:
+    """A ``model_iter_{i}.zip`` that no record names, as the seed's script listed it: no metrics, unverified.
+
+    :param iteration: The iteration of the model file.
+    :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
+    """
+    return _parse_legacy(record_name(iteration), iteration, False, {}, model_path_for)
+
+
 def _parse_legacy(name: str, iteration: int, placeholder: bool, raw: dict[str, Any], model_path_for: Any) -> Checkpoint:
     """A record written by the seed's script: any keys, no hashes. Listed, loadable, marked unverified."""
     artifacts: dict[str, ArtifactInfo] = {}

@@ -199,6 +199,23 @@ def test_every_import_follows_the_documented_direction(graph, table):
     assert not gone, f"fixed, remove from ALLOWED_VIOLATIONS: {gone}"
 
 
+#: The record format's file names (``metrics_iter_{i}.json``, ``no_model_iter_{i}.json``); "no_model" alone also
+#: catches a pattern such as ``(metrics|no_model)_iter_``.
+RECORD_NAMES = ("metrics_iter", "no_model")
+
+
+def test_storage_never_names_the_record_files():
+    # The table cannot show this: a copied regex imports nothing. The repository tells storage what it
+    # needs of records through the Storage hooks (references, record_of).
+    found = sorted(
+        f"{path.relative_to(ROOT).as_posix()}: {name!r}"
+        for path in (ROOT / PACKAGE / "storage").rglob("*.py")
+        for name in RECORD_NAMES
+        if name in path.read_text(encoding="utf-8")
+    )
+    assert not found, f"storage code names the record files (ask the repository's hooks instead): {found}"
+
+
 # -- the checker itself --------------------------------------------------------------------------------------
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     root = tmp_path / PACKAGE
