@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.catalog import Catalog
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError
-from sb3_iter_ckpt.index import RecordIndex, check_iteration, not_found
+from sb3_iter_ckpt.index import check_iteration
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
 from sb3_iter_ckpt.storage import Source, Staged, Storage, intent_name
 from sb3_iter_ckpt.summaries import versions
-from sb3_iter_ckpt.trust import Trust
 
 _CK = rec.CHECKPOINTS_DIR
 _NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
@@ -74,23 +74,17 @@ class Draft:
 class Publisher:
     """The write path of one repository.
 
-    :param storage: Where the files go.
-    :param index: The repository's records (what is taken, the next free number).
-    :param trust: The signing decisions (a signed repository needs its key; records are signed).
+    :param catalog: The repository's records (what is taken, the next free number) and signing decisions
+        (a signed repository needs its key; records are signed).
     :param where: The checkpoints folder, for messages.
     """
 
-    def __init__(self, storage: Storage, index: RecordIndex, trust: Trust, where: object) -> None:
-        self.storage = storage
-        self.index = index
-        self.trust = trust
+    def __init__(self, catalog: Catalog, where: object) -> None:
+        self.catalog = catalog
+        self.storage = catalog.index.storage
+        self.index = catalog.index
+        self.trust = catalog.trust
         self.where = where
-
-    def get(self, iteration: int) -> Checkpoint:
-        ck = self.index.lookup(iteration)
-        if ck is None:
-            raise not_found(iteration, self.where, sorted(self.trust.trusted(self.index.scan()[0])))
-        return ck
 
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
         """See ``CheckpointRepository.ensure_free``."""
@@ -133,7 +127,7 @@ class Publisher:
     ) -> Checkpoint:
         """See ``CheckpointRepository.commit``; ``draft.iteration`` is checked, ``sources`` by artifact kind."""
         if idempotent and not overwrite and self.index.has(draft.iteration):
-            return self.get(draft.iteration)
+            return self.catalog.get(draft.iteration)
         next_free = next_free and not overwrite
         if not next_free:
             self.ensure_free([draft.iteration], overwrite)  # and the signing key's check
@@ -152,7 +146,7 @@ class Publisher:
         except CheckpointExistsError:
             self.storage.discard(list(draft.staged.values()))  # another writer's record won
             if idempotent:
-                return self.get(draft.iteration)
+                return self.catalog.get(draft.iteration)
             raise
         except OSError as exc:
             self.storage.discard(list(draft.staged.values()))

@@ -102,9 +102,9 @@ class CheckpointRepository:
         self.verbose = verbose
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
-        self._publisher = Publisher(self.storage, self._index, self._trust, self.checkpoints_dir)
         self._forwards = ForwardFiles(self.storage, self._signer, self.checkpoints_dir)
         self._catalog = Catalog(self._index, self._trust, self._forwards, self.checkpoints_dir)
+        self._publisher = Publisher(self._catalog, self.checkpoints_dir)
         self._upkeep = Upkeep(self._catalog, BestFiles(self.storage, self._index), self.root)
         attach(self.storage, sweep=sweep, verbose=verbose, where=self.root)
         self._trust.check_key()
