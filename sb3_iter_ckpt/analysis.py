@@ -213,6 +213,31 @@ def _longest_placeholder_run(ordered: Sequence[Checkpoint]) -> dict[str, Any]:
     return {"length": best[0], "start": best[1], "end": best[2]}
 
 
+def _counts(ordered: Sequence[Checkpoint]) -> dict[str, Any]:
+    """The report's ``counts``: with a model, placeholders, pruned, by reason, unverified."""
+    reasons = Counter(c.reason for c in ordered if c.reason is not None)
+    return {
+        "total": len(ordered),
+        "with_model": sum(1 for c in ordered if c.has_model),
+        "placeholders": sum(1 for c in ordered if not c.has_model and not is_pruned(c)),
+        "pruned": sum(1 for c in ordered if is_pruned(c)),
+        "by_reason": {str(r): n for r, n in sorted(reasons.items(), key=lambda rn: str(rn[0]))},
+        "unverified": sum(1 for c in ordered if not c.verified),
+    }
+
+
+def _all_stats(ordered: Sequence[Checkpoint], monitor: str, monitor_points: list[tuple[int, float]]) -> dict[str, Any]:
+    """The report's ``stats``: ``monitor`` first, then every other numeric metric by dotted key."""
+    stats: dict[str, Any] = {monitor: metric_stats(monitor_points)}
+    flat = {id(c): flatten(c.metrics) for c in ordered}
+    for key in _numeric_keys(list(flat.values())):
+        if key not in (monitor, "iteration"):  # legacy records repeat the iteration number as a metric
+            stats[key] = metric_stats(
+                [(c.iteration, v) for c in ordered if (v := _number(flat[id(c)].get(key))) is not None]
+            )
+    return stats
+
+
 def analyze(
     checkpoints: Sequence[Checkpoint],
     monitor: str = "mean_reward",
@@ -252,38 +277,18 @@ def analyze(
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be an integer >= 0, got {top_k!r}")
     ordered = _ordered(checkpoints)
-
-    reasons = Counter(c.reason for c in ordered if c.reason is not None)
-    counts = {
-        "total": len(ordered),
-        "with_model": sum(1 for c in ordered if c.has_model),
-        "placeholders": sum(1 for c in ordered if not c.has_model and not is_pruned(c)),
-        "pruned": sum(1 for c in ordered if is_pruned(c)),
-        "by_reason": {str(r): n for r, n in sorted(reasons.items(), key=lambda rn: str(rn[0]))},
-        "unverified": sum(1 for c in ordered if not c.verified),
-    }
-
     best = [
         {"iteration": c.iteration, "score": score, "metrics": to_jsonable(flatten(c.metrics))}
         for c, score in ranked(ordered, monitor, mode)[:top_k]
     ]
-
     monitor_points = _series(ordered, lambda c: c.score(monitor))
-    stats: dict[str, Any] = {monitor: metric_stats(monitor_points)}
-    flat = {id(c): flatten(c.metrics) for c in ordered}
-    for key in _numeric_keys(list(flat.values())):
-        if key not in (monitor, "iteration"):  # legacy records repeat the iteration number as a metric
-            stats[key] = metric_stats(
-                [(c.iteration, v) for c in ordered if (v := _number(flat[id(c)].get(key))) is not None]
-            )
-
     size = size_on_disk if size_on_disk is not None else sum(int(c.size_bytes or 0) for c in ordered)
     report = {
-        "counts": counts,
+        "counts": _counts(ordered),
         "monitor": monitor,
         "mode": mode,
         "best": best,
-        "stats": stats,
+        "stats": _all_stats(ordered, monitor, monitor_points),
         "trend": trend(monitor_points),
         "longest_placeholder_run": _longest_placeholder_run(ordered),
         "size_on_disk_bytes": int(size),

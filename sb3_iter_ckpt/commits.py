@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sb3_iter_ckpt import record as rec
-from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError
-from sb3_iter_ckpt.index import RecordIndex, check_iteration, not_found
+from sb3_iter_ckpt.catalog import Catalog
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError, RecordError
+from sb3_iter_ckpt.index import check_iteration
 from sb3_iter_ckpt.record import ArtifactInfo, Checkpoint
 from sb3_iter_ckpt.storage import Source, Staged, Storage, intent_name
 from sb3_iter_ckpt.summaries import versions
-from sb3_iter_ckpt.trust import Trust
 
 _CK = rec.CHECKPOINTS_DIR
 _NEXT_FREE_ATTEMPTS = 1000  # writers racing for numbers: each lost race costs one; a bound, not a timeout
@@ -29,6 +29,24 @@ def commit_error(exc: OSError, what: str) -> CommitError:
         exc.errno or 0, exc.strerror or type(exc).__name__
     )
     return CommitError(f"could not write {what}: {name}: {exc}")
+
+
+def write_file(storage: Storage, name: str, data: bytes, where: object) -> None:
+    """``storage.write_atomic``, a failure raised as ``commit_error`` naming ``name`` in ``where``."""
+    try:
+        storage.write_atomic(name, data)
+    except OSError as exc:
+        raise commit_error(exc, f"{name} in {where}") from exc
+
+
+def read_json_object(storage: Storage, name: str) -> dict[str, Any] | None:
+    """The JSON object ``name`` (a file at the root kept by a tool, e.g. ``walk_forward.json``), or None."""
+    if not storage.exists(name):
+        return None
+    data = rec.loads(storage.read_bytes(name), name)
+    if not isinstance(data, dict):
+        raise RecordError(f"{name} is not a JSON object")
+    return data
 
 
 @dataclass
@@ -43,27 +61,40 @@ class Draft:
     has_model: bool
     staged: dict[str, Staged] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        iteration: int,
+        metrics: Mapping[str, Any],
+        sources: Mapping[str, Source | None],
+        reason: str | None,
+        timesteps: int | None,
+        extra: Mapping[str, Any] | None,
+    ) -> Draft:
+        """A commit's arguments checked: a placeholder (no model) needs a reason and holds no artifacts."""
+        iteration = check_iteration(iteration)
+        has_model = sources.get("model") is not None
+        if not has_model and not reason:
+            raise CheckpointError("a placeholder needs a reason")
+        if not has_model and any(src is not None for src in sources.values()):
+            raise CheckpointError("a placeholder holds no artifacts")
+        return cls(iteration, metrics, reason, timesteps, dict(extra or {}), has_model=has_model)
+
 
 class Publisher:
     """The write path of one repository.
 
-    :param storage: Where the files go.
-    :param index: The repository's records (what is taken, the next free number).
-    :param trust: The signing decisions (a signed repository needs its key; records are signed).
+    :param catalog: The repository's records (what is taken, the next free number) and signing decisions
+        (a signed repository needs its key; records are signed).
     :param where: The checkpoints folder, for messages.
     """
 
-    def __init__(self, storage: Storage, index: RecordIndex, trust: Trust, where: object) -> None:
-        self.storage = storage
-        self.index = index
-        self.trust = trust
+    def __init__(self, catalog: Catalog, where: object) -> None:
+        self.catalog = catalog
+        self.storage = catalog.index.storage
+        self.index = catalog.index
+        self.trust = catalog.trust
         self.where = where
-
-    def get(self, iteration: int) -> Checkpoint:
-        ck = self.index.lookup(iteration)
-        if ck is None:
-            raise not_found(iteration, self.where, sorted(self.trust.trusted(self.index.scan()[0])))
-        return ck
 
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:
         """See ``CheckpointRepository.ensure_free``."""
@@ -106,7 +137,7 @@ class Publisher:
     ) -> Checkpoint:
         """See ``CheckpointRepository.commit``; ``draft.iteration`` is checked, ``sources`` by artifact kind."""
         if idempotent and not overwrite and self.index.has(draft.iteration):
-            return self.get(draft.iteration)
+            return self.catalog.get(draft.iteration)
         next_free = next_free and not overwrite
         if not next_free:
             self.ensure_free([draft.iteration], overwrite)  # and the signing key's check
@@ -125,7 +156,7 @@ class Publisher:
         except CheckpointExistsError:
             self.storage.discard(list(draft.staged.values()))  # another writer's record won
             if idempotent:
-                return self.get(draft.iteration)
+                return self.catalog.get(draft.iteration)
             raise
         except OSError as exc:
             self.storage.discard(list(draft.staged.values()))

@@ -182,6 +182,42 @@ def _parse_dates(raw: pd.Series, column: Any, path: Path, date_format: str | Non
         raise DataError(f"{path}: cannot parse column {column!r} as dates: {exc}") from exc
 
 
+def _read_csv(p: Path, date_column: str, close_column: str) -> pd.DataFrame:
+    if not p.is_file():
+        raise DataError(f"price file not found: {p}")
+    try:
+        return pd.read_csv(p)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{p}: file is empty (expected a header with {date_column!r} and {close_column!r})") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{p}: cannot read as CSV: {exc}") from exc
+
+
+def _checked_dates(raw_dates: pd.Series, date_col: str, p: Path, date_format: str | None) -> pd.Series:
+    """The parsed dates; ``DataError`` naming the rows that are missing or unparsable."""
+    dates = _parse_dates(raw_dates, date_col, p, date_format)
+    bad_dates = dates.isna().to_numpy()
+    if bad_dates.any():
+        expected = f"the date format {date_format!r}" if date_format else "one consistent format such as YYYY-MM-DD"
+        raise DataError(
+            f"{p}: unparsable or missing dates in column {date_col!r} ({_rows(bad_dates, raw_dates)}); "
+            f"use {expected}, or pass --date-format (a strftime format such as {_FORMAT_EXAMPLE!r})"
+        )
+    return dates
+
+
+def _checked_close(raw_close: pd.Series, close_col: str, p: Path) -> pd.Series:
+    """The closes as float64; ``DataError`` naming the rows that are missing, non-numeric or <= 0."""
+    close = pd.to_numeric(raw_close, errors="coerce").astype(np.float64)
+    bad_close = ~np.isfinite(close.to_numpy())
+    if bad_close.any():
+        raise DataError(f"{p}: missing or non-numeric values in column {close_col!r} ({_rows(bad_close, raw_close)})")
+    non_positive = close.to_numpy() <= 0
+    if non_positive.any():
+        raise DataError(f"{p}: close prices must be > 0 ({_rows(non_positive, raw_close)})")
+    return close
+
+
 def load_prices_csv(
     path: str | os.PathLike[str],
     date_column: str = "date",
@@ -209,37 +245,12 @@ def load_prices_csv(
         non-finite or <= 0, there are fewer than 2 rows, or a date appears twice.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"price file not found: {p}")
-    try:
-        frame = pd.read_csv(p)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{p}: file is empty (expected a header with {date_column!r} and {close_column!r})") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"{p}: cannot read as CSV: {exc}") from exc
-
+    frame = _read_csv(p, date_column, close_column)
     date_col = _find_column(list(frame.columns), date_column, p)
     close_col = _find_column(list(frame.columns), close_column, p)
     raw_dates = frame[date_col]
-    raw_close = frame[close_col]
-
-    dates = _parse_dates(raw_dates, date_col, p, date_format)
-    bad_dates = dates.isna().to_numpy()
-    if bad_dates.any():
-        expected = f"the date format {date_format!r}" if date_format else "one consistent format such as YYYY-MM-DD"
-        raise DataError(
-            f"{p}: unparsable or missing dates in column {date_col!r} ({_rows(bad_dates, raw_dates)}); "
-            f"use {expected}, or pass --date-format (a strftime format such as {_FORMAT_EXAMPLE!r})"
-        )
-
-    close = pd.to_numeric(raw_close, errors="coerce").astype(np.float64)
-    bad_close = ~np.isfinite(close.to_numpy())
-    if bad_close.any():
-        raise DataError(f"{p}: missing or non-numeric values in column {close_col!r} ({_rows(bad_close, raw_close)})")
-    non_positive = close.to_numpy() <= 0
-    if non_positive.any():
-        raise DataError(f"{p}: close prices must be > 0 ({_rows(non_positive, raw_close)})")
-
+    dates = _checked_dates(raw_dates, date_col, p, date_format)
+    close = _checked_close(frame[close_col], close_col, p)
     if len(frame) < 2:
         raise DataError(f"{p}: need at least 2 price rows, found {len(frame)}")
 

@@ -193,7 +193,7 @@ class RecordIndex:
 
     def orphan_checkpoint(self, iteration: int) -> Checkpoint:
         """A ``model_iter_{i}.zip`` without metrics, listed as the seed's script did (unverified)."""
-        return rec._parse_legacy(rec.record_name(iteration), iteration, False, {}, self.model_path)
+        return rec.orphan_model(iteration, self.model_path)
 
     def orphan_models(self) -> list[int]:
         """Iterations of ``model_iter_{i}.zip`` files that no record names."""
@@ -247,3 +247,18 @@ def referenced(storage: Storage, name: str) -> bool:
         if files is None or base in files:
             return True
     return False
+
+
+def attach(storage: Storage, *, sweep: bool, verbose: int, where: object) -> None:
+    """Give ``storage`` its hooks (``references``: ``referenced``; ``record_of``: the record names) and, with
+    ``sweep``, remove the leftovers of writers that died mid-commit (quietly where the folder is read-only)."""
+    storage.references = referenced  # what the sweep may remove: storage never reads a record
+    storage.record_of = rec.parse_record_name  # which names are records: storage never knows their names
+    if not sweep:
+        return
+    try:
+        removed = storage.sweep()
+    except (OSError, CheckpointError):
+        removed = []  # read-only folder: nothing of ours can be cleaned anyway
+    if removed and verbose >= 1:
+        print(f"sb3-iter-ckpt: removed {len(removed)} leftover(s) of an interrupted commit in {where}")

@@ -138,3 +138,24 @@ def vecnormalize(data: bytes, iteration: int, venv: Any) -> Any:
     vn.training = False
     vn.norm_reward = False
     return vn
+
+
+def load_checkpoint(
+    storage: Storage,
+    ck: Checkpoint,
+    signer: Signer | None,
+    *,
+    env: Any,
+    verify: bool,
+    algo: type[BaseAlgorithm] | str | None,
+    **kwargs: Any,
+) -> BaseAlgorithm:
+    """``ck``'s verified model as its SB3 class; given an ``env``, wrapped in ``ck``'s VecNormalize statistics."""
+    if not ck.has_model:
+        raise CheckpointNotFound(f"iteration {ck.iteration} is a placeholder ({ck.reason}): it has no model")
+    data = read_verified(storage, ck, "model", verify, signer)
+    cls = model_class(ck, data, algo)
+    if env is not None and "vecnormalize" in ck.artifacts:
+        stats = read_verified(storage, ck, "vecnormalize", verify, signer)
+        env = vecnormalize(stats, ck.iteration, inner_venv(env))
+    return load_model(cls, data, ck.iteration, env=env, **kwargs)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sb3_iter_ckpt import record as rec
 from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.retention import RetentionPlan
+from sb3_iter_ckpt.retention import AnyOf, RetentionPlan, RetentionPolicy, policy_from_args
 from sb3_iter_ckpt.signing import Signer
 from sb3_iter_ckpt.storage import Storage, strip_attempt
 
@@ -44,6 +44,20 @@ class PruneResult:
             "freed_bytes": self.freed_bytes,
             "dry_run": self.dry_run,
         }
+
+
+def combined_policy(
+    policy: RetentionPolicy | None,
+    keep_every_n: int | None,
+    keep_last_n: int | None,
+    keep_best_k: int | None,
+    monitor: str,
+    mode: str,
+) -> RetentionPolicy | None:
+    """``policy`` and the ``keep_*`` shortcuts combined by union; None when none is given."""
+    shortcuts = policy_from_args(keep_every_n, keep_last_n, keep_best_k, monitor, mode)
+    parts = [p for p in (policy, shortcuts) if p]
+    return AnyOf(*parts) if len(parts) > 1 else (parts[0] if parts else None)
 
 
 def protect(result: RetentionPlan, cks: Sequence[Checkpoint], recorded_best: Checkpoint | None) -> RetentionPlan:

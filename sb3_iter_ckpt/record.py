@@ -298,23 +298,7 @@ def _check_fields(name: str, raw: Mapping[str, Any]) -> None:
         _expect(value is None or isinstance(value, str), name, f"selection {key!r} is not a string")
 
 
-def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
-    """Parse and validate one record file's bytes into a ``Checkpoint``.
-
-    :param name: The record's file name (``metrics_iter_{i}.json`` or ``no_model_iter_{i}.json``).
-    :param data: Its bytes.
-    :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
-    """
-    parsed = parse_record_name(name)
-    _expect(parsed is not None, name, "not a record file name")
-    assert parsed is not None
-    iteration, placeholder = parsed
-    raw = loads(data, name)
-    _expect(isinstance(raw, dict), name, "the record is not a JSON object")
-    _check_fields(name, raw)
-    if "schema_version" not in raw:
-        return _parse_legacy(name, iteration, placeholder, raw, model_path_for)
-    version = raw["schema_version"]
+def _check_version(name: str, version: Any) -> None:
     _expect(isinstance(version, int) and not isinstance(version, bool), name, "schema_version is not an integer")
     _expect(
         version <= SCHEMA_VERSION,
@@ -322,10 +306,10 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         f"schema_version {version} is newer than this package understands ({SCHEMA_VERSION}); upgrade sb3-iter-ckpt",
     )
     _expect(version >= 1, name, f"invalid schema_version {version}")
-    _expect(raw.get("iteration") == iteration, name, f"records iteration {raw.get('iteration')!r}, not {iteration}")
-    metrics = raw.get("metrics", {})
-    _expect(isinstance(metrics, dict), name, "'metrics' is not an object")
-    artifacts_raw = raw.get("artifacts", {})
+
+
+def _parse_artifacts(name: str, artifacts_raw: Any) -> dict[str, ArtifactInfo]:
+    """A record's ``artifacts``, each a plain file name with a sha256 and a size."""
     _expect(isinstance(artifacts_raw, dict), name, "'artifacts' is not an object")
     artifacts: dict[str, ArtifactInfo] = {}
     for kind, info in artifacts_raw.items():
@@ -345,6 +329,30 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         )
         _expect(isinstance(size, int) and not isinstance(size, bool) and size >= 0, name, f"artifact {kind!r} size")
         artifacts[kind] = ArtifactInfo(file, sha, size)
+    return artifacts
+
+
+def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
+    """Parse and validate one record file's bytes into a ``Checkpoint``.
+
+    :param name: The record's file name (``metrics_iter_{i}.json`` or ``no_model_iter_{i}.json``).
+    :param data: Its bytes.
+    :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
+    """
+    parsed = parse_record_name(name)
+    _expect(parsed is not None, name, "not a record file name")
+    assert parsed is not None
+    iteration, placeholder = parsed
+    raw = loads(data, name)
+    _expect(isinstance(raw, dict), name, "the record is not a JSON object")
+    _check_fields(name, raw)
+    if "schema_version" not in raw:
+        return _parse_legacy(name, iteration, placeholder, raw, model_path_for)
+    _check_version(name, raw["schema_version"])
+    _expect(raw.get("iteration") == iteration, name, f"records iteration {raw.get('iteration')!r}, not {iteration}")
+    metrics = raw.get("metrics", {})
+    _expect(isinstance(metrics, dict), name, "'metrics' is not an object")
+    artifacts = _parse_artifacts(name, raw.get("artifacts", {}))
     has_model = "model" in artifacts
     pruned = raw.get("pruned")
     # A model record whose artifacts were pruned keeps its metrics but no longer has a model.
@@ -375,6 +383,15 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
         verified=True,
         record=raw,
     )
+
+
+def orphan_model(iteration: int, model_path_for: Any = None) -> Checkpoint:
+    """A ``model_iter_{i}.zip`` that no record names, as the seed's script listed it: no metrics, unverified.
+
+    :param iteration: The iteration of the model file.
+    :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
+    """
+    return _parse_legacy(record_name(iteration), iteration, False, {}, model_path_for)
 
 
 def _parse_legacy(name: str, iteration: int, placeholder: bool, raw: dict[str, Any], model_path_for: Any) -> Checkpoint:

@@ -29,10 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from sb3_iter_ckpt.candidates import candidate_scores
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.forward import ForwardResult, StitchedForward, forward_report, stitch
 from sb3_iter_ckpt.record import Checkpoint, parse_record_name, utc_now
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem
+from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards
 from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.version import __version__
 
@@ -443,14 +444,14 @@ def _kept_forward(repo: CheckpointRepository) -> ForwardData:
     try:
         report, reason = repo.forward_status()
         stitched = repo.stitched_forward() if report is not None else None
-        candidates = repo.candidate_forwards() if report is not None else {}
+        candidates = candidate_forwards(repo) if report is not None else {}
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
     return forward_data(
         report,
         stitched=stitched,
         candidate_results=candidates,
-        candidate_selection=repo.candidate_scores(),
+        candidate_selection=candidate_scores(repo.list()),
         reason=reason,
     )
 

@@ -39,6 +39,42 @@ def make_ppo():
 
 
 @pytest.fixture(scope="session")
+def two_iterations(tmp_path_factory):
+    """Build a repository with iterations 0 and 1, trained for real: ``two_iterations(name, vecnormalize=True,
+    metrics=None)`` -> its root.
+
+    A tiny PPO on CartPole, evaluated every 32 steps (scores 1.0, 2.0, ... plus ``metrics``), committed by the
+    callback every 64 steps: each iteration keeps its model (and VecNormalize statistics) and metrics record.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
+
+    def build(name: str, *, vecnormalize: bool = True, metrics: dict | None = None):
+        root = tmp_path_factory.mktemp(name) / "repo"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+            env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+            env = VecNormalize(env, norm_reward=False) if vecnormalize else env
+            model = PPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
+            scores = iter(range(1, 100))
+            cb = IterationCheckpointCallback(
+                CheckpointRepository(root),
+                evaluator=lambda m, e: {"mean_reward": float(next(scores)), **(metrics or {})},
+                eval_freq=32,
+                iteration_timesteps=64,
+            )
+            model.learn(128, callback=cb)
+            env.close()
+        assert CheckpointRepository(root).iterations() == [0, 1]
+        return root
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def prices():
     """Seeded synthetic prices: four walk-forward windows of 150 training and 60 validation days."""
     from sb3_iter_ckpt.data import synthetic_prices

@@ -49,23 +49,8 @@ HUGE = "1" + "0" * 400  # an integer literal beyond the float range: float() of 
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    root = tmp_path_factory.mktemp("template") / "repo"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
-        venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=0), norm_reward=False)
-        model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
-        scores = iter([1.0, 2.0, 3.0, 4.0])
-        cb = IterationCheckpointCallback(
-            CheckpointRepository(root),
-            evaluator=lambda m, e: {"mean_reward": next(scores)},
-            eval_freq=32,
-            iteration_timesteps=64,
-        )
-        model.learn(128, callback=cb)
-        venv.close()
-    assert CheckpointRepository(root).iterations() == [0, 1]
-    return root
+def template(two_iterations):
+    return two_iterations("template")
 
 
 @pytest.fixture

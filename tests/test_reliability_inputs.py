@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_iter_ckpt import (
     CheckpointError,
@@ -40,23 +39,9 @@ CK = "checkpoints"
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory):
+def template(two_iterations):
     """A repository with iterations 0 and 1 (model + VecNormalize), trained for real."""
-    root = tmp_path_factory.mktemp("template") / "repo"
-    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
-    venv = VecNormalize(make_vec_env("CartPole-v1", n_envs=1, seed=0), norm_reward=False)
-    model = PPO("MlpPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
-    scores = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    cb = IterationCheckpointCallback(
-        CheckpointRepository(root),
-        evaluator=lambda m, e: {"mean_reward": next(scores), "regime": "bull"},
-        eval_freq=32,
-        iteration_timesteps=64,
-    )
-    model.learn(128, callback=cb)
-    venv.close()
-    assert CheckpointRepository(root).iterations() == [0, 1]
-    return root
+    return two_iterations("template", metrics={"regime": "bull"})
 
 
 @pytest.fixture

@@ -322,6 +322,7 @@ def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, 
 def test_walk_forward_with_candidates_on_an_s3_root(s3_endpoint, capsys, tmp_path, monkeypatch):
     """Each candidate's repository is a prefix under the root, opened with the root's storage options."""
     from sb3_iter_ckpt import cli
+    from sb3_iter_ckpt.repository import candidate_forwards
 
     monkeypatch.chdir(tmp_path)
     results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
@@ -340,7 +341,7 @@ def test_walk_forward_with_candidates_on_an_s3_root(s3_endpoint, capsys, tmp_pat
         assert member.storage.url == f"{results}/c/candidates/{chosen}"
         assert member.get(i).sha256 == repo.get(i).sha256 and member.verify() == []
         assert repo.forward(i).returns == member.forward(i).returns
-    assert sorted(repo.candidate_forwards()) == ["a2c-s0", "ppo-s0"]
+    assert sorted(candidate_forwards(repo)) == ["a2c-s0", "ppo-s0"]
 
 
 class _Always:

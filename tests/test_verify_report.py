@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from stable_baselines3 import PPO
 
-from sb3_iter_ckpt import CheckpointError, CheckpointRepository, IterationCheckpointCallback, VerifyReport
+from sb3_iter_ckpt import CheckpointError, CheckpointRepository, VerifyReport
 from sb3_iter_ckpt.cli import main
 from sb3_iter_ckpt.storage import LocalStorage, intent_name
 
@@ -26,21 +26,9 @@ SEED_MODELS = [0, 1, 3, 4]  # no_model_iter_2.json is the seed's placeholder
 
 
 @pytest.fixture(scope="module")
-def ours(tmp_path_factory):
+def ours(two_iterations):
     """Iterations 0 and 1 with model and metrics, committed by the callback."""
-    root = tmp_path_factory.mktemp("ours") / "repo"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
-        model = PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu")
-        scores = iter([1.0, 2.0, 3.0, 4.0])
-        cb = IterationCheckpointCallback(
-            CheckpointRepository(root),
-            evaluator=lambda m, e: {"mean_reward": next(scores)},
-            eval_freq=32,
-            iteration_timesteps=64,
-        )
-        model.learn(128, callback=cb)
-    return root
+    return two_iterations("ours", vecnormalize=False)
 
 
 @pytest.fixture(scope="module")

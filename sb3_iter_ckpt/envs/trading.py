@@ -228,6 +228,35 @@ def _step_info(info: dict[str, Any]) -> tuple[float, float]:
         ) from None
 
 
+def _episode(
+    model: Any, env: Any, is_vec: bool, deterministic: bool, seed: int | None
+) -> tuple[list[float], list[float], float]:
+    """One whole episode from a reset (seeded when ``seed`` is given): (step returns, positions, summed reward)."""
+    returns: list[float] = []
+    positions: list[float] = []
+    total_reward = 0.0
+    if is_vec:
+        if seed is not None:
+            env.seed(seed)
+        obs = env.reset()
+    else:
+        obs, _ = env.reset(seed=seed)
+    done = False
+    while not done:
+        action, _ = model.predict(obs, deterministic=deterministic)
+        if is_vec:
+            obs, rewards, dones, infos = env.step(action)
+            reward, info, done = float(rewards[0]), infos[0], bool(dones[0])
+        else:
+            obs, reward, terminated, truncated, info = env.step(action)
+            done = bool(terminated or truncated)
+        total_reward += float(reward)
+        r, p = _step_info(info)
+        returns.append(r)
+        positions.append(p)
+    return returns, positions, total_reward
+
+
 def evaluate_trading(
     model: Any,
     env: Any,
@@ -268,28 +297,9 @@ def evaluate_trading(
     episode_rewards: list[float] = []
     trades = 0
     for episode in range(int(n_episodes)):
-        returns: list[float] = []
-        positions: list[float] = []
-        total_reward = 0.0
-        if is_vec:
-            if episode == 0 and seed is not None:
-                env.seed(seed)
-            obs = env.reset()
-        else:
-            obs, _ = env.reset(seed=seed if episode == 0 else None)
-        done = False
-        while not done:
-            action, _ = model.predict(obs, deterministic=deterministic)
-            if is_vec:
-                obs, rewards, dones, infos = env.step(action)
-                reward, info, done = float(rewards[0]), infos[0], bool(dones[0])
-            else:
-                obs, reward, terminated, truncated, info = env.step(action)
-                done = bool(terminated or truncated)
-            total_reward += float(reward)
-            r, p = _step_info(info)
-            returns.append(r)
-            positions.append(p)
+        returns, positions, total_reward = _episode(
+            model, env, is_vec, deterministic, seed=seed if episode == 0 else None
+        )
         episode_rewards.append(total_reward)
         trades += int(np.count_nonzero(np.diff(np.concatenate(([0.0], positions)))))
         all_returns.extend(returns)

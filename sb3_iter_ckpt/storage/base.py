@@ -45,13 +45,17 @@ TMP_TAG = "sb3ckpt-tmp"
 _TMP_RE = re.compile(r"^\..+\.sb3ckpt-tmp-(?P<host>.+)-(?P<pid>[0-9]+)-(?P<rand>[0-9a-f]{8})\Z")
 _INTENT_RE = re.compile(r"^\.sb3ckpt-intent-iter-(0|[1-9][0-9]*)\.json\Z")
 LOCK_NAME = ".lock"
-# A name of one iteration's file (``model_iter_3.zip``, ``metrics_iter_3.json``): intents, attempt keys and the
+# A name of one iteration's file (``model_iter_3.zip``, its record): intents, attempt keys and the
 # sweep group files by iteration; which of them are records, and what a record names, is the repository's.
 _ITERATION_FILE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*_iter_(?P<iteration>0|[1-9][0-9]*)\.[A-Za-z0-9]+\Z")
 
 #: ``references(storage, name)``: whether a committed record names the file ``name`` (True when unsure).
 #: Given by the repository that opens the storage: storage never parses a record itself.
 References = Callable[["Storage", str], bool]
+#: ``record_of(file)``: ``(iteration, placeholder)`` when the file name is a record's, else None. A placeholder
+#: record names no artifact, and a model record of the same iteration wins over it. Given by the repository
+#: too: storage never knows the record names.
+RecordOf = Callable[[str], "tuple[int, bool] | None"]
 
 
 def iteration_of(file: str) -> int | None:
@@ -152,6 +156,9 @@ class Storage(ABC):
     #: Whether a committed record names a file (see ``References``); the opening repository sets it.
     #: Until then (None) the sweep and ``discard`` keep every file a record might name.
     references: References | None = None
+    #: Which file names are records (see ``RecordOf``); the opening repository sets it. Until then (None)
+    #: no name is known to be a record: the object store's sweep then keeps everything a record might name.
+    record_of: RecordOf | None = None
 
     @property
     @abstractmethod

@@ -57,7 +57,6 @@ from sb3_iter_ckpt.storage.base import (
 
 #: Protocols whose ``pipe_file(mode="create")`` is atomic: S3's conditional PUT; ``memory`` under a lock here.
 _CREATE_ONLY = ("s3", "s3a", "memory")
-_RECORD_RE = re.compile(r"^(metrics|no_model)_iter_(0|[1-9][0-9]*)\.json\Z")
 _MEMORY_LOCK = threading.Lock()  # the memory filesystem lives in this process: a lock makes "create" atomic
 MIN_S3FS = (2025, 7)
 
@@ -337,15 +336,18 @@ class FsspecStorage(Storage):
         self._fresh(path)
         for s in staged:
             self._staged_at.pop(s.temp, None)
-        m = _RECORD_RE.match(record.rpartition("/")[2])
-        if m is not None and m.group(1) == "no_model":
-            # Without a lock a model record of the same iteration may have been created meanwhile;
+        ours = self._record_of(record)
+        if ours is not None and ours[1]:
+            # A placeholder: without a lock a model record of its iteration may have been created meanwhile;
             # readers let a model record win, so this placeholder withdraws.
-            folder = record.rpartition("/")[0]
-            model_record = f"{folder}/metrics_iter_{m.group(2)}.json" if folder else f"metrics_iter_{m.group(2)}.json"
-            if model_record in conflicts and self.exists(model_record):
-                self.delete(record)
-                raise CheckpointExistsError(f"{model_record} was committed by another writer in {self._url}")
+            for other in conflicts:
+                if self._record_of(other) == (ours[0], False) and self.exists(other):
+                    self.delete(record)
+                    raise CheckpointExistsError(f"{other} was committed by another writer in {self._url}")
+
+    def _record_of(self, name: str) -> tuple[int, bool] | None:
+        """``(iteration, placeholder)`` of a record's name, as the repository's ``record_of`` tells."""
+        return None if self.record_of is None else self.record_of(name.rpartition("/")[2])
 
     def delete(self, name: str) -> bool:
         path = self._path(name)
@@ -378,20 +380,21 @@ class FsspecStorage(Storage):
     def sweep(self, folder: str = "checkpoints") -> list[str]:
         """Remove artifacts that no record names and that are older than ``temp_grace``.
 
+        Which names are records, and what they name, the repository tells (``record_of``, ``references``).
         Records are read only for iterations that need it: an iteration without any record loses
         its old artifacts unread; one with a model record and a single attempt's artifacts keeps
         them unread (that attempt is the record's); any other mix (a retried, lost or placeholder
-        attempt) keeps every name its records list, as the repository's ``references`` reads them
-        (an unreadable record keeps all; without ``references`` everything of such an iteration stays).
+        attempt) keeps every name its records list, as ``references`` reads them (an unreadable
+        record keeps all). Told nothing, the sweep keeps everything a record might name.
         """
         listing = self.listdir(folder)
         now = time.time_ns()
-        records: dict[int, list[str]] = {}
+        records: dict[int, set[bool]] = {}  # iteration -> whether each of its records is a placeholder
         attempts: dict[int, set[str]] = {}
         old: dict[int, list[str]] = {}
         for name, st in listing.items():
-            if (rm := _RECORD_RE.match(name)) is not None:
-                records.setdefault(int(rm.group(2)), []).append(name)
+            if (kind := self._record_of(name)) is not None:
+                records.setdefault(kind[0], set()).add(kind[1])
             elif (m := ATTEMPT_RE.match(name)) is not None:
                 it = int(m["iteration"])
                 attempts.setdefault(it, set()).add(m["attempt"])
@@ -400,9 +403,9 @@ class FsspecStorage(Storage):
         prefix = f"{folder}/" if folder else ""
         removed: list[str] = []
         for it, names in sorted(old.items()):
-            recs = records.get(it, [])
-            if recs:
-                if len(attempts[it]) == 1 and f"metrics_iter_{it}.json" in recs:
+            kinds = records.get(it, set())
+            if kinds or self.record_of is None:  # told nothing of records: any iteration may have one
+                if len(attempts[it]) == 1 and False in kinds:  # a model record: the one attempt is its own
                     continue
                 names = [n for n in names if not self.named_by_a_record(prefix + n)]
             for n in names:
