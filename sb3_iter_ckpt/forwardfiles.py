@@ -11,6 +11,7 @@ iteration that has a forward result are a ``CheckpointExistsError``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,9 @@ def model_sha256(ck: Checkpoint) -> str | None:
     model = pruned.get("artifacts", {}).get("model") if isinstance(pruned, dict) else None
     sha = model.get("sha256") if isinstance(model, dict) else None
     return sha if isinstance(sha, str) else None
+
+
+_SETTLE_READS = 6  # about 1.5 s in all
 
 
 def envelope(result: ForwardResult, model: str | None, signer: Signer | None) -> bytes:
@@ -88,6 +92,9 @@ def read(name: str, data: bytes, iteration: int, signer: Signer | None) -> tuple
     if result.iteration != iteration:
         raise RecordError(f"{name}: holds the result of iteration {result.iteration}; {_AGAIN}")
     return result, raw
+
+
+_SETTLE_READS = 6  # about 1.5 s of reads in all
 
 
 class ForwardFiles:
@@ -145,18 +152,27 @@ class ForwardFiles:
             if not self._same(name, data):
                 self.storage.publish([], name, data, conflicts=[name])
         except CheckpointExistsError:
-            if not self._same(name, data):
+            if not self._same(name, data, settling=True):
                 raise
         return result
 
-    def _same(self, name: str, data: bytes) -> bool:
-        """False when ``name`` is absent; True when it holds ``data``; else ``CheckpointExistsError``."""
-        try:
-            existing = self.storage.read_bytes(name)
-        except IntegrityError:
-            if self.storage.exists(name):
-                raise
-            return False
+    def _same(self, name: str, data: bytes, settling: bool = False) -> bool:
+        """False when ``name`` is absent; True when it holds ``data``; else ``CheckpointExistsError``.
+
+        ``settling``: another writer's create just won, so the key exists; an object store may still answer
+        a read of it as missing for a moment (seen with s3fs and moto): read again a few times first.
+        """
+        attempts = _SETTLE_READS if settling else 1
+        for attempt in range(attempts):
+            try:
+                existing = self.storage.read_bytes(name)
+                break
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    if settling or self.storage.exists(name):
+                        raise
+                    return False
+                time.sleep(0.05 * 2**attempt)
         if existing != data:
             raise CheckpointExistsError(
                 f"{name} in {self.where} already holds another forward result (forward results are create-only); "
