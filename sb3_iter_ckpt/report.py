@@ -443,9 +443,12 @@ def _kept_forward(repo: CheckpointRepository) -> ForwardData:
     try:
         report, reason = repo.forward_status()
         stitched = repo.stitched_forward() if report is not None else None
-        candidates = repo.candidate_forwards() if report is not None else {}
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
+    try:  # only the candidates' chart needs them: the report's DSR and PBO say why they are missing
+        candidates = repo.candidate_forwards() if report is not None else {}
+    except CheckpointError:
+        candidates = {}
     return forward_data(
         report,
         stitched=stitched,

@@ -467,10 +467,15 @@ class CheckpointRepository:
         try:
             results = self.forwards()
             csv = self.storage.read_bytes(rec.FORWARD_RETURNS) if self.storage.exists(rec.FORWARD_RETURNS) else None
-            candidates = self.candidate_forwards()
         except CheckpointError as exc:  # a damaged forward file must not stop a commit's summaries
             return None, f"{exc}; run verify"
-        return forwardfiles.report(results, {c.iteration: c for c in self.list()}, csv, candidates or None)
+        cks = {c.iteration: c for c in self.list()}
+        names = builtins.list(candidate_scores(cks.values()))
+        try:  # the candidates' data only adds the DSR's trials and PBO: without it the root's report stands
+            candidates, problem = self.candidate_forwards(), None
+        except CheckpointError as exc:
+            candidates, problem = {}, str(exc)
+        return forwardfiles.report(results, cks, csv, candidates or None, names, problem)
 
     def candidate(self, name: str) -> CheckpointRepository:
         """The repository of candidate ``name`` (``candidates/<name>/``) of a run with candidates: the same
@@ -490,7 +495,10 @@ class CheckpointRepository:
         out: dict[str, builtins.list[ForwardResult]] = {}
         for name in self.candidate_scores():
             member = self.candidate(name)
-            out[name] = [r for r in member.forwards() if r.iteration in kept]
+            try:
+                out[name] = [r for r in member.forwards() if r.iteration in kept]
+            except CheckpointError as exc:  # say whose file it is: the root's verify does not see it
+                raise CheckpointError(f"candidate {name!r}, {CANDIDATES_DIR}/{name}/: {exc}; run verify there") from exc
         return out
 
     def stitched_forward(self) -> StitchedForward | None:

@@ -83,11 +83,15 @@ def test_a_damaged_candidate_forward_file_is_named_and_the_root_report_survives(
     assert report["deflated_sharpe"] is None and report["pbo"] is None
 
 
-def test_the_report_of_a_root_without_its_candidates_still_has_its_forward_sections(run_copy):
+@pytest.mark.parametrize("damage", ["folder gone", "file edited"])
+def test_the_report_of_a_root_without_its_candidates_data_still_has_its_forward_sections(run_copy, damage):
     from sb3_iter_ckpt.report import collect_report
 
     root, _ = run_copy
-    shutil.rmtree(root / "candidates")
+    if damage == "folder gone":
+        shutil.rmtree(root / "candidates")
+    else:
+        (root / "candidates" / "ppo-s0" / "checkpoints" / "forward_iter_1.json").write_text("{}")
     data = collect_report(root)
     assert data.forward.report is not None, data.forward.reason
     assert data.forward.curve is not None
