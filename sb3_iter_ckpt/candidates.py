@@ -67,6 +67,8 @@ class Candidate:
 
 def check_candidates(candidates: Iterable[Candidate]) -> tuple[Candidate, ...]:
     """``candidates`` as a tuple, refused when it holds something else or two share a name."""
+    if isinstance(candidates, (Candidate, str)) or not isinstance(candidates, Iterable):
+        raise CheckpointError(f"candidates must be a list of Candidate objects, got {candidates!r}")
     out = tuple(candidates)
     for c in out:
         if not isinstance(c, Candidate):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sb3_iter_ckpt import integrity
 from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.candidates import candidate_scores
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, SignatureError
 from sb3_iter_ckpt.forwardfiles import ForwardFiles, report
 from sb3_iter_ckpt.index import RecordIndex, not_found
@@ -147,10 +148,17 @@ class Catalog:
         try:
             results = self.forward_results()
             csv = storage.read_bytes(rec.FORWARD_RETURNS) if storage.exists(rec.FORWARD_RETURNS) else None
-            members = candidates() if candidates is not None else None
         except CheckpointError as exc:  # a damaged forward file must not stop a commit's summaries
             return None, f"{exc}; run verify"
-        return report(results, {c.iteration: c for c in self.checkpoints()}, csv, members or None)
+        cks = {c.iteration: c for c in self.checkpoints()}
+        names = list(candidate_scores(cks.values()))
+        members, problem = None, None
+        if candidates is not None and names:
+            try:  # the candidates' data only adds the DSR's trials and PBO: without it the root's report stands
+                members = candidates()
+            except CheckpointError as exc:
+                problem = str(exc)
+        return report(results, cks, csv, members or None, names, problem)
 
     def stitched_forward(self) -> StitchedForward | None:
         from sb3_iter_ckpt.forward import StitchedForward

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from sb3_iter_ckpt.candidates import CANDIDATES_DIR, choose
 from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.forwardfiles import model_sha256
 from sb3_iter_ckpt.record import CHECKPOINTS_DIR
 from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.selection import SelectionRule
@@ -140,9 +141,18 @@ def _publish_forward(root: CheckpointRepository, ck: Checkpoint, members: Mappin
     i = ck.iteration
     if root.has_forward(i):
         return
-    name = (ck.record.get("candidate") or {}).get("name")
-    source = members.get(name) if name is not None else next(iter(members.values()))
-    if source is None or not source.has_forward(i):
+    name: str | None = None
+    source = next(iter(members.values()))
+    sha = model_sha256(ck)
+    if sha is not None:  # found by the model's sha256 (kept after pruning), never by the editable candidate field
+        found = [(n, m) for n, m in members.items() if m.has(i) and model_sha256(m.get(i)) == sha]
+        if not found:
+            raise CheckpointError(
+                f"iteration {i} of {root.root} holds a model no candidate committed for window {i}; "
+                "remove it (prune --remove-records) and run again"
+            )
+        name, source = found[0]
+    if not source.has_forward(i):
         return  # no test part, or the candidate's evaluation is missing: the root's report says so
     result = source.forward(i)
     root.commit_forward(dataclasses.replace(result, candidate=name))

@@ -204,6 +204,8 @@ def report(
     cks: Mapping[int, Checkpoint],
     csv: bytes | None,
     candidates: Mapping[str, Sequence[ForwardResult]] | None = None,
+    candidate_names: Sequence[str] = (),
+    candidates_problem: str | None = None,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The forward report of a repository (``forward.forward_report``) from its forward results and its
     ``forward_returns.csv`` (the stitched curve with the asset's returns, written at the end of a run), or
@@ -213,6 +215,9 @@ def report(
     :param cks: the committed iterations (their selection scores and validation returns).
     :param csv: the bytes of ``forward_returns.csv``, None when it is missing.
     :param candidates: candidate -> its forward results on those iterations (a run with candidates).
+    :param candidate_names: the candidates the root's records name (the DSR's trials).
+    :param candidates_problem: why ``candidates`` could not be read; then, as when they do not cover the
+        chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
     """
     from sb3_iter_ckpt.forward import StitchedForward, forward_report
 
@@ -233,15 +238,34 @@ def report(
         )
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
+    kwargs: dict[str, Any] = {"selection_scores": scores, "selection_returns": returns, "stitched": curve}
     try:
-        report = forward_report(
-            ordered,
-            None,
-            selection_scores=scores,
-            selection_returns=returns,
-            stitched=curve,
-            candidate_results=candidates,
-        )
-        return report, None
+        if candidates_problem is None:
+            try:
+                return forward_report(ordered, None, candidate_results=candidates, **kwargs), None
+            except CheckpointError as exc:
+                if not candidates:
+                    raise
+                candidates_problem = str(exc)
+        report = forward_report(ordered, None, **kwargs)
     except CheckpointError as exc:
         return None, str(exc)
+    return _without_candidates(report, max(len(candidate_names), len(candidates or {}), 1), candidates_problem), None
+
+
+def _without_candidates(report: dict[str, Any], n_trials: int, problem: str) -> dict[str, Any]:
+    """``report`` with its DSR and PBO marked unavailable: the candidates' data is missing or damaged."""
+    why = (
+        "it needs every candidate's forward results (candidates/<name>/checkpoints/), and they are missing "
+        f"or damaged: {problem}"
+    )
+    return {
+        **report,
+        "deflated_sharpe": None,
+        "deflated_sharpe_reason": why,
+        "n_trials": n_trials,  # never a DSR of one trial when several were compared
+        "trials_variance": None,
+        "candidate_sharpes": {},
+        "pbo": None,
+        "pbo_reason": why,
+    }

@@ -444,12 +444,15 @@ def _kept_forward(repo: CheckpointRepository) -> ForwardData:
     try:
         report, reason = repo.forward_status()
         stitched = repo.stitched_forward() if report is not None else None
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unreadable records are reported through verify's problems
-            candidates = candidate_forwards(repo) if report is not None else {}
-            selection = candidate_scores(repo.list()) if report is not None else {}
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unreadable records are reported through verify's problems
+        selection = candidate_scores(repo.list()) if report is not None else {}
+        try:  # only the candidates' chart needs them: the report's DSR and PBO say why they are missing
+            candidates = candidate_forwards(repo) if report is not None else {}
+        except CheckpointError:
+            candidates = {}
     return forward_data(
         report, stitched=stitched, candidate_results=candidates, candidate_selection=selection, reason=reason
     )

@@ -464,5 +464,10 @@ class CheckpointRepository:
 def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[ForwardResult]]:
     """Candidate -> its forward results on the iterations ``repository`` (a run's root) holds: the DSR's
     trials, PBO and the report's candidates chart; empty for a run without candidates."""
-    kept, names = set(repository.iterations()), candidate_scores(repository.list())
-    return {n: [r for r in repository.candidate(n).forwards() if r.iteration in kept] for n in names}
+    kept, out = set(repository.iterations()), {}
+    for name in candidate_scores(repository.list()):
+        try:
+            out[name] = [r for r in repository.candidate(name).forwards() if r.iteration in kept]
+        except CheckpointError as exc:  # say whose file it is: the root's verify does not see it
+            raise CheckpointError(f"candidate {name!r}, {CANDIDATES_DIR}/{name}/: {exc}; run verify there") from exc
+    return out
