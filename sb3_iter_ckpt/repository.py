@@ -345,9 +345,7 @@ class CheckpointRepository:
 
     # -- the best model and the summaries ------------------------------------------------------------
     def update_best(self, monitor: str | None = None, mode: str | None = None) -> Checkpoint | None:
-        """Copy the best iteration's model (and VecNormalize statistics) to ``best_model.zip``
-        (``best_vecnormalize.pkl``), then write ``training_summary.json``; a file there that we did not
-        write is the user's, left as it is."""
+        """Copy the best model (and VecNormalize) to ``best_model.zip``, then write ``training_summary.json``."""
         return self._upkeep.update_best(self.selection_rule(monitor, mode))
 
     def training_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
@@ -359,10 +357,7 @@ class CheckpointRepository:
         return self._upkeep.write_training_summary(self.selection_rule(monitor, mode))
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
-        """After a commit: the best model's copy with ``training_summary.json``, then ``checkpoint_summary.json``.
-
-        Under the commit lock, in a crash-safe order; a failed write raises ``CommitError``.
-        """
+        """After a commit: the best model's copy, ``training_summary.json``, ``checkpoint_summary.json`` (locked)."""
         self._upkeep.refresh(monitor, mode)
 
     def write_summary(self, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
@@ -426,6 +421,10 @@ class CheckpointRepository:
         return self._upkeep.prune(chosen, rule, dry_run=dry_run, remove_records=remove_records)
 
     # -- analysis ------------------------------------------------------------------------------------
+    def forget_pruned(self, iteration: int) -> builtins.list[str]:
+        """Remove a pruned ``iteration``'s record and forward result (a run trains it again); the files removed."""
+        return self._upkeep.forget_pruned(check_iteration(iteration))
+
     def disk_usage(self) -> int:
         """Bytes on disk of the repository's files (hard links counted once)."""
         return disk_usage(self.storage)

@@ -18,7 +18,7 @@ from sb3_iter_ckpt.commits import commit_error, write_file
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.pruning import PruneResult
 from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy, plan
+from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy, is_pruned, plan
 from sb3_iter_ckpt.selection import SelectionRule
 from sb3_iter_ckpt.storage import Storage
 
@@ -136,6 +136,17 @@ class Upkeep:
         except OSError as exc:  # a read-only folder, disk full, I/O error
             raise commit_error(exc, f"the pruned records of {self.where}") from exc
         return PruneResult(plan=the_plan, removed=tuple(removed), freed_bytes=freed, dry_run=dry_run)
+
+    def forget_pruned(self, iteration: int) -> list[str]:
+        """Remove a pruned iteration's record and forward result, under the lock: the files removed."""
+        self._authorize()
+        with self.storage.lock():
+            ck = self.catalog.get(iteration)
+            if not is_pruned(ck):
+                raise CheckpointError(f"iteration {iteration} is not a pruned one: its record stays")
+            removed, _ = pruning.prune_iteration(self.storage, ck, True, self.trust.signer)
+        self.refresh()
+        return removed
 
     def _remove(self, the_plan: RetentionPlan, remove_records: bool) -> tuple[list[str], int]:
         """(files removed, bytes freed)."""

@@ -118,11 +118,6 @@ def test_a_resumed_root_publishes_the_forward_result_of_the_model_it_holds(run_c
 
 
 # -- pruning the root -------------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a window whose root record was removed after the candidates' models were pruned can no "
-    "longer be published; the run raises instead of retraining it as a run without candidates does",
-)
 def test_prune_remove_records_on_the_root_then_run_again(run_copy, prices, tiny_algo):
     """The user prunes every repository's old models and the root's old records, then runs again (what
     ``forward`` asks for: forward_returns.csv no longer matches the root's forward results)."""
@@ -134,6 +129,10 @@ def test_prune_remove_records_on_the_root_then_run_again(run_copy, prices, tiny_
     assert len(repo.iterations()) < 3 and repo.forward_status()[0] is None
     result = _runner(prices, root, tiny_algo).run()
     assert result.forward is not None, result.forward_reason
+    # the removed windows were trained again by every candidate whose model was gone, then chosen again
+    retrained = {name: r.trained for name, r in result.candidates.items()}
+    assert retrained and all(t == result.trained for t in retrained.values()) and result.trained
+    assert repo.iterations() == [0, 1, 2] and repo.verify() == []
 
 
 # -- the Python API ---------------------------------------------------------------------------------------------
