@@ -334,10 +334,11 @@ class CheckpointRepository:
         return self._catalog.forward_status(lambda: candidate_forwards(self))
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.ensemble``) --------------------------
-    def candidate(self, name: str) -> CheckpointRepository:
-        """Candidate ``name``'s repository: this storage's backend and options, this signing key."""
+    def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:
+        """Candidate ``name``'s repository: this storage's backend and options, this key (``sweep`` as here)."""
         storage = self.storage.child(f"{CANDIDATES_DIR}/{Candidate(name).name}")  # a valid folder name
-        return CheckpointRepository(storage.url, storage=storage, signing_key=self._signer, verbose=self.verbose)
+        key, verbose = self._signer, self.verbose
+        return CheckpointRepository(storage.url, storage=storage, signing_key=key, sweep=sweep, verbose=verbose)
 
     def stitched_forward(self) -> StitchedForward | None:
         """``forward_returns.csv`` read back, or None when the run wrote none; ``RecordError`` when damaged."""
@@ -466,7 +467,7 @@ def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[Forwa
     kept, out = set(repository.iterations()), {}
     for name in candidate_scores(repository.list()):
         try:
-            out[name] = [r for r in repository.candidate(name).forwards() if r.iteration in kept]
+            out[name] = [r for r in repository.candidate(name, sweep=False).forwards() if r.iteration in kept]
         except CheckpointError as exc:  # say whose file it is: the root's verify does not see it
             raise CheckpointError(f"candidate {name!r}, {CANDIDATES_DIR}/{name}/: {exc}; run verify there") from exc
     return out

@@ -139,3 +139,19 @@ def test_prune_remove_records_on_the_root_then_run_again(run_copy, prices, tiny_
 def test_one_candidate_not_in_a_list_is_a_checkpoint_error():
     with pytest.raises(CheckpointError, match="candidates"):
         RunOptions(100, candidates=Candidate("ppo-s0"))
+
+
+def test_reading_a_roots_forward_report_leaves_a_candidates_leftovers_alone(run_copy):
+    """``forward``/``report``/``analyze`` read the candidates; only a writer (the run) sweeps their leftovers."""
+    root, _ = run_copy
+    folder = root / "candidates" / TWO[0].name / "checkpoints"
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    # a writer of this host that is gone: what an opening sweep removes
+    stray = folder / f".model_iter_9.zip.sb3ckpt-tmp-{socket.gethostname()}-{dead.stdout.strip()}-deadbeef"
+    stray.write_bytes(b"half-written by a writer that died")
+    assert CheckpointRepository(root, sweep=False).forward_report() is not None
+    assert stray.exists()
