@@ -309,6 +309,10 @@ class IterationCheckpointCallback(BaseCallback):
         assert self._current is not None
         iteration = self._current
         self._current += 1
+        # Finished background commits first, so that their copies are freed here, in this thread, before this
+        # boundary copies the replay buffer again: the copy then reuses that memory instead of page-faulting
+        # on fresh pages (benchmark 4: 13 ms instead of 30 ms blocked at 10^6 transitions).
+        self._committer.surface()
         self._committer.commit(self._prepare(iteration))
 
     def _reason(self) -> str:
