@@ -435,7 +435,10 @@ def run_many(
                 monitor = run.runner.options.monitor
                 score = ck.score(monitor)
                 bar.update(1)
-                bar.set_postfix({"iter": ck.iteration, monitor: "-" if score is None else f"{score:.3f}"})
+                shown = {"iter": ck.iteration, monitor: "-" if score is None else f"{score:.3f}"}
+                if run.runner.candidate is not None:  # a run with candidates: whose window this was
+                    shown = {"candidate": run.runner.candidate, **shown}
+                bar.set_postfix(shown)
     finally:
         for future in pending:
             future.cancel()
