@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_iter_ckpt import record
-from sb3_iter_ckpt.envs.trading import TradingEnv
+from sb3_iter_ckpt.envs.trading import TradingEnv, price_array
 from sb3_iter_ckpt.errors import CheckpointError, RecordError
 from sb3_iter_ckpt.metrics import cagr, trading_metrics
 from sb3_iter_ckpt.overfitting import (
@@ -94,13 +94,9 @@ def _as_prices(prices: Any) -> tuple[np.ndarray, pd.DatetimeIndex | None]:
     """The prices as finite positive float64 values, and their DatetimeIndex (None for any other index)."""
     index = prices.index if isinstance(prices, pd.Series) else None
     try:
-        values = np.asarray(prices.to_numpy(dtype=np.float64) if hasattr(prices, "to_numpy") else prices, np.float64)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"prices must be a 1-D series of numbers ({exc}); pass the close prices") from exc
-    if values.ndim != 1:
-        raise CheckpointError(f"prices must be one-dimensional, got shape {values.shape}; pass one close series")
-    if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise CheckpointError("prices must be finite and > 0; clean the price series first")
+        values = price_array(prices)
+    except ValueError as exc:
+        raise CheckpointError(f"{exc}; pass one series of close prices, cleaned first") from exc
     return values, index if isinstance(index, pd.DatetimeIndex) else None
 
 

@@ -203,6 +203,20 @@ def test_a_placeholder_stays_flat_over_the_same_rows(prices):
     assert p.metrics["total_return"] == 0.0 and p.metrics["n_trades"] == 0
 
 
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [(np.nan, "finite and strictly positive"), (0.0, "finite and strictly positive"), ("x", "1-D sequence")],
+)
+def test_bad_prices_are_checkpoint_errors_before_anything_trades(prices, bad, match):
+    w = _window(prices)
+    broken = prices.astype(object) if isinstance(bad, str) else prices.copy()
+    broken.iloc[w.test_start] = bad
+    with pytest.raises(CheckpointError, match=match):
+        placeholder_forward(broken, w, iteration=2)
+    with pytest.raises(CheckpointError, match="one-dimensional"):
+        placeholder_forward(np.ones((len(prices), 2)), w, iteration=2)
+
+
 # -- JSON -----------------------------------------------------------------------------------------------------
 
 

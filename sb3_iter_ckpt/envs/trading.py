@@ -20,7 +20,22 @@ from gymnasium import spaces
 
 from sb3_iter_ckpt.metrics import trading_metrics
 
-__all__ = ["TradingEnv", "evaluate_trading"]
+__all__ = ["TradingEnv", "evaluate_trading", "price_array"]
+
+
+def price_array(prices: Any) -> np.ndarray:
+    """Close prices (a pandas Series or any 1-D sequence) as a float64 array; ``ValueError`` unless they
+    are one-dimensional, finite and strictly positive."""
+    try:
+        arr = np.asarray(prices.to_numpy(dtype=np.float64) if hasattr(prices, "to_numpy") else prices, np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"prices must be a 1-D sequence of numbers: {exc}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"prices must be one-dimensional, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        raise ValueError("prices must be finite and strictly positive")
+    return arr
+
 
 # Observed log returns are clipped to this bound so the observation space can be finite (SB3's env checker
 # warns about infinite bounds); a one-bar log return of +/-10 (a factor of 22000) never happens in real data.
@@ -68,16 +83,7 @@ class TradingEnv(gym.Env):
         periods_per_year: float = 252,
     ) -> None:
         super().__init__()
-        if hasattr(prices, "to_numpy"):
-            prices = prices.to_numpy(dtype=np.float64)
-        try:
-            arr = np.asarray(prices, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"prices must be a 1-D sequence of numbers: {exc}") from exc
-        if arr.ndim != 1:
-            raise ValueError(f"prices must be one-dimensional, got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError("prices must be finite and strictly positive")
+        arr = price_array(prices)
         if isinstance(window_size, bool) or not isinstance(window_size, (int, np.integer)) or window_size < 1:
             raise ValueError(f"window_size must be an integer >= 1, got {window_size!r}")
         window_size = int(window_size)
