@@ -150,16 +150,20 @@ def test_an_interrupted_refresh_leaves_a_copy_the_next_one_still_owns(repo_root,
     assert fresh.training_summary()["best"]["best_model_file"] == "best_model.zip"
 
 
+def _as_an_earlier_version_left(root, iteration):
+    """What an earlier version left: best_model.zip a hard link to a model, a summary without "best_files"."""
+    (root / "best_model.zip").unlink()
+    os.link(root / CK / f"model_iter_{iteration}.zip", root / "best_model.zip")
+    summary = json.loads((root / "training_summary.json").read_bytes())
+    del summary["best_files"]
+    (root / "training_summary.json").write_text(json.dumps(summary))
+
+
 def test_a_hard_link_left_by_an_earlier_version_is_replaced_by_a_copy(repo_root):
     repo = CheckpointRepository(repo_root)
     repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0")
     repo.refresh()
-    # what an earlier version left: a hard link, and a summary without "best_files"
-    (repo_root / "best_model.zip").unlink()
-    os.link(repo_root / CK / "model_iter_0.zip", repo_root / "best_model.zip")
-    summary = json.loads((repo_root / "training_summary.json").read_bytes())
-    del summary["best_files"]
-    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    _as_an_earlier_version_left(repo_root, 0)
     repo = CheckpointRepository(repo_root)
     repo.commit(1, metrics={"mean_reward": 2.0}, model=b"m1")
     repo.refresh()
@@ -192,12 +196,7 @@ def test_a_hard_link_left_by_an_earlier_version_is_replaced_even_when_the_best_s
     for i, m in enumerate((b"m0", b"m1", b"m2")):
         repo.commit(i, metrics={"mean_reward": float(i)}, model=m)
     repo.refresh()
-    # what an earlier version left: best_model.zip a hard link to the best's model, no "best_files"
-    (repo_root / "best_model.zip").unlink()
-    os.link(repo_root / CK / "model_iter_2.zip", repo_root / "best_model.zip")
-    summary = json.loads((repo_root / "training_summary.json").read_bytes())
-    del summary["best_files"]
-    (repo_root / "training_summary.json").write_text(json.dumps(summary))
+    _as_an_earlier_version_left(repo_root, 2)
     committed = _sha(repo_root / CK / "model_iter_2.zip")
     for _ in range(2):  # the first refresh breaks the link; it never records the link as ours
         CheckpointRepository(repo_root).refresh()
