@@ -67,7 +67,7 @@ def publish_choice(
         if pruned:  # choosing among the rest would silently change the run's choice
             raise CheckpointError(
                 f"window {iteration}'s model of candidate(s) {pruned} was pruned before it was copied to the root; "
-                "the choice can no longer be made: retrain those windows (a new --experiment-id)"
+                "the choice can no longer be made: run the walk-forward again, which retrains those windows"
             )
         scores = {name: ck.score(rule.monitor) if ck.has_model else None for name, ck in cks.items()}
         chosen = choose(scores, rule)
@@ -151,7 +151,10 @@ def _publish_forward(root: CheckpointRepository, ck: Checkpoint, members: Mappin
                 f"iteration {i} of {root.root} holds a model no candidate committed for window {i}; "
                 "remove it (prune --remove-records) and run again"
             )
-        name, source = found[0]
+        entry = ck.record.get("candidate")
+        recorded = entry.get("name") if isinstance(entry, dict) else None
+        # Two candidates may have saved identical bytes: then the one the record names.
+        name, source = next(((n, m) for n, m in found if n == recorded), found[0])
     if not source.has_forward(i):
         return  # no test part, or the candidate's evaluation is missing: the root's report says so
     result = source.forward(i)

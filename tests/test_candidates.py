@@ -314,3 +314,29 @@ def test_retention_prunes_the_root_and_the_candidates_after_every_copy_and_forwa
         assert set(kept) <= {2, best.iteration if best else 2}, (r.root, kept)
         assert any(is_pruned(ck) for ck in r.list()), r.root
         assert r.verify() == []
+
+
+def test_two_candidates_with_identical_model_bytes_give_the_root_the_chosen_ones_forward_result(tmp_path):
+    """The root's forward result is found by the model's sha256; when two candidates saved the same bytes, it
+    is the one the record names (the chosen one), not the first in the run's order."""
+    import dataclasses
+
+    from sb3_iter_ckpt.data import synthetic_prices
+    from sb3_iter_ckpt.forward import evaluate_forward
+    from sb3_iter_ckpt.splitter import Window
+
+    class Always:
+        def predict(self, obs, deterministic=True):
+            return [2], None
+
+    prices = synthetic_prices(300, seed=1)
+    window = Window(0, 0, 150, 150, 200, test_start=200, test_stop=300)
+    traded = evaluate_forward(Always(), prices, window, iteration=0)
+    root = CheckpointRepository(tmp_path / "root")
+    members = {n: root.candidate(n) for n in ("a", "b")}
+    for name, loss in (("a", 0.5), ("b", 0.2)):
+        members[name].commit(0, metrics={"loss": loss}, model=b"the same model bytes")
+        members[name].commit_forward(dataclasses.replace(traded, candidate=name))
+    ck = publish_choice(root, 0, members, SelectionRule("loss", "min"), "fp")
+    assert ck.record["candidate"]["name"] == "b"
+    assert root.forward(0).candidate == "b"
