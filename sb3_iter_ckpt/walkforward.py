@@ -324,17 +324,14 @@ class _EnsembleRun(_Run):
 
     def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
         super().__init__(runner, max_iterations)  # the root's resume gate: a changed candidate list stops here
-        for i in self.todo_iterations():
-            # A window whose choice is still to be made needs every candidate's model: one pruned since
-            # (the root's record removed by hand after retention) is trained again, as a run without candidates would.
+        # A window whose choice is still to be made needs every candidate's model: one pruned since (the root's
+        # record removed by hand after retention) is trained again, as a run without candidates would.
+        for i in (w.iteration for w in self.todo if not runner.repository.has(w.iteration)):
             for member in runner.members.values():
                 repo = member.repository
                 if repo.has(i) and is_pruned(repo.get(i)):
                     repo.forget_pruned(i)
         self.members = [_Run(m, max_iterations) for m in runner.members.values()]
-
-    def todo_iterations(self) -> list[int]:
-        return [w.iteration for w in self.todo if not self.runner.repository.has(w.iteration)]
 
     def next_spec(self, in_process: bool) -> tuple[Window, WindowSpec] | None:
         return None  # the members train; the root only receives copies
