@@ -51,9 +51,6 @@ def model_sha256(ck: Checkpoint) -> str | None:
     return sha if isinstance(sha, str) else None
 
 
-_SETTLE_READS = 6  # about 1.5 s in all
-
-
 def envelope(result: ForwardResult, model: str | None, signer: Signer | None) -> bytes:
     """The bytes of ``result``'s file: the same bytes for the same result, model and key."""
     body: dict[str, Any] = {

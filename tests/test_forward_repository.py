@@ -95,6 +95,33 @@ def test_commit_forward_is_idempotent_and_create_only(repo_root, model_bytes):
     assert path.read_bytes() == before[0]
 
 
+def test_the_loser_of_a_create_race_reads_the_winners_file_again_before_judging_it(repo_root, model_bytes):
+    """An object store may answer a key as missing just after its create won (seen with s3fs and moto):
+    the loser of the race, whose create was refused, reads again instead of failing. The store's lag is
+    what cannot be made real here: a local storage that hides the file for its first reads."""
+    from sb3_iter_ckpt.storage import LocalStorage
+
+    class Lagging(LocalStorage):
+        hidden = 0
+
+        def exists(self, name):
+            return False if self.hidden and name.endswith("forward_iter_0.json") else super().exists(name)
+
+        def read_bytes(self, name):
+            if self.hidden and name.endswith("forward_iter_0.json"):
+                self.hidden -= 1
+                raise IntegrityError(f"{name} is missing")
+            return super().read_bytes(name)
+
+    result = _results(_repo(repo_root, model_bytes))[0]
+    CheckpointRepository(repo_root).commit_forward(result)  # the winner
+    lagging = Lagging(repo_root)
+    lagging.hidden = 3  # the loser's first check sees nothing; two more reads miss after its create is refused
+    loser = CheckpointRepository(repo_root, storage=lagging)
+    assert loser.commit_forward(result) == result
+    assert lagging.hidden == 0
+
+
 def test_commit_forward_refuses_what_does_not_belong_to_the_iteration(repo_root, model_bytes):
     repo = _repo(repo_root, model_bytes)
     model_result, placeholder = _results(repo)
