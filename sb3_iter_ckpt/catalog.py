@@ -37,13 +37,23 @@ class Catalog:
     :param trust: Its signing decisions.
     :param forwards: Its forward result files.
     :param where: The checkpoints folder, for messages.
+    :param candidates: Reads each candidate's forward results in a run with candidates (their DSR trials and
+        PBO); None: the chosen curve is the only trial.
     """
 
-    def __init__(self, index: RecordIndex, trust: Trust, forwards: ForwardFiles, where: object) -> None:
+    def __init__(
+        self,
+        index: RecordIndex,
+        trust: Trust,
+        forwards: ForwardFiles,
+        where: object,
+        candidates: Callable[[], Mapping[str, Sequence[ForwardResult]]] | None = None,
+    ) -> None:
         self.index = index
         self.trust = trust
         self.forwards = forwards
         self.where = where
+        self.candidates = candidates
 
     def trusted(self) -> dict[int, Checkpoint]:
         """The readable records that count, by iteration (no warning)."""
@@ -134,14 +144,9 @@ class Catalog:
         trusted = self.trusted()
         return [self.forwards.read(i, st) for i, st in sorted(self.forwards.listing().items()) if i in trusted]
 
-    def forward_status(
-        self, candidates: Callable[[], Mapping[str, Sequence[ForwardResult]]] | None = None
-    ) -> tuple[dict[str, Any] | None, str | None]:
-        """``(forward report, None)``, or ``(None, why there is none)``.
-
-        :param candidates: In a run with candidates: reads each candidate's forward results (their DSR
-            trials and PBO); None: the chosen curve is the only trial.
-        """
+    def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
+        ``forward`` command, ``analyze()``, ``checkpoint_summary.json``)."""
         if not self.forwards.listing():
             return None, "no forward results: the run has no test part (walk-forward --test-size N)"
         storage = self.index.storage
@@ -153,9 +158,9 @@ class Catalog:
         cks = {c.iteration: c for c in self.checkpoints()}
         names = list(candidate_scores(cks.values()))
         members, problem = None, None
-        if candidates is not None and names:
+        if self.candidates is not None and names:
             try:  # the candidates' data only adds the DSR's trials and PBO: without it the root's report stands
-                members = candidates()
+                members = self.candidates()
             except CheckpointError as exc:
                 problem = str(exc)
         return report(results, cks, csv, members or None, names, problem)

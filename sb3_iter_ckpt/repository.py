@@ -6,6 +6,7 @@ It never touches a file itself: every read, write, rename and delete goes throug
 from __future__ import annotations
 
 import builtins
+import functools
 import io
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -105,7 +106,8 @@ class CheckpointRepository:
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
         self._forwards = ForwardFiles(self.storage, self._signer, self.checkpoints_dir)
-        self._catalog = Catalog(self._index, self._trust, self._forwards, self.checkpoints_dir)
+        members = functools.partial(candidate_forwards, self)  # a run's candidates: the DSR's trials, PBO
+        self._catalog = Catalog(self._index, self._trust, self._forwards, self.checkpoints_dir, members)
         self._publisher = Publisher(self._catalog, self.checkpoints_dir)
         self._upkeep = Upkeep(self._catalog, BestFiles(self.storage, self._index), self.root)
         attach(self.storage, sweep=sweep, verbose=verbose, where=self.root)
@@ -331,7 +333,7 @@ class CheckpointRepository:
 
     def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``."""
-        return self._catalog.forward_status(lambda: candidate_forwards(self))
+        return self._catalog.forward_status()
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:

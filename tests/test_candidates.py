@@ -166,6 +166,10 @@ def test_the_root_trades_with_the_chosen_model_and_the_statistics_use_every_cand
     assert report["pbo"] is not None and 0.0 <= report["pbo"]["pbo"] <= 1.0
     assert report["pbo"]["n_strategies"] == 2
     assert repo.forward_report() == report  # read back from the files alone
+    # analyze() and checkpoint_summary.json give the same statistics (the candidates' trials and PBO)
+    assert repo.analyze()["forward"] == report
+    summary = json.loads((root / "checkpoint_summary.json").read_text())
+    assert summary["analysis"]["forward"]["n_trials"] == 2 and summary["analysis"]["forward"]["pbo"] is not None
     assert [it["candidate"] for it in report["iterations"]] == [by_iteration[i] for i in (0, 1, 2)]
 
 
