@@ -25,7 +25,7 @@ import _common as c  # noqa: E402
 
 
 def _reflink_available(folder: Path) -> bool:
-    from sb3_iter_ckpt.storage.local import _reflink
+    from sb3_iter_ckpt.store.storage.local import _reflink
 
     (folder / "a").write_bytes(b"x" * 4096)
     with open(folder / "a", "rb") as src, open(folder / "b", "wb") as dst:
@@ -40,8 +40,8 @@ def main() -> int:
     from stable_baselines3 import PPO, SAC
 
     from sb3_iter_ckpt import CheckpointRepository
-    from sb3_iter_ckpt.snapshot import ModelSnapshot
-    from sb3_iter_ckpt.storage import LocalStorage
+    from sb3_iter_ckpt.store.snapshot import ModelSnapshot
+    from sb3_iter_ckpt.store.storage import LocalStorage
 
     class HardLinkStorage(LocalStorage):
         """best_model.zip as earlier versions made it: a hard link to the committed model."""

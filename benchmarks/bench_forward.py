@@ -78,8 +78,9 @@ class Clock:
 
 def run_job(argv: list[str], results: Path) -> tuple[Clock, dict[str, Any], float]:
     """The CLI's walk-forward with timers around each window and its forward evaluation (calls unchanged)."""
-    from sb3_iter_ckpt import cli, executors, forward, window
+    from sb3_iter_ckpt import cli, forward
     from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.runner import executors, window
 
     clock = Clock()
     saved = {

@@ -54,7 +54,7 @@ def main() -> int:
 
     from sb3_iter_ckpt import CheckpointRepository
     from sb3_iter_ckpt.data import synthetic_prices
-    from sb3_iter_ckpt.executors import ProcessExecutor, RayExecutor
+    from sb3_iter_ckpt.runner.executors import ProcessExecutor, RayExecutor
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 

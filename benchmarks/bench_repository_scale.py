@@ -21,8 +21,8 @@ import _common as c  # noqa: E402
 
 
 def synthesize(root: Path, n: int) -> None:
-    from sb3_iter_ckpt import record as rec
-    from sb3_iter_ckpt.record import ArtifactInfo
+    from sb3_iter_ckpt.common import record as rec
+    from sb3_iter_ckpt.common.record import ArtifactInfo
 
     ck = root / "checkpoints"
     ck.mkdir(parents=True)

@@ -13,7 +13,7 @@ import sys
 # The package is installed editable in development and CI; this also lets a plain checkout build.
 sys.path.insert(0, os.path.abspath(".."))
 
-from sb3_iter_ckpt.version import __version__  # noqa: E402
+from sb3_iter_ckpt.common.version import __version__  # noqa: E402
 
 project = "sb3-iter-ckpt"
 author = "sb3-iter-ckpt contributors"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from sb3_iter_ckpt.common.record import Checkpoint
+from sb3_iter_ckpt.common.version import __version__
 from sb3_iter_ckpt.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -20,9 +22,7 @@ from sb3_iter_ckpt.errors import (
     SigningKeyError,
     UnsafePathError,
 )
-from sb3_iter_ckpt.record import Checkpoint
 from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult, VerifyReport
-from sb3_iter_ckpt.version import __version__
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.callback import IterationCheckpointCallback

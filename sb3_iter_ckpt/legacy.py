@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sb3_iter_ckpt.record import CHECKPOINTS_DIR
+from sb3_iter_ckpt.common.record import CHECKPOINTS_DIR
 from sb3_iter_ckpt.repository import CheckpointRepository
 
 

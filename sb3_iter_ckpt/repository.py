@@ -13,31 +13,31 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sb3_iter_ckpt import adoption, loading, pruning
-from sb3_iter_ckpt import record as rec
-from sb3_iter_ckpt.bestfiles import BestFiles
-from sb3_iter_ckpt.candidates import CANDIDATES_DIR, Candidate, candidate_scores
-from sb3_iter_ckpt.catalog import LEGACY_MONITORS, Catalog
-from sb3_iter_ckpt.commits import Draft, Publisher, read_json_object, write_file
-from sb3_iter_ckpt.commits import commit_error as _commit_error
+from sb3_iter_ckpt.common import record as rec
+from sb3_iter_ckpt.common.record import Checkpoint
+from sb3_iter_ckpt.common.selection import SelectionRule
+from sb3_iter_ckpt.common.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.forwardfiles import ForwardFiles
-from sb3_iter_ckpt.index import RecordIndex, attach, check_iteration
-from sb3_iter_ckpt.integrity import Problem, VerifyReport
-from sb3_iter_ckpt.pruning import PruneResult
-from sb3_iter_ckpt.record import Checkpoint
-from sb3_iter_ckpt.selection import SelectionRule
-from sb3_iter_ckpt.signing import SIGNING_KEY_ENV, Signer
-from sb3_iter_ckpt.storage import (
+from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, Candidate, candidate_scores
+from sb3_iter_ckpt.store import adoption, loading, pruning
+from sb3_iter_ckpt.store.bestfiles import BestFiles
+from sb3_iter_ckpt.store.catalog import LEGACY_MONITORS, Catalog
+from sb3_iter_ckpt.store.commits import Draft, Publisher, read_json_object, write_file
+from sb3_iter_ckpt.store.commits import commit_error as _commit_error
+from sb3_iter_ckpt.store.forwardfiles import ForwardFiles
+from sb3_iter_ckpt.store.index import RecordIndex, attach, check_iteration
+from sb3_iter_ckpt.store.integrity import Problem, VerifyReport
+from sb3_iter_ckpt.store.pruning import PruneResult
+from sb3_iter_ckpt.store.storage import (
     RemoteRoot,
     Source,
     Storage,
     display_root,
     storage_for,
 )
-from sb3_iter_ckpt.summaries import versions
-from sb3_iter_ckpt.trust import Trust
-from sb3_iter_ckpt.upkeep import Upkeep, disk_usage
+from sb3_iter_ckpt.store.summaries import versions
+from sb3_iter_ckpt.store.trust import Trust
+from sb3_iter_ckpt.store.upkeep import Upkeep, disk_usage
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -335,7 +335,7 @@ class CheckpointRepository:
         """``(forward report, None)``, or ``(None, why there is none)``."""
         return self._catalog.forward_status()
 
-    # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.ensemble``) --------------------------
+    # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.runner.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:
         """Candidate ``name``'s repository: this storage's backend and options, this key (``sweep`` as here)."""
         storage = self.storage.child(f"{CANDIDATES_DIR}/{Candidate(name).name}")  # a valid folder name
@@ -438,7 +438,7 @@ class CheckpointRepository:
 
     def table(self) -> Any:
         """One row per iteration with flattened metrics: a pandas DataFrame if pandas is installed."""
-        from sb3_iter_ckpt.analysis import table_rows
+        from sb3_iter_ckpt.stats.analysis import table_rows
 
         rows = table_rows(self.list())
         try:

@@ -2,7 +2,7 @@
 
 Pure code, no file I/O. Modelled on Orbax's preservation policies: every policy is a tiny frozen
 dataclass with one pure method, :meth:`RetentionPolicy.keep`, which looks at the whole history
-(the ordered list of :class:`~sb3_iter_ckpt.record.Checkpoint` records, placeholders included) and
+(the ordered list of :class:`~sb3_iter_ckpt.common.record.Checkpoint` records, placeholders included) and
 returns the iteration numbers it wants to keep. Policies compose by union with ``|``::
 
     policy = KeepLastN(3) | KeepBestK(2, monitor="validation.sharpe")
@@ -47,7 +47,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from sb3_iter_ckpt.record import Checkpoint
+from sb3_iter_ckpt.common.record import Checkpoint
 
 __all__ = [
     "PROTECT_BEST",
@@ -110,7 +110,7 @@ def ranked(
 ) -> list[tuple[Checkpoint, float]]:
     """The checkpoints with a model and a finite ``monitor`` score, best first.
 
-    Scores come from :meth:`~sb3_iter_ckpt.record.Checkpoint.score` (missing, NaN, inf and non-numeric
+    Scores come from :meth:`~sb3_iter_ckpt.common.record.Checkpoint.score` (missing, NaN, inf and non-numeric
     values have none and are left out). Equal scores are ordered later iteration first.
 
     :param checkpoints: The history (any order; placeholders are ignored).

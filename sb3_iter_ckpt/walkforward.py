@@ -17,15 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from sb3_iter_ckpt.algorithms import ALGORITHMS, algorithm_class
+from sb3_iter_ckpt.common.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
-from sb3_iter_ckpt.executors import Executor, forwarded_env, make_executor
-from sb3_iter_ckpt.options import RunOptions
-from sb3_iter_ckpt.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.retention import is_pruned
+from sb3_iter_ckpt.runner.algorithms import ALGORITHMS, algorithm_class
+from sb3_iter_ckpt.common.candidates import Candidate, make_candidates
+from sb3_iter_ckpt.runner.executors import (
+    Executor,
+    ProcessExecutor,
+    RayExecutor,
+    SequentialExecutor,
+    forwarded_env,
+    make_executor,
+)
+from sb3_iter_ckpt.common.options import RunOptions
+from sb3_iter_ckpt.runner.window import RepositoryRef, WindowSpec
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
-from sb3_iter_ckpt.window import RepositoryRef, WindowSpec
 
 #: Name of the run description the runner keeps at the repository root (resume gate).
 RUN_FILE = "walk_forward.json"
@@ -72,19 +80,19 @@ class WalkForwardRunner:
     :param repository: A ``CheckpointRepository`` or its path (``results/{experiment_id}``).
     :param total_timesteps: Training timesteps per iteration.
     :param settings: The run's other settings, as keyword arguments of
-        :class:`~sb3_iter_ckpt.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
+        :class:`~sb3_iter_ckpt.common.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
         ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
         ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads``, ``candidates`` (see there). With
         ``candidates``, each trains every window into ``candidates/<name>/`` (in parallel on the executor) and
-        the root keeps a copy of each window's chosen one (``sb3_iter_ckpt.ensemble``). With a test part in the
+        the root keeps a copy of each window's chosen one (``sb3_iter_ckpt.runner.ensemble``). With a test part in the
         splitter (``WalkForwardSplitter(..., test_size=M)``), each committed iteration's kept model trades its
         test part once; the results are stitched into ``forward_returns.csv`` at the end.
-    :param options: A ready :class:`~sb3_iter_ckpt.options.RunOptions` instead of ``total_timesteps`` and
+    :param options: A ready :class:`~sb3_iter_ckpt.common.options.RunOptions` instead of ``total_timesteps`` and
         ``settings`` (both may still be given: they replace its fields).
     :param progress: Show a progress bar over iterations.
     :param executor: Where windows train: ``"sequential"`` (default, this process), ``"process"`` (a local
         process pool of ``n_jobs`` workers), ``"ray"`` (Ray tasks, ``[ray]`` extra) or an
-        ``sb3_iter_ckpt.executors.Executor`` (e.g. ``RayExecutor(address=...)``; not closed by the runner).
+        ``sb3_iter_ckpt.runner.executors.Executor`` (e.g. ``RayExecutor(address=...)``; not closed by the runner).
         Each worker commits its own iteration; with ``warm_start`` the windows still run one after another.
         Not part of the fingerprint: a run may be resumed with another executor.
     :param n_jobs: Workers of the ``"process"`` or ``"ray"`` executor (default: the CPU count).
@@ -180,7 +188,7 @@ class WalkForwardRunner:
         return self.prices.iloc[start:stop] if hasattr(self.prices, "iloc") else self.prices[start:stop]
 
     def _spec(self, window: Window, fingerprint: str, warm_from: int | None, in_process: bool) -> WindowSpec:
-        """The picklable unit of work of one window (see ``sb3_iter_ckpt.window.train_window``)."""
+        """The picklable unit of work of one window (see ``sb3_iter_ckpt.runner.window.train_window``)."""
         i, opts = window.iteration, self.options
         seed = opts.seed + i
         offset = 0 if window.test_start is None else max(0, window.test_start - opts.history)
@@ -337,7 +345,7 @@ class _EnsembleRun(_Run):
         return None  # the members train; the root only receives copies
 
     def close(self) -> WalkForwardResult:
-        from sb3_iter_ckpt.ensemble import publish_choice
+        from sb3_iter_ckpt.runner.ensemble import publish_choice
 
         runner = self.runner
         member_results = {name: run.close() for name, run in zip(runner.members, self.members, strict=True)}
@@ -457,9 +465,18 @@ def run_walk_forward(
     return WalkForwardRunner(prices, splitter, repository, total_timesteps, **kwargs).run(max_iterations)
 
 
+#: The runner's public names; ``Candidate``, ``make_candidates``, ``RunOptions`` and the executors are
+#: re-exported from :mod:`sb3_iter_ckpt.runner` so that users import them from here.
 __all__: Sequence[str] = [
     "ALGORITHMS",
     "RUN_FILE",
+    "Candidate",
+    "Executor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "RunOptions",
+    "SequentialExecutor",
+    "make_candidates",
     "WalkForwardResult",
     "WalkForwardRunner",
     "run_many",

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sb3_iter_ckpt.analysis import (
+from sb3_iter_ckpt.common.record import Checkpoint
+from sb3_iter_ckpt.stats.analysis import (
     BASE_COLUMNS,
     analyze,
     metric_stats,
@@ -22,7 +23,6 @@ from sb3_iter_ckpt.analysis import (
     table_rows,
     trend,
 )
-from sb3_iter_ckpt.record import Checkpoint
 
 
 def ckpt(

@@ -1,11 +1,16 @@
 """The package's shape, checked from its source with ``ast`` (nothing is imported).
 
-* The import graph (every ``import``, inside functions and under ``TYPE_CHECKING`` too) has no cycle,
-  and every import follows the direction documented in ``DEVELOPERS.md``'s module table (its
-  "may import" column, read transitively). The table must name every module, and two rules of the
-  project hold on the table itself: the pure modules reach nothing above them, and ``storage/`` never
-  reaches the record format.
-* No function is over ``MAX_FUNCTION_LINES`` lines and no class over ``MAX_CLASS_LINES``.
+* The import graph (every ``import``, inside functions and under ``TYPE_CHECKING`` too) has no cycle
+  between modules, and every import follows the direction documented in ``DEVELOPERS.md``'s layout
+  table: each row is a *unit*, a top-level module (``callback.py``) or a folder (``store/``, whose
+  modules may import each other freely), and its "may import" column lists units, read transitively.
+  A module with a row of its own inside a folder (a module-level exception) follows its own row.
+  Two rules of the project hold on the table itself: the pure units reach nothing above them, and
+  ``store/storage/`` never reaches the record format.
+* Every module has a line in ``DEVELOPERS.md``'s module index.
+* The top of the package holds only the public modules and the concern folders; no module is over
+  ``MAX_MODULE_LINES`` lines, no folder holds over ``MAX_FOLDER_MODULES`` modules, no function is over
+  ``MAX_FUNCTION_LINES`` lines and no class over ``MAX_CLASS_LINES``.
 """
 
 from __future__ import annotations
@@ -23,39 +28,48 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "sb3_iter_ckpt"
 DEVELOPERS = ROOT / "DEVELOPERS.md"
 
-#: Imports that go against the documented direction today, in files being changed by other work.
-#: issue 14: to remove (the list may only shrink: an entry that no longer occurs fails the test).
-ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {}
-
-#: The project's rule, independent of the table: these reach nothing but each other.
+#: The project's rule, independent of the table: these units reach nothing but each other.
 PURE = {
-    "record.py",
+    "common/",
+    "stats/",
     "retention.py",
-    "analysis.py",
-    "metrics.py",
     "splitter.py",
-    "overfitting.py",
-    "selection.py",
-    "options.py",
-    "candidates.py",
-    "signing.py",
     "errors.py",
-    "storage/base.py",
+    "metrics.py",
+    "overfitting.py",
 }
 #: The direction of the layers named in the project's rules, top to bottom.
 CHAIN = [
-    "cli.py",
+    "cli/",
     "walkforward.py",
-    "executors.py",
-    "window.py",
+    "runner/",
     "callback.py",
     "repository.py",
-    "storage/__init__.py",
-    "storage/base.py",
+    "store/",
+    "store/storage/",
+    "errors.py",
 ]
+#: What the top of the package may hold: the public modules (what users import) and the concern folders.
+PUBLIC_MODULES = {
+    "__init__.py",
+    "callback.py",
+    "repository.py",
+    "retention.py",
+    "walkforward.py",
+    "splitter.py",
+    "data.py",
+    "metrics.py",
+    "overfitting.py",
+    "legacy.py",
+    "errors.py",
+    "py.typed",
+}
+FOLDERS = {"cli", "common", "envs", "forward", "report", "runner", "stats", "store"}
 
 MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 400
+MAX_MODULE_LINES = 600
+MAX_FOLDER_MODULES = 15
 
 
 # -- the import graph ----------------------------------------------------------------------------------------
@@ -65,7 +79,7 @@ def modules(package_dir: Path) -> dict[str, Path]:
 
 
 def _module_of(dotted: str, known: dict[str, Path]) -> str | None:
-    """``sb3_iter_ckpt.storage.local`` -> ``storage/local.py`` (a package -> its ``__init__.py``)."""
+    """``sb3_iter_ckpt.store.storage.local`` -> ``storage/local.py`` (a package -> its ``__init__.py``)."""
     parts = dotted.split(".")
     if parts[0] != PACKAGE:
         return None
@@ -77,7 +91,7 @@ def _module_of(dotted: str, known: dict[str, Path]) -> str | None:
 
 
 def _dotted(module: str) -> str:
-    """``storage/local.py`` -> ``sb3_iter_ckpt.storage.local``; ``storage/__init__.py`` -> ``...storage``."""
+    """``storage/local.py`` -> ``sb3_iter_ckpt.store.storage.local``; ``storage/__init__.py`` -> ``...storage``."""
     parts = [PACKAGE, *module.removesuffix(".py").split("/")]
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -126,26 +140,49 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 # -- the documented direction --------------------------------------------------------------------------------
-_ROW = re.compile(r"^\|\s*`(?P<module>[^`]+\.py)`\s*\|")
+_ROW = re.compile(r"^\|\s*`(?P<unit>[^`]+(?:\.py|/))`\s*\|")
+_INDEX_ROW = re.compile(r"^\|\s*`(?P<module>[^`]+\.py)`\s*\|[^|]*\|\s*$")
+
+
+def _rows(text: str, heading: str) -> Iterator[list[str]]:
+    """The table rows under ``## heading`` (up to the next heading of that level), as lists of cells."""
+    section = ("\n" + text).split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            yield [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
 
 def documented_layers(text: str) -> dict[str, set[str]]:
-    """``{module: {modules it may import directly}}`` from the module table of ``DEVELOPERS.md``."""
+    """``{unit: {units it may import directly}}`` from the layout table of ``DEVELOPERS.md``."""
     table: dict[str, set[str]] = {}
-    for line in text.splitlines():
-        if not _ROW.match(line):
-            continue
-        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
-        assert len(cells) == 3, f"DEVELOPERS.md: a module row needs 3 cells (module, job, may import): {line}"
-        module = cells[0].strip("`")
-        assert module not in table, f"DEVELOPERS.md lists {module} twice"
-        table[module] = set(re.findall(r"`([^`]+\.py)`", cells[2]))
+    for cells in _rows(text, "Layout: folders by concern"):
+        assert len(cells) == 3, f"DEVELOPERS.md: a layout row needs 3 cells (unit, job, may import): {cells}"
+        unit = cells[0].strip("`")
+        assert unit not in table, f"DEVELOPERS.md lists {unit} twice"
+        table[unit] = set(re.findall(r"`([^`]+(?:\.py|/))`", cells[2]))
     return table
 
 
-def reachable(table: dict[str, set[str]], module: str) -> set[str]:
+def documented_modules(text: str) -> set[str]:
+    """The modules named in ``DEVELOPERS.md``'s module index (``| `store/index.py` | job |``)."""
+    return {cells[0].strip("`") for cells in _rows(text, "Module index")}
+
+
+def unit_of(module: str, table: dict[str, set[str]]) -> str:
+    """The row that governs ``module``: its own row, else the deepest folder row above it."""
+    if module in table:
+        return module
+    parts = module.split("/")[:-1]
+    for depth in range(len(parts), 0, -1):
+        folder = "/".join(parts[:depth]) + "/"
+        if folder in table:
+            return folder
+    return module
+
+
+def reachable(table: dict[str, set[str]], unit: str) -> set[str]:
     seen: set[str] = set()
-    todo = list(table.get(module, ()))
+    todo = list(table.get(unit, ()))
     while todo:
         m = todo.pop()
         if m not in seen:
@@ -154,8 +191,15 @@ def reachable(table: dict[str, set[str]], module: str) -> set[str]:
     return seen
 
 
+def allowed(a: str, b: str, table: dict[str, set[str]]) -> bool:
+    ua, ub = unit_of(a, table), unit_of(b, table)
+    if ua.endswith("/") and b.startswith(ua) and "/" not in b[len(ua) :]:
+        return True  # a folder's modules may import each other (the cycle check still applies)
+    return ub in reachable(table, ua)
+
+
 def violations(graph: dict[str, set[str]], table: dict[str, set[str]]) -> set[tuple[str, str]]:
-    return {(a, b) for a, deps in graph.items() for b in deps if b not in reachable(table, a)}
+    return {(a, b) for a, deps in graph.items() for b in deps if not allowed(a, b, table)}
 
 
 @pytest.fixture(scope="module")
@@ -172,32 +216,36 @@ def test_the_package_has_no_import_cycle(graph):
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
 
 
-def test_every_module_has_one_row_in_the_documented_layers(graph, table):
-    assert set(graph) - set(table) == set(), "modules missing from DEVELOPERS.md's module table"
-    assert set(table) - set(graph) == set(), "DEVELOPERS.md's module table names modules that do not exist"
+def test_every_module_is_governed_by_a_row_and_listed_in_the_index(graph, table):
+    ungoverned = sorted(m for m in graph if unit_of(m, table) not in table)
+    assert not ungoverned, f"modules under no row of DEVELOPERS.md's layout table: {ungoverned}"
+    units = {unit_of(m, table) for m in graph}
+    assert set(table) - units == set(), (
+        f"DEVELOPERS.md's layout table names units that do not exist: {set(table) - units}"
+    )
     named = set().union(*table.values())
-    assert named <= set(graph), f"'may import' names modules that do not exist: {sorted(named - set(graph))}"
+    assert named <= set(table), f"'may import' names units without a row: {sorted(named - set(table))}"
+    index = documented_modules(DEVELOPERS.read_text(encoding="utf-8"))
+    assert set(graph) - index == set(), "modules missing from DEVELOPERS.md's module index"
+    assert index - set(graph) == set(), "DEVELOPERS.md's module index names modules that do not exist"
 
 
 def test_the_documented_layers_keep_the_projects_direction(table):
     assert find_cycle(table) is None, f"DEVELOPERS.md allows a cycle: {find_cycle(table)}"
     for upper, lower in itertools.pairwise(CHAIN):
         assert lower in reachable(table, upper), f"DEVELOPERS.md: {upper} should reach {lower}"
-    for module in PURE:
-        assert reachable(table, module) <= PURE, f"DEVELOPERS.md lets pure {module} reach {reachable(table, module)}"
-    storage = {m for m in table if m.startswith("storage/")}
-    for module in storage:
-        assert reachable(table, module) <= storage | {"errors.py"}, f"{module} may reach the record format"
+    for unit in PURE:
+        assert reachable(table, unit) <= PURE, f"DEVELOPERS.md lets pure {unit} reach {reachable(table, unit)}"
+    storage = {u for u in table if u.startswith("store/storage/")}
+    for unit in storage:
+        assert reachable(table, unit) <= storage | {"errors.py"}, f"{unit} may reach the record format"
 
 
 def test_every_import_follows_the_documented_direction(graph, table):
-    found = violations(graph, table)
-    new = sorted(f"{a} imports {b}" for a, b in found - set(ALLOWED_VIOLATIONS))
-    assert not new, "imports against DEVELOPERS.md's direction (fix the import, or the table if it is right):\n" + (
-        "\n".join(new)
+    found = sorted(f"{a} imports {b}" for a, b in violations(graph, table))
+    assert not found, "imports against DEVELOPERS.md's direction (fix the import, or the table if it is right):\n" + (
+        "\n".join(found)
     )
-    gone = sorted(set(ALLOWED_VIOLATIONS) - found)
-    assert not gone, f"fixed, remove from ALLOWED_VIOLATIONS: {gone}"
 
 
 #: The record format's file names (``metrics_iter_{i}.json``, ``no_model_iter_{i}.json``); "no_model" alone also
@@ -210,7 +258,7 @@ def test_storage_never_names_the_record_files():
     # needs of records through the Storage hooks (references, record_of).
     found = sorted(
         f"{path.relative_to(ROOT).as_posix()}: {name!r}"
-        for path in (ROOT / PACKAGE / "storage").rglob("*.py")
+        for path in (ROOT / PACKAGE / "store" / "storage").rglob("*.py")
         for name in RECORD_NAMES
         if name in path.read_text(encoding="utf-8")
     )
@@ -224,6 +272,26 @@ def _package(tmp_path: Path, files: dict[str, str]) -> Path:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text, encoding="utf-8")
     return root
+
+
+def test_the_top_of_the_package_holds_the_public_modules_and_the_concern_folders():
+    top = {p.name for p in (ROOT / PACKAGE).iterdir() if p.name != "__pycache__"}
+    assert top == PUBLIC_MODULES | FOLDERS, (
+        f"unexpected at the package's top: {sorted(top ^ (PUBLIC_MODULES | FOLDERS))}"
+    )
+
+
+def test_no_module_or_folder_is_too_large():
+    found = {
+        m: n for m, p in modules(ROOT / PACKAGE).items() if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not found, f"modules over {MAX_MODULE_LINES} lines (split them by job): {found}"
+    folders: dict[str, int] = {}
+    for m in modules(ROOT / PACKAGE):
+        if m.rsplit("/", 1)[-1] != "__init__.py":
+            folders[m.rpartition("/")[0]] = folders.get(m.rpartition("/")[0], 0) + 1
+    big = {f or "(top)": n for f, n in folders.items() if n > MAX_FOLDER_MODULES}
+    assert not big, f"folders over {MAX_FOLDER_MODULES} modules (group them): {big}"
 
 
 def test_the_graph_resolves_every_form_of_import(tmp_path):
@@ -252,18 +320,33 @@ def test_the_graph_resolves_every_form_of_import(tmp_path):
 
 def test_a_cyclic_import_fails_and_so_does_an_upward_one(graph, table):
     cyclic = {m: set(d) for m, d in graph.items()}
-    cyclic["storage/base.py"].add("repository.py")
+    cyclic["store/storage/base.py"].add("repository.py")
     assert find_cycle(cyclic)
-    assert ("storage/base.py", "repository.py") in violations(cyclic, table)
+    assert ("store/storage/base.py", "repository.py") in violations(cyclic, table)
     upward = {m: set(d) for m, d in graph.items()}
-    upward["record.py"].add("metrics.py")  # no cycle, but against the table
+    upward["common/record.py"].add("stats/metrics.py")  # no cycle, but against the table
+    upward["store/index.py"].add("runner/algorithms.py")  # a folder importing a folder above it
+    upward["store/bestfiles.py"].add("store/loading.py")  # within a folder: allowed
     assert find_cycle(upward) is None
-    assert violations(upward, table) - violations(graph, table) == {("record.py", "metrics.py")}
+    assert violations(upward, table) - violations(graph, table) == {
+        ("common/record.py", "stats/metrics.py"),
+        ("store/index.py", "runner/algorithms.py"),
+    }
 
 
-def test_the_table_parser_reads_rows_with_escaped_pipes():
-    text = "| module | job | may import |\n| --- | --- | --- |\n| `a.py` | union with `\\|` | `b.py`, `c/d.py` |\n"
-    assert documented_layers(text) == {"a.py": {"b.py", "c/d.py"}}
+def test_the_table_parser_reads_folders_modules_and_escaped_pipes():
+    text = (
+        "## Layout: folders by concern\n| unit | job | may import |\n| --- | --- | --- |\n"
+        "| `a.py` | union with `\\|` | `b/`, `c/d.py` |\n| `b/` | x | nothing |\n| `b/e.py` | y | nothing |\n"
+        "## Module index\n| `b/f.py` | z |\n"
+    )
+    table = documented_layers(text)
+    assert table == {"a.py": {"b/", "c/d.py"}, "b/": set(), "b/e.py": set()}
+    assert documented_modules(text) == {"b/f.py"}
+    assert unit_of("b/f.py", table) == "b/" and unit_of("b/e.py", table) == "b/e.py"
+    assert allowed("b/f.py", "b/e.py", table)  # same folder
+    assert not allowed("b/e.py", "b/f.py", table)  # an exception follows its own row
+    assert allowed("a.py", "b/f.py", table) and not allowed("b/f.py", "a.py", table)
 
 
 # -- sizes ---------------------------------------------------------------------------------------------------

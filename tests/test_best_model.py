@@ -17,7 +17,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalC
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
-from sb3_iter_ckpt.storage import FsspecStorage, LocalStorage
+from sb3_iter_ckpt.store.storage import FsspecStorage, LocalStorage
 
 CK = "checkpoints"
 

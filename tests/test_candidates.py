@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt.candidates import Candidate, candidate_scores, check_candidates, choose, make_candidates
-from sb3_iter_ckpt.ensemble import publish_choice
+from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.forward import StitchedForward
-from sb3_iter_ckpt.options import RunOptions
-from sb3_iter_ckpt.overfitting import deflated_sharpe_ratio
-from sb3_iter_ckpt.selection import SelectionRule
+from sb3_iter_ckpt.common.candidates import Candidate, candidate_scores, check_candidates, choose, make_candidates
+from sb3_iter_ckpt.runner.ensemble import publish_choice
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
+from sb3_iter_ckpt.stats.overfitting import deflated_sharpe_ratio
 
 PPO_KW = dict(n_steps=64, batch_size=64, n_epochs=1)
 A2C_KW = dict(n_steps=16)
@@ -280,7 +280,7 @@ def test_a_process_pool_trains_the_candidates_in_workers_and_gives_the_same_resu
 
 def test_the_candidates_of_one_window_are_submitted_together(prices, tmp_path, make_runner):
     """With two workers, window 0 of both candidates goes out before any window 1 (they train side by side)."""
-    from sb3_iter_ckpt.executors import SequentialExecutor
+    from sb3_iter_ckpt.runner.executors import SequentialExecutor
 
     order = []
 

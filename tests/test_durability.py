@@ -27,10 +27,10 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
-from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.common import record as rec
 from sb3_iter_ckpt.retention import KeepLastN
-from sb3_iter_ckpt.storage import LocalStorage
-from sb3_iter_ckpt.storage.rollback import intent_name
+from sb3_iter_ckpt.store.storage import LocalStorage
+from sb3_iter_ckpt.store.storage.rollback import intent_name
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="maps descriptors through /proc")
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sb3_iter_ckpt import record
+from sb3_iter_ckpt.common import record
 from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.errors import CheckpointError, RecordError
 from sb3_iter_ckpt.forward import (
@@ -30,14 +30,14 @@ from sb3_iter_ckpt.forward import (
     selection_vs_forward,
     stitch,
 )
-from sb3_iter_ckpt.metrics import trading_metrics
-from sb3_iter_ckpt.overfitting import (
+from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
+from sb3_iter_ckpt.stats.metrics import trading_metrics
+from sb3_iter_ckpt.stats.overfitting import (
     deflated_sharpe_ratio,
     probabilistic_sharpe_ratio,
     probability_of_backtest_overfitting,
     sharpe_ratio,
 )
-from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 
 SHORT, FLAT, LONG = 0, 1, 2  # TradingEnv's actions
 

@@ -18,7 +18,7 @@ from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CheckpointNotFound, IntegrityError
 from sb3_iter_ckpt.forward import evaluate_forward, placeholder_forward
 from sb3_iter_ckpt.splitter import Window
-from sb3_iter_ckpt.storage import sha256_bytes
+from sb3_iter_ckpt.store.storage import sha256_bytes
 
 PRICES = synthetic_prices(500, seed=9)
 WINDOWS = [
@@ -99,7 +99,7 @@ def test_the_loser_of_a_create_race_reads_the_winners_file_again_before_judging_
     """An object store may answer a key as missing just after its create won (seen with s3fs and moto):
     the loser of the race, whose create was refused, reads again instead of failing. The store's lag is
     what cannot be made real here: a local storage that hides the file for its first reads."""
-    from sb3_iter_ckpt.storage import LocalStorage
+    from sb3_iter_ckpt.store.storage import LocalStorage
 
     class Lagging(LocalStorage):
         hidden = 0
@@ -213,7 +213,7 @@ def test_an_overwritten_iteration_loses_its_stale_forward_file(repo_root, model_
 
 
 def test_the_sweep_and_intent_rollback_keep_forward_files(repo_root, model_bytes):
-    from sb3_iter_ckpt.index import referenced
+    from sb3_iter_ckpt.store.index import referenced
 
     repo = _repo(repo_root, model_bytes)
     repo.commit_forward(_results(repo)[0])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointExistsError, CheckpointRepository, CommitError
-from sb3_iter_ckpt.index import attach
-from sb3_iter_ckpt.storage import (
+from sb3_iter_ckpt.store.index import attach
+from sb3_iter_ckpt.store.storage import (
     STORAGE_OPTIONS_ENV,
     FsspecStorage,
     LocalStorage,
@@ -22,7 +22,7 @@ from sb3_iter_ckpt.storage import (
     storage_for,
     strip_attempt,
 )
-from sb3_iter_ckpt.storage.base import ATTEMPT_RE
+from sb3_iter_ckpt.store.storage.base import ATTEMPT_RE
 
 NO_VERSIONS = {"versions": {}}  # commits without importing torch for the record's version list
 HOURS = 3600 * 10**9
@@ -179,7 +179,7 @@ def test_stale_uploads_are_refused_before_the_record(mem_url, mocker):
 
     def stage_then_stall(name, source):
         s = staged(name, source)
-        mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time", lambda: real() + 60)
+        mocker.patch("sb3_iter_ckpt.store.storage.fsspec.time.time", lambda: real() + 60)
         return s
 
     repo.storage.stage = stage_then_stall
@@ -230,7 +230,7 @@ def test_sweep_removes_only_unreferenced_artifacts_past_the_grace_period(mem_url
     assert CheckpointRepository(mem_url).iterations() == [0, 1, 2]  # its sweep at open: all too young
     assert ck_names(repo) == everything
     now = time.time_ns()
-    clock = mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time_ns", return_value=now + 7 * HOURS)
+    clock = mocker.patch("sb3_iter_ckpt.store.storage.fsspec.time.time_ns", return_value=now + 7 * HOURS)
     fresh = FsspecStorage(mem_url)
     assert fresh.sweep() == []  # told nothing of records: anything a record might name stays
     attach(fresh, sweep=False, verbose=0, where=mem_url)  # its hooks, as a repository opens it
@@ -248,7 +248,7 @@ def test_the_sweep_reads_no_record_where_one_attempt_has_its_model_record(mem_ur
     for i in range(3):
         commit(repo, i)
     repo.commit(3, metrics={}, reason="save_failed", extra=NO_VERSIONS)  # a placeholder: no artifact
-    mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
+    mocker.patch("sb3_iter_ckpt.store.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
     reads = mocker.spy(repo.storage, "read_bytes")
     assert repo.storage.sweep() == []
     assert reads.call_count == 0  # the repository's record_of told which names are model records
@@ -260,7 +260,7 @@ def test_sweep_keeps_everything_of_an_iteration_with_an_unreadable_record(mem_ur
     commit(repo, 0)
     extra = repo.storage.stage("checkpoints/model_iter_0.zip", b"other attempt")
     repo.storage.write_atomic("checkpoints/metrics_iter_0.json", b"{not json")
-    mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
+    mocker.patch("sb3_iter_ckpt.store.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
     assert repo.storage.sweep() == []
     assert extra.final.split("/")[-1] in ck_names(repo)
 

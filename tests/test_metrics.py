@@ -1,4 +1,4 @@
-"""Tests of sb3_iter_ckpt.metrics: closed-form cases, edge cases and properties."""
+"""Tests of sb3_iter_ckpt.stats.metrics: closed-form cases, edge cases and properties."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sb3_iter_ckpt.metrics import (
+from sb3_iter_ckpt.stats.metrics import (
     METRIC_KEYS,
     cagr,
     calmar,

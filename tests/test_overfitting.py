@@ -1,4 +1,4 @@
-"""Tests of sb3_iter_ckpt.overfitting: PSR, DSR and PBO (CSCV) against hand-computed cases, the papers'
+"""Tests of sb3_iter_ckpt.stats.overfitting: PSR, DSR and PBO (CSCV) against hand-computed cases, the papers'
 worked example, independent implementations written here (scipy.stats and plain loops), and properties."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.overfitting import (
+from sb3_iter_ckpt.stats.overfitting import (
     EULER_GAMMA,
     BacktestOverfitting,
     _psr,

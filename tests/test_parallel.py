@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository
-from sb3_iter_ckpt.executors import ProcessExecutor, make_executor
+from sb3_iter_ckpt.runner.executors import ProcessExecutor, make_executor
 from sb3_iter_ckpt.walkforward import run_many
 
 

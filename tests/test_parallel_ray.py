@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray")
 
 from sb3_iter_ckpt import CheckpointRepository  # noqa: E402
 from sb3_iter_ckpt.envs.trading import TradingEnv  # noqa: E402
-from sb3_iter_ckpt.executors import RayExecutor  # noqa: E402
+from sb3_iter_ckpt.runner.executors import RayExecutor  # noqa: E402
 
 
 def _descendants(pid: int) -> set[int]:

@@ -27,9 +27,9 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_iter_ckpt import CheckpointRepository, CommitError, IterationCheckpointCallback
-from sb3_iter_ckpt.storage import LocalStorage
-from sb3_iter_ckpt.storage import base as base_mod
-from sb3_iter_ckpt.storage import local as local_mod
+from sb3_iter_ckpt.store.storage import LocalStorage
+from sb3_iter_ckpt.store.storage import base as base_mod
+from sb3_iter_ckpt.store.storage import local as local_mod
 
 CK = "checkpoints"
 ERRNOS = {errno.ENOSPC: "ENOSPC", errno.EIO: "EIO", errno.EACCES: "EACCES"}
@@ -64,7 +64,7 @@ class Faults:
     def _wrap(self, name, real):
         def call(*args, **kwargs):
             # only the storage's own calls count (os is one module for everybody)
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("sb3_iter_ckpt.storage"):
+            if sys._getframe(1).f_globals.get("__name__", "").startswith("sb3_iter_ckpt.store.storage"):
                 self._tick(name)
             return real(*args, **kwargs)
 

@@ -16,7 +16,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
 from sb3_iter_ckpt.cli import main as cli_main
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, UnsafePathError
-from sb3_iter_ckpt.storage import FsspecStorage, LocalStorage
+from sb3_iter_ckpt.store.storage import FsspecStorage, LocalStorage
 
 CK = "checkpoints"
 

@@ -19,8 +19,8 @@ import pytest
 from stable_baselines3 import PPO
 
 from sb3_iter_ckpt import CheckpointRepository, IntegrityError, SignatureError, SigningKeyError
+from sb3_iter_ckpt.common.signing import MARKER, Signer
 from sb3_iter_ckpt.repository import SIGNING_KEY_ENV
-from sb3_iter_ckpt.signing import MARKER, Signer
 
 CK = "checkpoints"
 
@@ -336,7 +336,8 @@ def test_signer_is_pure_and_replaces_the_repository_blocks():
     import ast
     import inspect
 
-    from sb3_iter_ckpt import repository, signing
+    from sb3_iter_ckpt import repository
+    from sb3_iter_ckpt.common import signing
 
     tree = ast.parse(inspect.getsource(signing))
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
@@ -355,7 +356,7 @@ def test_signer_is_pure_and_replaces_the_repository_blocks():
 
 
 def test_worker_processes_get_the_key(repo_root, no_env_key):
-    from sb3_iter_ckpt.executors import RepositoryRef
+    from sb3_iter_ckpt.runner.executors import RepositoryRef
 
     ref = RepositoryRef.of(CheckpointRepository(repo_root, signing_key="k"))
     assert ref.signing_key == b"k" and ref.open().signing_key == b"k"

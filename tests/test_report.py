@@ -329,7 +329,7 @@ def test_the_vendored_plotly_js_is_the_major_version_the_python_package_builds_f
 
     vendored, source = plotly_bundle()
     assert vendored.split(".")[0] == plotly.offline.get_plotlyjs_version().split(".")[0], (
-        "update sb3_iter_ckpt/_vendor to the plotly.js version of the installed plotly (see its README)"
+        "update sb3_iter_ckpt/report/_vendor to the plotly.js version of the installed plotly (see its README)"
     )
     assert len(source) < 2_000_000  # the partial bundle, not the full 4.8 MB one
 
@@ -727,7 +727,7 @@ def test_forward_curve_by_hand():
 def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(prices, tiny_algo, tmp_path, open_page):
     """``walk-forward --algo ppo,a2c``'s repository: the page reads the candidates' forward results and scores
     from the root's records and ``candidates/`` (nothing passed by hand), draws them and the CSCV histogram."""
-    from sb3_iter_ckpt.candidates import Candidate
+    from sb3_iter_ckpt.common.candidates import Candidate
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt import index as index_mod
-from sb3_iter_ckpt.storage import LocalStorage
-from sb3_iter_ckpt.storage.local import _has_local_folder_times
+from sb3_iter_ckpt.store import index as index_mod
+from sb3_iter_ckpt.store.storage import LocalStorage
+from sb3_iter_ckpt.store.storage.local import _has_local_folder_times
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sb3_iter_ckpt.record import Checkpoint
+from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.retention import (
     AnyOf,
     KeepAll,

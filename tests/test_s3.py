@@ -31,8 +31,8 @@ from sb3_iter_ckpt import (  # noqa: E402
     CommitError,
     IterationCheckpointCallback,
 )
-from sb3_iter_ckpt.storage import STORAGE_OPTIONS_ENV, FsspecStorage  # noqa: E402
-from sb3_iter_ckpt.storage.base import ATTEMPT_RE  # noqa: E402
+from sb3_iter_ckpt.store.storage import STORAGE_OPTIONS_ENV, FsspecStorage  # noqa: E402
+from sb3_iter_ckpt.store.storage.base import ATTEMPT_RE  # noqa: E402
 
 BUCKET = "sb3-iter-ckpt-tests"
 NO_VERSIONS = {"versions": {}}
@@ -158,7 +158,7 @@ def test_a_killed_writer_leaves_nothing_listed_and_the_sweep_removes_only_its_or
         """
         import json, os, signal, sys
         from sb3_iter_ckpt.repository import CheckpointRepository
-        from sb3_iter_ckpt.storage import FsspecStorage
+        from sb3_iter_ckpt.store.storage import FsspecStorage
 
         def die(self, path, data):  # killed after the uploads, before the record
             os.kill(os.getpid(), signal.SIGKILL)
@@ -176,7 +176,7 @@ def test_a_killed_writer_leaves_nothing_listed_and_the_sweep_removes_only_its_or
     assert repo.list() == [] and not repo.has(0) and repo.next_iteration() == 0
     ck = commit(repo, 0, model=b"second attempt")  # the iteration is free: nothing was committed
     assert repo.storage.sweep() == []  # the orphans are younger than the grace period
-    mocker.patch("sb3_iter_ckpt.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
+    mocker.patch("sb3_iter_ckpt.store.storage.fsspec.time.time_ns", return_value=time.time_ns() + 7 * HOURS)
     assert sorted(repo.storage.sweep()) == orphans
     assert keys(repo) == ["checkpoints/metrics_iter_0.json", f"checkpoints/{ck.artifacts['model'].file}"]
     assert repo.verify() == [] and repo.storage.sweep() == []

@@ -15,7 +15,7 @@ import torch
 from stable_baselines3 import PPO
 
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
-from sb3_iter_ckpt import record as rec
+from sb3_iter_ckpt.common import record as rec
 
 
 def _params(model) -> dict[str, torch.Tensor]:

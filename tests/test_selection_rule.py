@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.selection import SelectionRule
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import time
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointExistsError, CommitError, IntegrityError, UnsafePathError
-from sb3_iter_ckpt.index import referenced
-from sb3_iter_ckpt.storage import LocalStorage, check_name, sha256_bytes
-from sb3_iter_ckpt.storage import local as local_mod
+from sb3_iter_ckpt.store.index import referenced
+from sb3_iter_ckpt.store.storage import LocalStorage, check_name, sha256_bytes
+from sb3_iter_ckpt.store.storage import local as local_mod
 
 CK = "checkpoints"
 

@@ -191,7 +191,7 @@ def test_training_summary_contents(template):
     assert best["sha256"] == repo.get(BEST).sha256
     # like the analysis: every record with a finite value, the below-min-score placeholder at 2 included
     assert summary["performance_range"] == {"min": -2.0, "min_iteration": 2, "max": 4.0, "max_iteration": 6}
-    from sb3_iter_ckpt.analysis import performance_range
+    from sb3_iter_ckpt.stats.analysis import performance_range
 
     assert summary["performance_range"] == performance_range(repo.list(), "mean_reward")
     assert summary["monitor"] == "mean_reward" and summary["mode"] == "max"

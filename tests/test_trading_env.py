@@ -10,7 +10,7 @@ import pytest
 
 from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.envs import TradingEnv, evaluate_trading
-from sb3_iter_ckpt.metrics import METRIC_KEYS, trading_metrics
+from sb3_iter_ckpt.stats.metrics import METRIC_KEYS, trading_metrics
 
 SHORT, FLAT, LONG = 0, 1, 2
 PRICES = [100.0, 101.0, 102.0, 100.0, 105.0, 105.0]  # window_size=2 -> 3 steps: t = 2 -> 3 -> 4 -> 5

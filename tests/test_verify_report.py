@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository, VerifyReport
 from sb3_iter_ckpt.cli import main
-from sb3_iter_ckpt.storage import LocalStorage, intent_name
+from sb3_iter_ckpt.store.storage import LocalStorage, intent_name
 
 CK = "checkpoints"
 SEED_MODELS = [0, 1, 3, 4]  # no_model_iter_2.json is the seed's placeholder
@@ -206,7 +206,7 @@ def test_a_planted_seed_format_record_does_not_hide_a_deleted_record(ours_copy):
 
 
 def test_a_seed_folder_lists_its_models_without_records_but_a_signed_one_does_not(seed_copy):
-    from sb3_iter_ckpt.signing import MARKER, Signer
+    from sb3_iter_ckpt.common.signing import MARKER, Signer
 
     shutil.copy(seed_copy / CK / "model_iter_4.zip", seed_copy / CK / "model_iter_5.zip")  # the seed lost its metrics
     report = CheckpointRepository(seed_copy).verify_report()

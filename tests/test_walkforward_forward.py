@@ -20,8 +20,8 @@ import pytest
 from sb3_iter_ckpt import CheckpointRepository
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.forward import evaluate_forward
-from sb3_iter_ckpt.options import RunOptions
 from sb3_iter_ckpt.retention import KeepLastN
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,7 @@ def test_the_forward_step_changes_no_record_nor_what_a_later_window_sees(prices,
     """Records (selection, metrics, lineage, models' sizes) are the same whether or not the forward step runs;
     with warm start too: a later window reads the previous model, never its forward result."""
     make_runner(prices, tmp_path / "with", warm_start=True, **TEST).run()
-    monkeypatch.setattr("sb3_iter_ckpt.window._forward", lambda spec, repo: None)
+    monkeypatch.setattr("sb3_iter_ckpt.runner.window._forward", lambda spec, repo: None)
     make_runner(prices, tmp_path / "without", warm_start=True, **TEST).run()
     assert len(_forward_bytes(tmp_path / "with")) == 3 and _forward_bytes(tmp_path / "without") == []
     assert _records(tmp_path / "with") == _records(tmp_path / "without")

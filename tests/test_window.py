@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt.storage.local import LocalStorage
-from sb3_iter_ckpt.window import RepositoryRef
+from sb3_iter_ckpt.runner.window import RepositoryRef
+from sb3_iter_ckpt.store.storage.local import LocalStorage
 
 NO_VERSIONS = {"versions": {}}  # commits without importing torch for the record's version list
 
@@ -60,7 +60,8 @@ def test_an_object_store_repository_travels_with_its_storage():
 
 
 def test_the_moved_names_stay_importable_from_their_old_modules():
-    from sb3_iter_ckpt import algorithms, executors, walkforward, window
+    from sb3_iter_ckpt import walkforward
+    from sb3_iter_ckpt.runner import algorithms, executors, window
 
     for name in ("RepositoryRef", "WindowSpec", "train_window"):
         assert name in executors.__all__ and getattr(executors, name) is getattr(window, name)
@@ -68,8 +69,8 @@ def test_the_moved_names_stay_importable_from_their_old_modules():
 
 
 def test_an_unknown_algorithm_is_a_clear_error():
-    from sb3_iter_ckpt.algorithms import algorithm_class
     from sb3_iter_ckpt.errors import CheckpointError
+    from sb3_iter_ckpt.runner.algorithms import algorithm_class
 
     assert algorithm_class("PPO").__name__ == "PPO"
     with pytest.raises(CheckpointError, match="unknown algorithm 'nope'"):

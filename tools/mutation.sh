@@ -26,19 +26,19 @@ cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--fresh" ]]; then rm -rf mutants; fi
 unset PYTHONPATH  # the mutated copy in mutants/ must be the package the tests import
 
-LS='sb3_iter_ckpt.storage.local.xǁLocalStorageǁ'
+LS='sb3_iter_ckpt.store.storage.local.xǁLocalStorageǁ'
 CB='sb3_iter_ckpt.callback.xǁIterationCheckpointCallbackǁ'
 REPO='sb3_iter_ckpt.repository.xǁCheckpointRepositoryǁ'
 RET='sb3_iter_ckpt.retention.'
 SCOPE=()
 for f in _write_temp stage write_atomic publish copy_file _mkdirs; do SCOPE+=("${LS}${f}__mutmut_*"); done
-SCOPE+=('sb3_iter_ckpt.storage.base.x_check_name__mutmut_*')
+SCOPE+=('sb3_iter_ckpt.store.storage.base.x_check_name__mutmut_*')
 SCOPE+=("${RET}x_ranked__mutmut_*" "${RET}x_plan__mutmut_*" "${RET}xǁKeepBestKǁkeep__mutmut_*" "${RET}xǁKeepLastNǁkeep__mutmut_*")
-SEL='sb3_iter_ckpt.selection.xǁSelectionRuleǁ'
+SEL='sb3_iter_ckpt.common.selection.xǁSelectionRuleǁ'
 for f in strict_score better at_least accepts; do SCOPE+=("${SEL}${f}__mutmut_*"); done
 SCOPE+=("${CB}_evaluate__mutmut_*" "${REPO}_best__mutmut_*")
 for f in record_problems is_seed_folder iteration_problems best_problems; do
-    SCOPE+=("sb3_iter_ckpt.integrity.x_${f}__mutmut_*")
+    SCOPE+=("sb3_iter_ckpt.store.integrity.x_${f}__mutmut_*")
 done
 start=$(date +%s)
 # Named mutants are always re-run by mutmut: after a first run, name only those not checked yet.

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from sb3_iter_ckpt.metrics import trading_metrics
+from sb3_iter_ckpt.stats.metrics import trading_metrics
 
 __all__ = ["TradingEnv", "evaluate_trading", "price_array"]
 
@@ -57,7 +57,7 @@ class TradingEnv(gym.Env):
     An episode starts at index ``window_size`` (or a random index with ``random_start``) and terminates at the
     last price; ``max_steps`` truncates it earlier. Each step's ``info`` holds ``equity``, ``position``,
     ``return`` (net), ``price`` (the price the step ends on) and ``step`` (steps taken this episode); the
-    last step's ``info`` also holds ``episode_metrics`` from :func:`sb3_iter_ckpt.metrics.trading_metrics`.
+    last step's ``info`` also holds ``episode_metrics`` from :func:`sb3_iter_ckpt.stats.metrics.trading_metrics`.
 
     :param prices: close prices (array-like or pandas Series), finite and > 0.
     :param window_size: number of past log returns in the observation.
@@ -285,7 +285,7 @@ def evaluate_trading(
     :param deterministic: passed to ``model.predict``.
     :param periods_per_year: annualisation factor; None reads it from the environment.
     :param seed: optional seed for the first reset (matters with ``random_start``).
-    :return: :func:`~sb3_iter_ckpt.metrics.trading_metrics` of the concatenated step returns of all
+    :return: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of the concatenated step returns of all
         episodes (``n_trades`` summed per episode, since every episode starts flat), plus ``mean_reward``
         (mean over episodes of the summed rewards the env returned) and ``n_episodes``.
     """

@@ -1,0 +1,240 @@
+"""The settings of a run, each validated once where its value is built.
+
+* :class:`RunOptions`: one walk-forward run (what is trained and how it is judged). The CLI builds it
+  from its flags, ``WalkForwardRunner`` from its keyword arguments; it travels as is, inside each
+  ``WindowSpec``, to the worker that trains a window (it is picklable), and gives the resume gate its
+  configuration (:meth:`RunOptions.to_config`). A new run setting is one field here (and its key in
+  ``to_config`` when it changes what a run produces).
+* :class:`EvaluationOptions` and :class:`CommitOptions`: the callback's own settings (when and how it
+  evaluates; how it commits), so that ``IterationCheckpointCallback`` checks none of them itself.
+
+Pure: it imports only ``selection``, ``candidates`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
+from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
+
+__all__ = ["ON_ERROR", "CommitOptions", "EvaluationOptions", "RunOptions"]
+
+ON_ERROR = ("warn", "raise")
+
+MakeEnv = Callable[[Any, int], Any]
+MakeModel = Callable[[Any, int], Any]
+
+
+def name_of(fn: Any) -> str | None:
+    """A callable as its import path (a ``functools.partial`` with its keyword names), for a fingerprint."""
+    if fn is None:
+        return None
+    if isinstance(fn, functools.partial):
+        return f"partial({name_of(fn.func)}, {sorted(fn.keywords)})"
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _set(obj: Any, **values: Any) -> None:
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)  # a frozen dataclass normalizing its own fields
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """When and how the callback evaluates.
+
+    :param eval_freq: Evaluate every ``eval_freq`` timesteps (timesteps, not calls).
+    :param n_eval_episodes: Episodes per evaluation with ``evaluate_policy``.
+    :param deterministic: Deterministic actions in evaluation.
+    :param iteration_timesteps: A boundary every N timesteps inside one ``learn()``; None: only at its end.
+    """
+
+    eval_freq: int = 10_000
+    n_eval_episodes: int = 5
+    deterministic: bool = True
+    iteration_timesteps: int | None = None
+
+    def __post_init__(self) -> None:
+        if int(self.eval_freq) <= 0:
+            raise CheckpointError(f"eval_freq must be a positive number of timesteps, got {self.eval_freq}")
+        it = self.iteration_timesteps
+        if it is not None and int(it) <= 0:
+            raise CheckpointError(f"iteration_timesteps must be positive, got {it}")
+        _set(
+            self,
+            eval_freq=int(self.eval_freq),
+            n_eval_episodes=int(self.n_eval_episodes),
+            iteration_timesteps=None if it is None else int(it),
+        )
+
+
+@dataclass(frozen=True)
+class CommitOptions:
+    """How the callback commits each iteration.
+
+    :param on_error: ``"warn"``: a failed commit warns, records a ``save_failed`` placeholder when possible
+        and training goes on; ``"raise"``: the error stops training.
+    :param async_commit: Write and fsync in a background thread (see ``IterationCheckpointCallback``).
+    :param overwrite: Replace already committed iterations instead of refusing before training.
+    :param retention: Optional ``RetentionPolicy`` applied after each iteration is durably committed.
+    :param save_vecnormalize: Save the training env's ``VecNormalize`` statistics with each snapshot.
+    :param save_replay_buffer: Save the replay buffer (as of the boundary) of off-policy algorithms.
+    """
+
+    on_error: str = "warn"
+    async_commit: bool = False
+    overwrite: bool = False
+    retention: Any = None
+    save_vecnormalize: bool = True
+    save_replay_buffer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ON_ERROR:
+            raise CheckpointError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
+        _set(self, async_commit=bool(self.async_commit))
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The settings of one walk-forward run, validated once, shared by the CLI, the runner and each window.
+
+    :param total_timesteps: Training timesteps per iteration.
+    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path; used by the default ``make_model``.
+    :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
+    :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
+    :param make_model: ``callable(vec_env, seed) -> model``;
+        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
+    :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...);
+        the run's ``periods_per_year`` is added unless given here.
+    :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
+    :param eval_freq: Evaluate every this many timesteps (0 or None, the default: ``total_timesteps // 5``).
+    :param monitor: Metric that picks the best snapshot (default ``"validation.sharpe"``).
+    :param mode: ``"max"`` or ``"min"``.
+    :param min_score: Acceptance rule passed to the callback (a number or ``callable(metrics) -> bool``).
+    :param warm_start: Start each iteration from the previous iteration's model (recorded as lineage).
+    :param periods_per_year: Annualisation of the trading metrics (stored in each record's metadata); None:
+        estimated from the prices' dates by the runner (``data.estimate_periods_per_year``; 252 without dates).
+    :param retention: Optional retention policy applied after each commit.
+    :param verbose: Verbosity level: 0 none, 1 a line per iteration.
+    :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
+        torch's setting alone).
+    :param test_size: Rows of each window's test (trade) part, given to the splitter (0: none, as before).
+        With a test part, each committed iteration's kept model trades it once (``forward.evaluate_forward``).
+    :param test_gap: Rows skipped between validation and test part (needs ``test_size``).
+    :param candidates: Several models per window (:class:`~sb3_iter_ckpt.common.candidates.Candidate`: algorithm,
+        seed, hyperparameters), each trained into ``candidates/<name>/``; per window the one with the best
+        selection score is chosen and copied into the root (empty, the default: one model per window, the
+        run's ``algo`` and ``seed``). Not with ``make_model``.
+
+    ``selection`` is the :class:`~sb3_iter_ckpt.common.selection.SelectionRule` of ``monitor``, ``mode`` and
+    ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
+    fingerprint of a run has always recorded.
+    """
+
+    total_timesteps: int
+    algo: str = "ppo"
+    algo_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    make_env: MakeEnv | None = None
+    make_model: MakeModel | None = None
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    eval_freq: int = 0
+    monitor: str = "validation.sharpe"
+    mode: str = "max"
+    min_score: MinScore = None
+    warm_start: bool = False
+    periods_per_year: float | None = 252
+    retention: Any = None
+    verbose: int = 0
+    torch_threads: int | None = 1
+    test_size: int = 0
+    test_gap: int = 0
+    candidates: tuple[Candidate, ...] = ()
+    selection: SelectionRule = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        total = int(self.total_timesteps)
+        if total <= 0:
+            raise CheckpointError(f"total_timesteps must be positive, got {self.total_timesteps}")
+        freq = int(self.eval_freq) if self.eval_freq else max(1, total // 5)
+        ppy = self.periods_per_year
+        if ppy is not None and (isinstance(ppy, bool) or not isinstance(ppy, numbers.Real) or not 0 < ppy < math.inf):
+            raise CheckpointError(f"periods_per_year must be a positive number or None, got {ppy!r}")
+        for name in ("test_size", "test_gap"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise CheckpointError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.test_gap and not self.test_size:
+            raise CheckpointError(f"test_gap={self.test_gap} needs a test part: set test_size > 0")
+        candidates = check_candidates(self.candidates or ())
+        if candidates and self.make_model is not None:
+            raise CheckpointError("candidates name their own algorithm and seed: drop make_model, or the candidates")
+        _set(
+            self,
+            total_timesteps=total,
+            algo_kwargs=dict(self.algo_kwargs or {}),
+            env_kwargs=dict(self.env_kwargs or {}),
+            seed=int(self.seed),
+            test_size=int(self.test_size),
+            test_gap=int(self.test_gap),
+            candidates=candidates,
+            eval_freq=EvaluationOptions(eval_freq=freq).eval_freq,  # checked where the callback checks it
+            selection=SelectionRule(self.monitor, self.mode, self.min_score),  # type: ignore[arg-type]
+        )
+
+    @property
+    def annualization(self) -> float:
+        """``periods_per_year`` as a number (252 while it is still to be estimated: the runner resolves it)."""
+        return 252 if self.periods_per_year is None else self.periods_per_year
+
+    @property
+    def trading_env_kwargs(self) -> dict[str, Any]:
+        """``env_kwargs`` with the run's ``periods_per_year`` unless they name their own."""
+        return {"periods_per_year": self.annualization, **self.env_kwargs}
+
+    @property
+    def history(self) -> int:
+        """Prices of history the built-in env needs before a segment's first decision."""
+        return int(self.env_kwargs.get("window_size", 10))
+
+    def for_candidate(self, candidate: Candidate) -> RunOptions:
+        """The settings one candidate trains with: its algorithm, seed and hyperparameters (None: the run's).
+
+        Its windows run no retention: the driver prunes once the chosen models are copied to the root.
+        """
+        kwargs = self.algo_kwargs if candidate.algo_kwargs is None else candidate.algo_kwargs
+        return dataclasses.replace(
+            self, algo=candidate.algo, seed=candidate.seed, algo_kwargs=kwargs, candidates=(), retention=None
+        )
+
+    def to_config(self) -> dict[str, Any]:
+        """The settings that make two runs comparable (part of the resume gate's configuration).
+
+        Its keys and values are those of every earlier version, so that a repository written before
+        keeps its fingerprint and resumes.
+        """
+        m = self.min_score
+        return {
+            "algo": self.algo if self.make_model is None else name_of(self.make_model),
+            "algo_kwargs": self.algo_kwargs,
+            "make_env": name_of(self.make_env),
+            "env_kwargs": self.trading_env_kwargs,
+            "seed": self.seed,
+            "total_timesteps": self.total_timesteps,
+            "eval_freq": self.eval_freq,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "min_score": name_of(m) if callable(m) else m,
+            "warm_start": self.warm_start,
+            "periods_per_year": self.periods_per_year,
+            # Only with candidates: a run without them keeps the fingerprint of every earlier version.
+            **({"candidates": [c.to_dict() for c in self.candidates]} if self.candidates else {}),
+        }

@@ -1,0 +1,176 @@
+"""``Catalog``: what a repository's records answer once the signing rules are applied.
+
+The records that count (with a key: only those whose signature verifies), in order, with a warning
+for those left out; the latest, the best by a ``SelectionRule``, the rule the records name; the
+forward results of the iterations that count; what ``verify`` finds. Reads only, through the index,
+the trust and the forward files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from sb3_iter_ckpt.common import record as rec
+from sb3_iter_ckpt.common.record import Checkpoint
+from sb3_iter_ckpt.common.selection import SelectionRule
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, SignatureError
+from sb3_iter_ckpt.common.candidates import candidate_scores
+from sb3_iter_ckpt.store import integrity
+from sb3_iter_ckpt.store.forwardfiles import ForwardFiles, report
+from sb3_iter_ckpt.store.index import RecordIndex, not_found
+from sb3_iter_ckpt.store.integrity import VerifyReport
+from sb3_iter_ckpt.store.trust import Trust
+
+if TYPE_CHECKING:
+    from sb3_iter_ckpt.forward import ForwardResult, StitchedForward
+
+#: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
+LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
+
+
+class Catalog:
+    """The trusted records of one repository.
+
+    :param index: Its records.
+    :param trust: Its signing decisions.
+    :param forwards: Its forward result files.
+    :param where: The checkpoints folder, for messages.
+    :param candidates: Reads each candidate's forward results in a run with candidates (their DSR trials and
+        PBO); None: the chosen curve is the only trial.
+    """
+
+    def __init__(
+        self,
+        index: RecordIndex,
+        trust: Trust,
+        forwards: ForwardFiles,
+        where: object,
+        candidates: Callable[[], Mapping[str, Sequence[ForwardResult]]] | None = None,
+    ) -> None:
+        self.index = index
+        self.trust = trust
+        self.forwards = forwards
+        self.where = where
+        self.candidates = candidates
+
+    def trusted(self) -> dict[int, Checkpoint]:
+        """The readable records that count, by iteration (no warning)."""
+        return self.trust.trusted(self.index.scan()[0])
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every record that counts, in iteration order; a warning to the repository's caller names those left out."""
+        good, bad, _ = self.index.scan()
+        if bad:
+            warnings.warn(
+                f"{len(bad)} unreadable record(s) in {self.where} left out "
+                f"(first: {next(iter(bad.values()))}); run verify()",
+                stacklevel=3,
+            )
+        trusted = self.trust.trusted(good)
+        if len(trusted) < len(good):
+            first = min(set(good) - set(trusted))
+            warnings.warn(
+                f"{len(good) - len(trusted)} record(s) in {self.where} without a valid signature "
+                f"left out (first: iteration {first}); run verify()",
+                stacklevel=3,
+            )
+        return [trusted[i] for i in sorted(trusted)]
+
+    def get(self, iteration: int) -> Checkpoint:
+        ck = self.index.lookup(iteration)
+        if ck is None:
+            raise not_found(iteration, self.where, sorted(self.trusted()))
+        return ck
+
+    def latest(self) -> Checkpoint | None:
+        good = self.trusted()
+        return good[max(good)] if good else None
+
+    def default_selection(self) -> tuple[str, str]:
+        good = self.trusted()  # a forged record must not choose the rule either
+        for i in sorted(good, reverse=True):
+            recorded = SelectionRule.from_record(good[i].selection)
+            if recorded is not None:
+                return recorded.monitor, recorded.mode
+        for key in LEGACY_MONITORS:
+            if any(ck.score(key) is not None for ck in good.values()):
+                return key, "max"
+        return "mean_reward", "max"
+
+    def rule(self, monitor: str | None = None, mode: str | None = None) -> SelectionRule:
+        """The rule ``monitor`` and ``mode`` name, what they leave out as recorded."""
+        d_monitor, d_mode = self.default_selection()
+        return SelectionRule(monitor or d_monitor, cast("Literal['max', 'min']", mode or d_mode))
+
+    def best(self, rule: SelectionRule) -> Checkpoint | None:
+        best: Checkpoint | None = None
+        best_score = 0.0
+        for ck in self.checkpoints():
+            score = ck.score(rule.monitor) if ck.has_model else None
+            if score is None:
+                continue
+            # ">=": ties go to the later iteration (it has seen more data), as in retention.KeepBestK
+            if best is None or rule.at_least(score, best_score):
+                best, best_score = ck, score
+        return best
+
+    def no_best(self) -> CheckpointError:
+        """What ``load_best`` raises when ``best`` found none: unsigned records are named as the cause."""
+        good = self.index.scan()[0]
+        unsigned = len(good) - len(self.trust.trusted(good))
+        if unsigned:
+            return SignatureError(
+                f"no signed checkpoint with a model and a finite score in {self.where} "
+                f"({unsigned} record(s) fail the signature check; run verify())"
+            )
+        return CheckpointNotFound(f"no checkpoint with a model and a finite score in {self.where}")
+
+    def verify_report(self) -> VerifyReport:
+        """Every check of ``verify``, on a fresh scan."""
+        scan = self.index.scan(recheck=True)
+        storage, signer, good = self.index.storage, self.trust.signer, scan[0]
+        problems = integrity.record_problems(storage, scan, self.index)
+        for i in sorted(good):
+            problems += integrity.iteration_problems(storage, good[i], signer)
+        problems += self.forwards.problems(good)
+        problems += integrity.signing_problems(self.trust.read_marker(), signer, good)
+        problems += integrity.best_problems(storage, self.trust.trusted(good))
+        return integrity.report(problems, good)
+
+    # -- forward (out-of-sample) results ------------------------------------------------------------
+    def forward_results(self) -> list[ForwardResult]:
+        trusted = self.trusted()
+        return [self.forwards.read(i, st) for i, st in sorted(self.forwards.listing().items()) if i in trusted]
+
+    def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
+        ``forward`` command, ``analyze()``, ``checkpoint_summary.json``)."""
+        if not self.forwards.listing():
+            return None, "no forward results: the run has no test part (walk-forward --test-size N)"
+        storage = self.index.storage
+        try:
+            results = self.forward_results()
+            csv = storage.read_bytes(rec.FORWARD_RETURNS) if storage.exists(rec.FORWARD_RETURNS) else None
+        except CheckpointError as exc:  # a damaged forward file must not stop a commit's summaries
+            return None, f"{exc}; run verify"
+        cks = {c.iteration: c for c in self.checkpoints()}
+        names = list(candidate_scores(cks.values()))
+        members, problem = None, None
+        if self.candidates is not None and names:
+            try:  # the candidates' data only adds the DSR's trials and PBO: without it the root's report stands
+                members = self.candidates()
+            except CheckpointError as exc:
+                problem = str(exc)
+        return report(results, cks, csv, members or None, names, problem)
+
+    def stitched_forward(self) -> StitchedForward | None:
+        from sb3_iter_ckpt.forward import StitchedForward
+
+        storage = self.index.storage
+        if not storage.exists(rec.FORWARD_RETURNS):
+            return None
+        results = self.forward_results()
+        ppy = results[0].periods_per_year if results else 252
+        return StitchedForward.from_csv_bytes(storage.read_bytes(rec.FORWARD_RETURNS), ppy, rec.FORWARD_RETURNS)

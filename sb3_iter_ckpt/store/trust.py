@@ -1,0 +1,118 @@
+"""``Trust``: the signing decisions of one repository: which records count, and who may write.
+
+The cryptography is ``signing.Signer``'s (pure); this module applies it to what a repository holds:
+with a key only records whose signature verifies count, and a signed repository (its ``signing.json``
+marker, or signed records when the marker was deleted) refuses writes without its key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+
+from sb3_iter_ckpt.common.record import Checkpoint
+from sb3_iter_ckpt.common.signing import HOW_TO_GIVE_KEY, MARKER, Signer, marker_fingerprint
+from sb3_iter_ckpt.errors import CheckpointError, IntegrityError, SigningKeyError
+from sb3_iter_ckpt.store.index import RecordIndex
+from sb3_iter_ckpt.store.storage import Storage
+
+
+class Trust:
+    """The signing decisions over one repository's storage.
+
+    :param storage: Where ``signing.json`` lives.
+    :param signer: The key, or None (then every record counts, and a signed repository is read-only).
+    :param where: The repository's root, for messages.
+    """
+
+    def __init__(self, storage: Storage, signer: Signer | None, where: object) -> None:
+        self.storage = storage
+        self.signer = signer
+        self.where = where
+        self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
+        self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
+        # A keyless writer looks at the records once: then none was signed, and what it writes is unsigned
+        # too; a keyed writer arriving later writes the marker, which every check reads.
+        self._no_signed_records = False
+
+    def trusted(self, good: Mapping[int, Checkpoint]) -> dict[int, Checkpoint]:
+        """With a key: only the records whose signature verifies (checked once per parsed record)."""
+        if self.signer is None:
+            return dict(good)
+        out: dict[int, Checkpoint] = {}
+        for i, ck in good.items():
+            hit = self._sig_ok.get(ck.record_file)
+            if hit is None or hit[0] is not ck:
+                hit = (ck, self.signer.verifies(ck.record))
+                self._sig_ok[ck.record_file] = hit
+            if hit[1]:
+                out[i] = ck
+        return out
+
+    def read_marker(self) -> tuple[bool, str | None]:
+        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
+        try:  # one read (one request on object storage), not an existence check first
+            return True, marker_fingerprint(self.storage.read_bytes(MARKER))
+        except IntegrityError as exc:
+            return not isinstance(exc.__cause__, FileNotFoundError), None
+
+    def wrong_key(self) -> SigningKeyError:
+        return SigningKeyError(
+            f"{self.where} is signed with another key (wrong signature fingerprint in {MARKER}); "
+            f"give the key that signed it: {HOW_TO_GIVE_KEY}"
+        )
+
+    def check_key(self) -> None:
+        """At open: a key that is not the marker's is refused (an unreachable marker is checked at each write)."""
+        if self.signer is None:
+            return
+        try:
+            present, fingerprint = self.read_marker()
+        except (OSError, CheckpointError):
+            present, fingerprint = False, None  # unreachable now: every write checks again
+        if present and fingerprint is not None and fingerprint != self.signer.fingerprint:
+            raise self.wrong_key()
+
+    @contextlib.contextmanager
+    def authorized(self) -> Iterator[None]:
+        """Inside: the writes of this thread need no second check (one already passed)."""
+        self._tls.authorized = True
+        try:
+            yield
+        finally:
+            self._tls.authorized = False
+
+    def authorize_write(self, index: RecordIndex) -> None:
+        """Before a write: a signed repository needs its key, and a key must be the repository's.
+
+        Signed means a ``signing.json`` marker or, when it was deleted, records carrying signatures
+        (the records are looked at only without a marker: the index's cached scan, also before a
+        commit, so that deleting the marker never lets a writer without the key publish).
+        With the key and no marker, the marker is (re)written, unless no signed record verifies.
+        """
+        if getattr(self._tls, "authorized", False):
+            return
+        present, fingerprint = self.read_marker()
+        if self.signer is None:
+            if present or (
+                not self._no_signed_records and any("signature" in c.record for c in index.scan()[0].values())
+            ):
+                why = f"it has {MARKER}" if present else f"its records are signed ({MARKER} was deleted)"
+                raise SigningKeyError(
+                    f"{self.where} is a signed repository ({why}): writing to it without the key would leave "
+                    f"unsigned records or strip signatures; {HOW_TO_GIVE_KEY}"
+                )
+            self._no_signed_records = True  # commits stay O(1): no listing of the folder at each one
+            return
+        if present:
+            if fingerprint != self.signer.fingerprint:
+                raise self.wrong_key()
+            return
+        signed = [c for c in index.scan()[0].values() if "signature" in c.record]
+        if signed and not any(self.signer.verifies(c.record) for c in signed):
+            raise SigningKeyError(
+                f"{self.where}'s signed records fail with this key (wrong signature key?) and its {MARKER} "
+                f"is missing; give the key that signed them: {HOW_TO_GIVE_KEY}"
+            )
+        self.storage.write_atomic(MARKER, self.signer.marker())
