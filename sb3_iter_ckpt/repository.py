@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sb3_iter_ckpt.common import record as rec
+from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, Candidate, candidate_scores
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.common.signing import SIGNING_KEY_ENV, Signer
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, Candidate, candidate_scores
 from sb3_iter_ckpt.store import adoption, loading, pruning
 from sb3_iter_ckpt.store.bestfiles import BestFiles
 from sb3_iter_ckpt.store.catalog import LEGACY_MONITORS, Catalog

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
+from sb3_iter_ckpt.common.candidates import Candidate, make_candidates
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.common.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.runner.algorithms import ALGORITHMS, algorithm_class
-from sb3_iter_ckpt.common.candidates import Candidate, make_candidates
 from sb3_iter_ckpt.runner.executors import (
     Executor,
     ProcessExecutor,
@@ -31,7 +32,6 @@ from sb3_iter_ckpt.runner.executors import (
     forwarded_env,
     make_executor,
 )
-from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.runner.window import RepositoryRef, WindowSpec
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
 
 __all__ = ["ON_ERROR", "CommitOptions", "EvaluationOptions", "RunOptions"]
 

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from sb3_iter_ckpt.common.candidates import candidate_scores
 from sb3_iter_ckpt.common.record import Checkpoint, parse_record_name, utc_now
 from sb3_iter_ckpt.common.version import __version__
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.forward import ForwardResult, StitchedForward, forward_report, stitch
 from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards
 from sb3_iter_ckpt.retention import is_pruned
-from sb3_iter_ckpt.common.candidates import candidate_scores
 
 #: What every section that needs issue 15's forward evaluation shows until the repository has it.
 FORWARD_MISSING = "not available: this run has no forward (out-of-sample) data"

@@ -23,11 +23,11 @@ import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, choose
 from sb3_iter_ckpt.common.record import CHECKPOINTS_DIR
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.retention import is_pruned
-from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, choose
 from sb3_iter_ckpt.store.forwardfiles import model_sha256
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sb3_iter_ckpt.errors import CheckpointExistsError
 from sb3_iter_ckpt.common.options import RunOptions
+from sb3_iter_ckpt.errors import CheckpointExistsError
 
 __all__ = ["RepositoryRef", "WindowSpec", "train_window"]
 

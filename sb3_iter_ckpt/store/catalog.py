@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sb3_iter_ckpt.common import record as rec
+from sb3_iter_ckpt.common.candidates import candidate_scores
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, SignatureError
-from sb3_iter_ckpt.common.candidates import candidate_scores
 from sb3_iter_ckpt.store import integrity
 from sb3_iter_ckpt.store.forwardfiles import ForwardFiles, report
 from sb3_iter_ckpt.store.index import RecordIndex, not_found

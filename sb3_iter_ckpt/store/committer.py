@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sb3_iter_ckpt.common.options import CommitOptions
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
-from sb3_iter_ckpt.common.options import CommitOptions
 from sb3_iter_ckpt.store.background import BackgroundJobs
 from sb3_iter_ckpt.store.snapshot import ModelSnapshot
 
