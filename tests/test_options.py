@@ -128,3 +128,20 @@ def test_the_callback_takes_a_ready_selection_rule_or_its_three_parts(tmp_path):
         IterationCheckpointCallback(tmp_path / "c", selection=rule, monitor="x")
     with pytest.raises(CheckpointError, match="on_error must be 'warn' or 'raise'"):
         IterationCheckpointCallback(tmp_path / "d", on_error="ignore")
+
+
+@pytest.mark.parametrize(
+    ("module", "named"),
+    [
+        ("sb3_iter_ckpt.runner.algorithms", "sb3_iter_ckpt.algorithms"),
+        ("sb3_iter_ckpt.store.storage.local", "sb3_iter_ckpt.storage.local"),
+        ("sb3_iter_ckpt.forward.trading", "sb3_iter_ckpt.forward"),
+        ("sb3_iter_ckpt.envs.trading", "sb3_iter_ckpt.envs.trading"),
+        ("sb3_iter_ckpt.walkforward", "sb3_iter_ckpt.walkforward"),
+        ("mypkg.common.x", "mypkg.common.x"),
+    ],
+)
+def test_a_package_callable_is_named_by_its_module_before_the_layout_change(module, named):
+    from sb3_iter_ckpt.common.options import stable_module
+
+    assert stable_module(module) == named

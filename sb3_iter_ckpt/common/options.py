@@ -33,13 +33,31 @@ MakeEnv = Callable[[Any, int], Any]
 MakeModel = Callable[[Any, int], Any]
 
 
+#: The package's folders of internals (issue 20) and the split modules: a callable of the package is
+#: named by its module before the layout change, so that a run's fingerprint does not depend on where
+#: the package keeps its code (a run that passed one of them keeps resuming).
+_INTERNAL_FOLDERS = ("common", "store", "runner", "stats")
+_SPLIT_MODULES = ("report", "cli", "forward")
+
+
+def stable_module(module: str) -> str:
+    """``sb3_iter_ckpt.runner.algorithms`` -> ``sb3_iter_ckpt.algorithms`` (the pre-folder name)."""
+    parts = module.split(".")
+    if len(parts) > 2 and parts[0] == "sb3_iter_ckpt":
+        if parts[1] in _INTERNAL_FOLDERS:
+            return ".".join(["sb3_iter_ckpt", *parts[2:]])
+        if parts[1] in _SPLIT_MODULES:
+            return f"sb3_iter_ckpt.{parts[1]}"
+    return module
+
+
 def name_of(fn: Any) -> str | None:
     """A callable as its import path (a ``functools.partial`` with its keyword names), for a fingerprint."""
     if fn is None:
         return None
     if isinstance(fn, functools.partial):
         return f"partial({name_of(fn.func)}, {sorted(fn.keywords)})"
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    return f"{stable_module(getattr(fn, '__module__', '?'))}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _set(obj: Any, **values: Any) -> None:
