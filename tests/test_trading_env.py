@@ -268,3 +268,20 @@ def test_tiny_ppo_trains_and_evaluates():
         assert value is None or (isinstance(value, (int, float)) and math.isfinite(value)), key
     assert result["n_periods"] == 200 - 1 - 10
     assert 0.0 <= result["max_drawdown"] <= 1.0
+
+
+def test_a_short_through_a_reverse_split_ruins_the_account_at_zero_and_it_stays_there():
+    # An unadjusted 1:3 reverse split: the price triples in one bar. Short, the account would end at -1.
+    prices = [10.0, 10.0, 10.0, 30.0, 31.0, 29.0, 30.0]
+    env = TradingEnv(prices, window_size=1, transaction_cost=0.0)
+    env.reset()
+    infos = [env.step(0)[4] for _ in range(len(prices) - 2)]  # short every step
+    returns = env.episode_returns()
+    assert returns[1] == -1.0  # the loss is the whole account, not more
+    assert [i["equity"] for i in infos] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert env.episode_returns()[2:].tolist() == [0.0, 0.0, 0.0]  # ruined: nothing earned or lost after
+    assert env.episode_positions()[2:].tolist() == [0.0, 0.0, 0.0]  # and nothing held
+    assert len(returns) == len(prices) - 2  # the episode goes on: one step per row
+    m = infos[-1]["episode_metrics"]
+    assert m["total_return"] == -1.0 and m["max_drawdown"] == 1.0
+    assert all(v is None or math.isfinite(v) for v in m.values() if isinstance(v, float))

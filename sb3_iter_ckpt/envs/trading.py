@@ -52,7 +52,9 @@ class TradingEnv(gym.Env):
     +/-10) followed by the current position.
 
     Reward: ``position * simple_return - transaction_cost * |position change|``, i.e. the step's net return,
-    so equity is the running product of ``1 + reward``.
+    so equity is the running product of ``1 + reward``. A step that would lose more than the whole account
+    (a short through a move of 2x or more) returns -1: equity ends at 0, never below. A ruined account
+    stays at 0: the episode goes on, every later step holds position 0 and returns 0.
 
     An episode starts at index ``window_size`` (or a random index with ``random_start``) and terminates at the
     last price; ``max_steps`` truncates it earlier. Each step's ``info`` holds ``equity``, ``position``,
@@ -165,9 +167,14 @@ class TradingEnv(gym.Env):
         if self._t >= len(self.prices) - 1:
             raise RuntimeError("step() called after the episode ended; call reset()")
         new_position = float(self._positions_of_action[a])
-        cost = self.transaction_cost * abs(new_position - self._position)
-        simple_return = self.prices[self._t + 1] / self.prices[self._t] - 1.0
-        net = new_position * simple_return - cost
+        if self._equity <= 0.0:
+            # A ruined account holds nothing and earns nothing; the episode goes on (one step per row).
+            new_position, net = 0.0, 0.0
+        else:
+            cost = self.transaction_cost * abs(new_position - self._position)
+            simple_return = self.prices[self._t + 1] / self.prices[self._t] - 1.0
+            # A loss beyond the whole account (a short through a 2x move) ends at 0, never below.
+            net = max(new_position * simple_return - cost, -1.0)
 
         self._t += 1
         self._position = new_position
