@@ -270,3 +270,34 @@ def test_a_best_model_named_but_missing_is_reported(repo_root):
     assert "missing" in problems[0].message
     repo.refresh()  # our copy comes back
     assert repo.verify() == [] and (repo_root / "best_model.zip").read_bytes() == b"m0"
+
+
+@pytest.mark.parametrize("name", ["best_model.zip", "best_vecnormalize.pkl"])
+def test_a_symlink_at_a_best_file_name_is_never_ours_and_is_replaced_by_a_copy(repo_root, name):
+    # `ln -s checkpoints/model_iter_1.zip best_model.zip`: hashing follows the link, so it looked like
+    # our copy; a later model.save("best_model.zip") would then write through it into the committed model.
+    repo = CheckpointRepository(repo_root)
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0", vecnormalize=b"v0")
+    repo.commit(1, metrics={"mean_reward": 2.0}, model=b"m1", vecnormalize=b"v1")
+    target = {"best_model.zip": "model_iter_1.zip", "best_vecnormalize.pkl": "vecnormalize_iter_1.pkl"}[name]
+    repo.refresh()  # the summary names our copies
+    (repo_root / name).unlink()
+    (repo_root / name).symlink_to(f"{CK}/{target}")
+    assert [p.file for p in repo.verify()] == [name], "verify reports the link the summary names as ours"
+    repo.refresh()
+    assert repo.verify() == []
+    assert not (repo_root / name).is_symlink(), "replaced by a real copy"
+    assert (repo_root / name).read_bytes() == (repo_root / CK / target).read_bytes()
+    with open(repo_root / name, "r+b") as f:  # SB3 writes the name in place
+        f.write(b"XX")
+    assert (repo_root / CK / target).read_bytes() in (b"m1", b"v1"), "the committed file is untouched"
+
+
+def test_a_symlink_at_a_best_file_name_is_never_recorded_as_ours(repo_root):
+    repo = CheckpointRepository(repo_root)
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m0")
+    (repo_root / "best_model.zip").symlink_to(f"{CK}/model_iter_0.zip")
+    from sb3_iter_ckpt.store.bestfiles import BestFiles
+
+    found = BestFiles(repo.storage, repo._index).found()["best_model.zip"]
+    assert found.linked and found.sha256 is None, "a link is replaced at the next refresh, never recorded"

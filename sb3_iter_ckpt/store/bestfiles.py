@@ -6,7 +6,8 @@ and must not reach a committed artifact. Those tools own the name too, so a file
 while it holds what training_summary.json's "best_files" says we wrote; anything else is the user's:
 never replaced, never deleted (verify() reports only a summary still naming it as ours). A best-file
 name that is a hard link to a file in checkpoints/ (what versions before the copies left) is replaced
-by a copy at the next refresh, whatever the best is, and never recorded as ours while it is a link.
+by a copy at the next refresh, whatever the best is, and never recorded as ours while it is a link;
+so is a symbolic link at a best-file name (its target may be a committed artifact).
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class BestFiles:
         st = self.storage.stat_many([name]).get(name)
         if st is None:
             return BestFile("absent")
+        if not st.regular:
+            # A symbolic link: hashing follows it, a write through the name (model.save) would too.
+            # Never ours as it is, whoever made it: replaced by a real copy at the next refresh.
+            return BestFile("ours", None, st, linked=True)
         if st.links > 1 and st.inode and any(s.inode == st.inode for s in self.storage.listdir(_CK).values()):
             # A write through this name would reach the committed file: never ours as it is, whoever
             # made the link (an earlier version of this package did); its content is in checkpoints/.

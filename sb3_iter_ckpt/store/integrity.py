@@ -201,6 +201,20 @@ def signing_problems(
     return []
 
 
+def _linked_best_files(storage: Storage, summary: Mapping[str, Any], iteration: Any) -> list[Problem]:
+    """A best-file name the summary says we wrote that is now a symbolic link (a write through it could
+    reach whatever it points to, a committed artifact included)."""
+    files = summary.get("best_files")
+    names = [n for n in (rec.BEST_MODEL, rec.BEST_VECNORMALIZE) if isinstance(files, dict) and files.get(n)]
+    names = names or [str(summary["best"]["best_model_file"])]
+    found = storage.stat_many(sorted(names))
+    return [
+        Problem(iteration, n, "is a symbolic link, not our copy (the next refresh replaces it with a copy)")
+        for n, st in sorted(found.items())
+        if not st.regular
+    ]
+
+
 def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Problem]:
     """``training_summary.json`` naming a best iteration without a model record, or naming a best model
     file that is missing or no longer holds the best's model."""
@@ -216,6 +230,9 @@ def best_problems(storage: Storage, good: Mapping[int, Checkpoint]) -> list[Prob
     if ck is None or not ck.has_model:
         return [Problem(it, rec.TRAINING_SUMMARY, "names a best iteration that has no model record")]
     named = str(best["best_model_file"])
+    linked = _linked_best_files(storage, summary, it)
+    if linked:
+        return linked
     try:
         digest = storage.hash_file(named)[0]
     except (IntegrityError, UnsafePathError) as exc:  # missing, unreadable, a symlink out of the root

@@ -76,6 +76,8 @@ class FileStat:
     etag: str = ""
     #: Hard links to the file (1 where the backend has none); not part of a version's identity.
     links: int = field(default=1, compare=False)
+    #: A regular file, not a symbolic link (always, where the backend has no links).
+    regular: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

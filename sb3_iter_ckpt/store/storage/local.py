@@ -195,7 +195,9 @@ class LocalStorage(Storage):
             except OSError as exc:  # a folder in the name that is a file, permission denied, I/O error
                 raise CheckpointError(f"cannot stat {name} in {self.root}: {exc.strerror or exc}") from exc
             if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-                out[name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
+                out[name] = FileStat(
+                    st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink, regular=stat.S_ISREG(st.st_mode)
+                )
         return out
 
     def folder_version(self, folder: str) -> tuple[tuple[int, ...], int] | None:
