@@ -101,7 +101,9 @@ class CheckpointRepository:
         self.storage: Storage = storage if storage is not None else storage_for(root, storage_options)
         self.root = display_root(self.storage, root if storage is None else None)
         key = signing_key if signing_key is not None else os.environ.get(SIGNING_KEY_ENV) or None
-        self._signer: Signer | None = key if isinstance(key, Signer) or key is None else Signer(key)
+        # The repository's own signer: it carries this repository's binding (signing.Binding).
+        self._signer: Signer | None = None if key is None else (key if isinstance(key, Signer) else Signer(key))
+        self._signer = self._signer.for_repository() if self._signer is not None else None
         self.verbose = verbose
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
@@ -111,7 +113,7 @@ class CheckpointRepository:
         self._publisher = Publisher(self._catalog, self.checkpoints_dir)
         self._upkeep = Upkeep(self._catalog, BestFiles(self.storage, self._index), self.root)
         attach(self.storage, sweep=sweep, verbose=verbose, where=self.root)
-        self._trust.check_key()
+        self._trust.check_key(self._index)
 
     def __repr__(self) -> str:
         return f"CheckpointRepository({str(self.root)!r})"
@@ -302,7 +304,10 @@ class CheckpointRepository:
 
         :raises CheckpointNotFound: the iteration has none (no test part, or its evaluation is pending).
         """
-        return self._forwards.read(check_iteration(iteration))
+        i = check_iteration(iteration)
+        if not self._forwards.has(i):
+            return self._forwards.read(i)  # the not-found error, with its advice
+        return self._forwards.read(i, ck=self.get(i))
 
     def forwards(self) -> builtins.list[ForwardResult]:
         """The forward results of every committed iteration that has one, in iteration order."""

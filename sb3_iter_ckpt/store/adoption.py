@@ -65,7 +65,7 @@ def adopt(storage: Storage, good: Mapping[int, Checkpoint], index: RecordIndex, 
         if record is None:
             continue
         if signer is not None:
-            record["signature"] = signer.sign(record)
+            signer.stamp(record)
         storage.write_atomic(f"{_CK}/{ck.record_file}", rec.dumps(record))
         adopted.append(i)
     return adopted

@@ -142,7 +142,9 @@ class Catalog:
     # -- forward (out-of-sample) results ------------------------------------------------------------
     def forward_results(self) -> list[ForwardResult]:
         trusted = self.trusted()
-        return [self.forwards.read(i, st) for i, st in sorted(self.forwards.listing().items()) if i in trusted]
+        return [
+            self.forwards.read(i, st, trusted[i]) for i, st in sorted(self.forwards.listing().items()) if i in trusted
+        ]
 
     def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the

@@ -184,7 +184,7 @@ class Publisher:
                 extra=draft.fields,
             )
             if signer is not None:
-                record["signature"] = signer.sign(record)
+                signer.stamp(record)
             name = rec.record_name(i) if draft.has_model else rec.placeholder_name(i)
             data = rec.dumps(record)
             # Refused before publishing what no reader could parse back (metadata nested too deeply...).

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sb3_iter_ckpt.common import record as rec
 from sb3_iter_ckpt.common.record import Checkpoint
-from sb3_iter_ckpt.common.signing import Signer
+from sb3_iter_ckpt.common.signing import REPOSITORY_FIELD, Signer
 from sb3_iter_ckpt.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -62,7 +62,7 @@ def envelope(result: ForwardResult, model: str | None, signer: Signer | None) ->
         "forward": result.to_dict(),
     }
     if signer is not None:
-        body["signature"] = signer.sign(body)
+        signer.stamp(body)
     return rec.dumps(body)
 
 
@@ -75,7 +75,7 @@ def read(name: str, data: bytes, iteration: int, signer: Signer | None) -> tuple
     from sb3_iter_ckpt.forward import ForwardResult
 
     raw = rec.loads(data, name)
-    if not isinstance(raw, dict) or not _FIELDS <= set(raw) <= _FIELDS | {"signature"}:
+    if not isinstance(raw, dict) or not _FIELDS <= set(raw) <= _FIELDS | {"signature", REPOSITORY_FIELD}:
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise RecordError(f"{name}: expected the fields {sorted(_FIELDS)}, found {found}; {_AGAIN}")
     if raw["format"] != FORMAT or raw["version"] != VERSION or raw["iteration"] != iteration:
@@ -106,7 +106,7 @@ class ForwardFiles:
         self.storage = storage
         self.signer = signer
         self.where = where
-        self._cache: dict[str, tuple[FileStat, ForwardResult]] = {}
+        self._cache: dict[str, tuple[FileStat, ForwardResult, Any]] = {}
 
     def listing(self) -> dict[int, FileStat]:
         """Iteration -> the stat of its forward file, for every forward file in the folder."""
@@ -116,8 +116,10 @@ class ForwardFiles:
     def has(self, iteration: int) -> bool:
         return bool(self.storage.stat_many([f"{_CK}/{rec.forward_name(iteration)}"]))
 
-    def read(self, iteration: int, st: FileStat | None = None) -> ForwardResult:
-        """The checked result of ``iteration`` (cached while its file keeps its stat)."""
+    def read(self, iteration: int, st: FileStat | None = None, ck: Checkpoint | None = None) -> ForwardResult:
+        """The checked result of ``iteration`` (cached while its file keeps its stat); with ``ck``, its
+        record, the model that traded must be the one the record names (a file copied from another
+        experiment, even one signed with the same key, is refused)."""
         name = f"{_CK}/{rec.forward_name(iteration)}"
         st = st if st is not None else self.storage.stat_many([name]).get(name)
         if st is None:
@@ -126,11 +128,16 @@ class ForwardFiles:
                 "evaluation was interrupted: run the walk-forward again to complete it)"
             )
         hit = self._cache.get(name)
-        if hit is not None and hit[0] == st:
-            return hit[1]
-        result = read(name, self.storage.read_bytes(name), iteration, self.signer)[0]
-        self._cache[name] = (st, result)
-        return result
+        if hit is None or hit[0] != st:
+            result, raw = read(name, self.storage.read_bytes(name), iteration, self.signer)
+            hit = (st, result, raw["model_sha256"])
+            self._cache[name] = hit
+        if ck is not None and hit[2] != model_sha256(ck):
+            raise IntegrityError(
+                f"{name}: traded another model than the one {ck.record_file} records (copied from another "
+                f"experiment?); {_AGAIN}"
+            )
+        return hit[1]
 
     def commit(self, result: ForwardResult, ck: Checkpoint) -> ForwardResult:
         """Publish ``result`` for the committed ``ck`` create-only; the same bytes again is a no-op."""

@@ -101,7 +101,7 @@ def prune_iteration(
         pruned["artifacts"] = {}
         pruned.pop("signature", None)
         if signer is not None:
-            pruned["signature"] = signer.sign(pruned)
+            signer.stamp(pruned)
         storage.write_atomic(record_name, rec.dumps(pruned))
     removed: list[str] = []
     freed = 0

@@ -3,17 +3,34 @@
 The cryptography is ``signing.Signer``'s (pure); this module applies it to what a repository holds:
 with a key only records whose signature verifies count, and a signed repository (its ``signing.json``
 marker, or signed records when the marker was deleted) refuses writes without its key.
+
+It also keeps the signer's :class:`~sb3_iter_ckpt.common.signing.Binding` to this repository up to date
+from the marker, and creates it at the first signed write: a new repository gets a random identity, a
+repository signed by an earlier version (a format-1 marker) gets one plus the list of its items signed
+until then (``legacy``), so that from then on an item copied from another repository signed with the same
+key fails wherever it is read.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
+from collections import Counter
 from collections.abc import Iterator, Mapping
 
+from sb3_iter_ckpt.common import record as rec
 from sb3_iter_ckpt.common.record import Checkpoint
-from sb3_iter_ckpt.common.signing import HOW_TO_GIVE_KEY, MARKER, Signer, marker_fingerprint
-from sb3_iter_ckpt.errors import CheckpointError, IntegrityError, SigningKeyError
+from sb3_iter_ckpt.common.signing import (
+    HOW_TO_GIVE_KEY,
+    MARKER,
+    REPOSITORY_FIELD,
+    Binding,
+    Signer,
+    marker_fingerprint,
+    new_repository_id,
+)
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, IntegrityError, SigningKeyError
 from sb3_iter_ckpt.store.index import RecordIndex
 from sb3_iter_ckpt.store.storage import Storage
 
@@ -30,7 +47,8 @@ class Trust:
         self.storage = storage
         self.signer = signer
         self.where = where
-        self._sig_ok: dict[str, tuple[Checkpoint, bool]] = {}  # record file -> (parsed record, verifies)
+        # record file -> (parsed record, the binding checked against, verifies)
+        self._sig_ok: dict[str, tuple[Checkpoint, object, bool]] = {}
         self._tls = threading.local()  # .authorized: inside a write already checked (refresh)
         # A keyless writer looks at the records once: then none was signed, and what it writes is unsigned
         # too; a keyed writer arriving later writes the marker, which every check reads.
@@ -43,19 +61,75 @@ class Trust:
         out: dict[int, Checkpoint] = {}
         for i, ck in good.items():
             hit = self._sig_ok.get(ck.record_file)
-            if hit is None or hit[0] is not ck:
-                hit = (ck, self.signer.verifies(ck.record))
+            if hit is None or hit[0] is not ck or hit[1] is not self.signer.binding:
+                hit = (ck, self.signer.binding, self.signer.verifies(ck.record))
                 self._sig_ok[ck.record_file] = hit
-            if hit[1]:
+            if hit[2]:
                 out[i] = ck
         return out
 
     def read_marker(self) -> tuple[bool, str | None]:
-        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None."""
+        """(present, key fingerprint) of ``signing.json``; a damaged marker is present, fingerprint None.
+        With the key, the signer's binding follows what the marker holds."""
         try:  # one read (one request on object storage), not an existence check first
-            return True, marker_fingerprint(self.storage.read_bytes(MARKER))
+            data = self.storage.read_bytes(MARKER)
         except IntegrityError as exc:
             return not isinstance(exc.__cause__, FileNotFoundError), None
+        fingerprint = marker_fingerprint(data)
+        if self.signer is not None and fingerprint == self.signer.fingerprint:
+            self.signer.binding = self.signer.binding_of(data)
+        return True, fingerprint
+
+    def _signatures(self, records: Mapping[int, Checkpoint]) -> tuple[list[str], Counter[str]]:
+        """Signatures of the items signed before a binding (records and forward files that verify with no
+        binding), and the ``repository`` fields of those that carry one."""
+        assert self.signer is not None
+        saved, self.signer.binding = self.signer.binding, None
+        try:
+            legacy: list[str] = []
+            owners: Counter[str] = Counter()
+            bodies = [c.record for c in records.values()]
+            for name in self.storage.listdir(rec.CHECKPOINTS_DIR, prefixes=(rec.FORWARD_PREFIX,)):
+                with contextlib.suppress(CheckpointError, ValueError, RecursionError):
+                    body = json.loads(self.storage.read_bytes(f"{rec.CHECKPOINTS_DIR}/{name}"))
+                    bodies.append(body if isinstance(body, dict) else {})
+            for body in bodies:
+                if "signature" not in body or not self.signer.verifies(body):
+                    continue
+                owner = body.get(REPOSITORY_FIELD)
+                if isinstance(owner, str):
+                    owners[owner] += 1
+                else:
+                    legacy.append(body["signature"])
+            return legacy, owners
+        finally:
+            self.signer.binding = saved
+
+    def _bind(self, index: RecordIndex, replace: bool) -> None:
+        """Write a format-2 marker: the repository's identity (the one its bound records carry, else a new
+        one) and the signatures of its items signed before (by an earlier version)."""
+        assert self.signer is not None
+        legacy, owners = self._signatures(index.scan()[0])
+        rid = owners.most_common(1)[0][0] if owners else new_repository_id()
+        data = self.signer.marker(rid, legacy)
+        if replace:
+            self.storage.write_atomic(MARKER, data)
+        else:
+            try:  # create-only: two first writers never leave two identities
+                self.storage.publish([], MARKER, data, conflicts=[MARKER])
+            except CheckpointExistsError:
+                self.read_marker()
+                return
+        self.signer.binding = self.signer.binding_of(data)
+
+    def recover_binding(self, good: Mapping[int, Checkpoint]) -> None:
+        """Without a readable marker: bind to the identity the signed records carry (the most common one),
+        so that a deleted marker does not let another repository's records in; ``verify`` reports it."""
+        if self.signer is None or self.signer.binding is not None:
+            return
+        owners = self._signatures(good)[1]
+        if owners:
+            self.signer.binding = Binding(owners.most_common(1)[0][0])
 
     def wrong_key(self) -> SigningKeyError:
         return SigningKeyError(
@@ -63,16 +137,19 @@ class Trust:
             f"give the key that signed it: {HOW_TO_GIVE_KEY}"
         )
 
-    def check_key(self) -> None:
-        """At open: a key that is not the marker's is refused (an unreachable marker is checked at each write)."""
+    def check_key(self, index: RecordIndex) -> None:
+        """At open: a key that is not the marker's is refused (an unreachable marker is checked at each write);
+        the signer is bound to the marker's identity, or without a marker to the one its records carry."""
         if self.signer is None:
             return
         try:
             present, fingerprint = self.read_marker()
         except (OSError, CheckpointError):
-            present, fingerprint = False, None  # unreachable now: every write checks again
+            return  # unreachable now: every write checks again
         if present and fingerprint is not None and fingerprint != self.signer.fingerprint:
             raise self.wrong_key()
+        if not present:
+            self.recover_binding(index.scan()[0])
 
     @contextlib.contextmanager
     def authorized(self) -> Iterator[None]:
