@@ -78,7 +78,8 @@ class Clock:
 
 def run_job(argv: list[str], results: Path) -> tuple[Clock, dict[str, Any], float]:
     """The CLI's walk-forward with timers around each window and its forward evaluation (calls unchanged)."""
-    from sb3_iter_ckpt import cli, forward
+    from sb3_iter_ckpt import cli
+    from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.repository import CheckpointRepository
     from sb3_iter_ckpt.runner import executors, window
 
@@ -86,8 +87,8 @@ def run_job(argv: list[str], results: Path) -> tuple[Clock, dict[str, Any], floa
     saved = {
         (executors, "train_window"): executors.train_window,
         (window, "_forward"): window._forward,
-        (forward, "evaluate_forward"): forward.evaluate_forward,
-        (forward, "placeholder_forward"): forward.placeholder_forward,
+        (trade, "evaluate_forward"): trade.evaluate_forward,
+        (trade, "placeholder_forward"): trade.placeholder_forward,
         (CheckpointRepository, "load"): CheckpointRepository.load,
         (CheckpointRepository, "commit_forward"): CheckpointRepository.commit_forward,
     }
@@ -103,8 +104,8 @@ def run_job(argv: list[str], results: Path) -> tuple[Clock, dict[str, Any], floa
     in_forward = lambda *a, **k: clock.current  # noqa: E731 - the parts count only inside a forward evaluation
     executors.train_window = clock.wrap(executors.train_window, "window", lambda spec: spec.iteration)
     window._forward = clock.wrap(forward_step, "forward", lambda spec, repo: spec.iteration)
-    forward.evaluate_forward = clock.wrap(forward.evaluate_forward, "trade", in_forward)
-    forward.placeholder_forward = clock.wrap(forward.placeholder_forward, "trade", in_forward)
+    trade.evaluate_forward = clock.wrap(trade.evaluate_forward, "trade", in_forward)
+    trade.placeholder_forward = clock.wrap(trade.placeholder_forward, "trade", in_forward)
     CheckpointRepository.load = clock.wrap(CheckpointRepository.load, "load", in_forward)  # type: ignore[method-assign]
     CheckpointRepository.commit_forward = clock.wrap(  # type: ignore[method-assign]
         CheckpointRepository.commit_forward, "write", in_forward

@@ -42,7 +42,8 @@ from sb3_iter_ckpt.store.upkeep import Upkeep, disk_usage
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
-    from sb3_iter_ckpt.forward import ForwardResult, StitchedForward
+    from sb3_iter_ckpt.forward.result import ForwardResult
+    from sb3_iter_ckpt.forward.stitching import StitchedForward
     from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy
 
 __all__ = [

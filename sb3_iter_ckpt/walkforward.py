@@ -310,7 +310,7 @@ class _Run:
 
     def stitch(self) -> bool:
         """With test parts: the forward results stitched into ``forward_returns.csv``; whether it changed."""
-        from sb3_iter_ckpt.forward import stitch
+        from sb3_iter_ckpt.forward.stitching import stitch
 
         repo = self.runner.repository
         results = repo.forwards() if self.runner.splitter.test_size else []

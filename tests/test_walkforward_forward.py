@@ -89,19 +89,19 @@ _KILLED_RUN = textwrap.dedent(
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from sb3_iter_ckpt import forward
     from sb3_iter_ckpt.data import synthetic_prices
+    from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
-    real = forward.evaluate_forward
+    real = trade.evaluate_forward  # where runner/window.py looks it up
 
     def killed_at_one(model, prices, window, *, iteration, **kw):
         if iteration == 1:  # iteration 1 is committed; its forward result is not
             os.kill(os.getpid(), signal.SIGKILL)
         return real(model, prices, window, iteration=iteration, **kw)
 
-    forward.evaluate_forward = killed_at_one
+    trade.evaluate_forward = killed_at_one
     WalkForwardRunner(
         synthetic_prices(420, seed=3), WalkForwardSplitter(150, 60, test_size=60), sys.argv[1], 128,
         algo_kwargs=dict(n_steps=64, batch_size=64, n_epochs=1), eval_freq=64, progress=False, seed=7,

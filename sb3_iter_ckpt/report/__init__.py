@@ -33,7 +33,9 @@ from sb3_iter_ckpt.common.candidates import candidate_scores
 from sb3_iter_ckpt.common.record import Checkpoint, parse_record_name, utc_now
 from sb3_iter_ckpt.common.version import __version__
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.forward import ForwardResult, StitchedForward, forward_report, stitch
+from sb3_iter_ckpt.forward.result import ForwardResult
+from sb3_iter_ckpt.forward.statistics import forward_report
+from sb3_iter_ckpt.forward.stitching import StitchedForward, stitch
 from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards
 from sb3_iter_ckpt.retention import is_pruned
 

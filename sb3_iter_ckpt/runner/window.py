@@ -151,7 +151,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     i, w, opts = spec.iteration, spec.window, spec.options
     if spec.test_prices is None or w is None or w.test_start is None or repo.has_forward(i):
         return
-    from sb3_iter_ckpt import forward
+    from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.retention import is_pruned
     from sb3_iter_ckpt.splitter import Window
 
@@ -160,7 +160,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     local = Window(i, 0, 0, 0, 0, test_start=w.test_start - off, test_stop=w.test_stop - off)
     if ck.has_model:
         vecnormalize = functools.partial(repo.load_vecnormalize, i) if "vecnormalize" in ck.artifacts else None
-        result = forward.evaluate_forward(
+        result = trade.evaluate_forward(
             repo.load(i, device="cpu"),
             spec.test_prices,
             local,
@@ -173,7 +173,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     elif is_pruned(ck):
         return  # its model is gone (pruned by hand): nothing can trade the test part any more
     else:
-        result = forward.placeholder_forward(
+        result = trade.placeholder_forward(
             spec.test_prices, local, iteration=i, periods_per_year=opts.annualization, candidate=spec.candidate
         )
     rows = tuple(r + off for r in result.rows)

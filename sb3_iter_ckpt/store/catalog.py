@@ -24,7 +24,8 @@ from sb3_iter_ckpt.store.integrity import VerifyReport
 from sb3_iter_ckpt.store.trust import Trust
 
 if TYPE_CHECKING:
-    from sb3_iter_ckpt.forward import ForwardResult, StitchedForward
+    from sb3_iter_ckpt.forward.result import ForwardResult
+    from sb3_iter_ckpt.forward.stitching import StitchedForward
 
 #: Metrics the seed's script recorded, tried in order when no selection rule is recorded.
 LEGACY_MONITORS = ("mean_reward", "validation_performance", "combined_performance")
@@ -168,7 +169,7 @@ class Catalog:
         return report(results, cks, csv, members or None, names, problem)
 
     def stitched_forward(self) -> StitchedForward | None:
-        from sb3_iter_ckpt.forward import StitchedForward
+        from sb3_iter_ckpt.forward.stitching import StitchedForward
 
         storage = self.index.storage
         if not storage.exists(rec.FORWARD_RETURNS):

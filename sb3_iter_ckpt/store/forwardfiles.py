@@ -30,7 +30,7 @@ from sb3_iter_ckpt.store.integrity import Problem
 from sb3_iter_ckpt.store.storage import FileStat, Storage, sha256_bytes
 
 if TYPE_CHECKING:
-    from sb3_iter_ckpt.forward import ForwardResult
+    from sb3_iter_ckpt.forward.result import ForwardResult
 
 #: ``format`` of a forward result file's envelope; readers refuse any other.
 FORMAT = "sb3-iter-ckpt/forward-file"
@@ -72,7 +72,7 @@ def read(name: str, data: bytes, iteration: int, signer: Signer | None) -> tuple
     :raises RecordError: not such a file. :raises IntegrityError: the payload does not match its sha256.
     :raises SignatureError: a key is configured and the signature is missing or wrong.
     """
-    from sb3_iter_ckpt.forward import ForwardResult
+    from sb3_iter_ckpt.forward.result import ForwardResult
 
     raw = rec.loads(data, name)
     if not isinstance(raw, dict) or not _FIELDS <= set(raw) <= _FIELDS | {"signature", REPOSITORY_FIELD}:
@@ -223,7 +223,8 @@ def report(
     :param candidates_problem: why ``candidates`` could not be read; then, as when they do not cover the
         chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
     """
-    from sb3_iter_ckpt.forward import StitchedForward, forward_report
+    from sb3_iter_ckpt.forward.statistics import forward_report
+    from sb3_iter_ckpt.forward.stitching import StitchedForward
 
     if not results:
         return None, "no forward results: the run has no test part (walk-forward --test-size N)"

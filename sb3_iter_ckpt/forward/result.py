@@ -1,0 +1,168 @@
+"""The forward result of one iteration (:class:`ForwardResult`) and its JSON file format: written as strict
+JSON, read back with every field checked."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sb3_iter_ckpt.common import record
+from sb3_iter_ckpt.errors import RecordError
+
+#: ``format`` of a forward result's JSON; readers refuse any other.
+FORMAT = "sb3-iter-ckpt/forward"
+#: Layout version of that JSON; readers refuse newer ones.
+FORMAT_VERSION = 1
+_FIELDS = (
+    "format",
+    "version",
+    "iteration",
+    "candidate",
+    "test_start",
+    "test_stop",
+    "placeholder",
+    "rows",
+    "dates",
+    "returns",
+    "positions",
+    "equity",
+    "metrics",
+    "periods_per_year",
+)
+
+
+@dataclass(frozen=True)
+class ForwardResult:
+    """One iteration's model trading its test part: per-period returns, positions, equity and metrics.
+
+    :param iteration: the iteration (window) number.
+    :param candidate: the candidate's name, or None in a run without candidates.
+    :param test_start: first row of the test part (the first decision is taken there).
+    :param test_stop: one past the last row of the test part.
+    :param placeholder: True for an iteration without a model (it stayed flat).
+    :param rows: the row each return is dated on (``t + 1`` for the decision at ``t``).
+    :param dates: ISO timestamps of ``rows`` when the prices have a DatetimeIndex, else None.
+    :param returns: net return of every period (costs included).
+    :param positions: position held over every period (-1, 0 or 1).
+    :param equity: equity after every period, starting from 1.0 before the first.
+    :param metrics: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of ``returns`` with ``positions``.
+    :param periods_per_year: the annualization of ``metrics``.
+    """
+
+    iteration: int
+    candidate: str | None
+    test_start: int
+    test_stop: int
+    placeholder: bool
+    rows: tuple[int, ...]
+    dates: tuple[str, ...] | None
+    returns: tuple[float, ...]
+    positions: tuple[float, ...]
+    equity: tuple[float, ...]
+    metrics: dict[str, Any]
+    periods_per_year: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as plain JSON values, with ``format`` and ``version``."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "iteration": self.iteration,
+            "candidate": self.candidate,
+            "test_start": self.test_start,
+            "test_stop": self.test_stop,
+            "placeholder": self.placeholder,
+            "rows": list(self.rows),
+            "dates": None if self.dates is None else list(self.dates),
+            "returns": list(self.returns),
+            "positions": list(self.positions),
+            "equity": list(self.equity),
+            "metrics": dict(self.metrics),
+            "periods_per_year": self.periods_per_year,
+        }
+
+    def to_json_bytes(self) -> bytes:
+        """Strict JSON (sorted keys, floats as ``repr``, no NaN): the same bytes for the same result."""
+        return record.dumps(self.to_dict())
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes, what: str = "forward result") -> ForwardResult:
+        """Read :meth:`to_json_bytes`'s output back, checking every field.
+
+        :param data: the file's bytes.
+        :param what: how to name the file in error messages.
+        :raises RecordError: for anything that is not such a result (bad JSON, a missing, unknown or
+            wrongly typed field, inconsistent lengths, rows or equity).
+        """
+        return _parse_result(record.loads(data, what), what)
+
+
+# -- reading a result back ------------------------------------------------------------------------------------
+def _fail(what: str, message: str) -> RecordError:
+    return RecordError(f"{what}: {message}; delete it and run the forward evaluation again (it is deterministic)")
+
+
+def _int(raw: Mapping[str, Any], key: str, what: str) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(what, f"{key} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _numbers(raw: Mapping[str, Any], key: str, what: str) -> tuple[float, ...]:
+    values = raw[key]
+    if not isinstance(values, list) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
+    ):
+        raise _fail(what, f"{key} must be a list of finite numbers")
+    return tuple(float(v) for v in values)
+
+
+def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
+    ok = isinstance(metrics, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in metrics.values()
+    )
+    if not ok:
+        raise _fail(what, "metrics must be an object of numbers or nulls")
+    return dict(metrics)
+
+
+def _parse_result(raw: Any, what: str) -> ForwardResult:
+    if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
+        found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+        raise _fail(what, f"expected the fields {sorted(_FIELDS)}, found {found}")
+    if raw["format"] != FORMAT or raw["version"] != FORMAT_VERSION:
+        raise _fail(what, f"format {raw['format']!r} version {raw['version']!r} is not {FORMAT!r} {FORMAT_VERSION}")
+    iteration, start, stop = (_int(raw, k, what) for k in ("iteration", "test_start", "test_stop"))
+    candidate, placeholder, dates = raw["candidate"], raw["placeholder"], raw["dates"]
+    if candidate is not None and (not isinstance(candidate, str) or not candidate):
+        raise _fail(what, f"candidate must be a non-empty string or null, got {candidate!r}")
+    if not isinstance(placeholder, bool):
+        raise _fail(what, f"placeholder must be true or false, got {placeholder!r}")
+    rows = raw["rows"]
+    n = len(rows) if isinstance(rows, list) and all(type(r) is int for r in rows) else -1
+    if n < 0 or rows != list(range(start + 1, start + 1 + n)) or not start < stop or start + n > stop:
+        raise _fail(what, f"rows must be the consecutive rows after test_start {start} inside the test part")
+    if dates is not None and (
+        not isinstance(dates, list) or len(dates) != n or not all(isinstance(d, str) for d in dates)
+    ):
+        raise _fail(what, "dates must be null or one string per row")
+    returns, positions, equity = (_numbers(raw, k, what) for k in ("returns", "positions", "equity"))
+    if not len(returns) == len(positions) == len(equity) == n:
+        raise _fail(what, f"rows, returns, positions and equity must have the same length ({n})")
+    if not np.allclose(equity, np.cumprod(1.0 + np.asarray(returns)), rtol=1e-12, atol=0.0):
+        raise _fail(what, "equity is not the compounded returns")
+    if placeholder and any(returns + positions):
+        raise _fail(what, "a placeholder must be flat (zero returns and positions)")
+    ppy = raw["periods_per_year"]
+    if isinstance(ppy, bool) or not isinstance(ppy, (int, float)) or not ppy > 0:
+        raise _fail(what, f"periods_per_year must be a positive number, got {ppy!r}")
+    metrics = _check_metrics(raw["metrics"], what)
+    return ForwardResult(
+        iteration, candidate, start, stop, placeholder, tuple(rows), None if dates is None else tuple(dates),
+        returns, positions, equity, metrics, ppy,
+    )  # fmt: skip
