@@ -192,6 +192,8 @@ def signing_problems(
         return [
             Problem(None, MARKER, "not a marker of this key (damaged, or the repository is signed with another key)")
         ]
+    if present and signer.binding is not None and signer.binding.problem is not None:
+        return [Problem(None, MARKER, f"{signer.binding.problem}: no record can be checked against it")]
     if not present and carries:
         return [
             Problem(

@@ -185,11 +185,19 @@ class Trust:
         if present:
             if fingerprint != self.signer.fingerprint:
                 raise self.wrong_key()
+            binding = self.signer.binding
+            if binding is not None and binding.problem is not None:
+                raise SigningKeyError(f"{self.where}'s {MARKER} {binding.problem}; nothing is written to it")
+            if binding is None:
+                self._bind(index, replace=True)  # signed by an earlier version: bind what it holds now
             return
+        saved, self.signer.binding = self.signer.binding, None
         signed = [c for c in index.scan()[0].values() if "signature" in c.record]
-        if signed and not any(self.signer.verifies(c.record) for c in signed):
+        verifying = [c for c in signed if self.signer.verifies(c.record)]
+        self.signer.binding = saved
+        if signed and not verifying:
             raise SigningKeyError(
                 f"{self.where}'s signed records fail with this key (wrong signature key?) and its {MARKER} "
                 f"is missing; give the key that signed them: {HOW_TO_GIVE_KEY}"
             )
-        self.storage.write_atomic(MARKER, self.signer.marker())
+        self._bind(index, replace=False)
