@@ -25,7 +25,7 @@ def main() -> int:
     c.setup_torch()
 
     from sb3_iter_ckpt import CheckpointRepository
-    from sb3_iter_ckpt.store.snapshot import ModelSnapshot
+    from sb3_iter_ckpt.capture.snapshot import ModelSnapshot
 
     repeats = args.repeats or (3 if args.quick else 30)
     models = c.sample_models(args.quick)

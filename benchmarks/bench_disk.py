@@ -40,7 +40,7 @@ def main() -> int:
     from stable_baselines3 import PPO, SAC
 
     from sb3_iter_ckpt import CheckpointRepository
-    from sb3_iter_ckpt.store.snapshot import ModelSnapshot
+    from sb3_iter_ckpt.capture.snapshot import ModelSnapshot
     from sb3_iter_ckpt.store.storage import LocalStorage
 
     class HardLinkStorage(LocalStorage):

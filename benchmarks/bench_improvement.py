@@ -22,7 +22,7 @@ def main() -> int:
     c.header("2. Cost of one improvement", args)
     c.setup_torch()
 
-    from sb3_iter_ckpt.store.snapshot import ModelSnapshot
+    from sb3_iter_ckpt.capture.snapshot import ModelSnapshot
 
     repeats = args.repeats or (5 if args.quick else 200)
     steps = 64 if args.quick else 256

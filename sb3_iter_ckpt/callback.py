@@ -21,13 +21,13 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, sync_envs_normalization
 
+from sb3_iter_ckpt.capture.committer import Committer, PreparedCommit, WindowBest
+from sb3_iter_ckpt.capture.snapshot import ModelSnapshot, copy_replay_buffer
 from sb3_iter_ckpt.common.options import CommitOptions, EvaluationOptions
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration
-from sb3_iter_ckpt.store.committer import Committer, PreparedCommit, WindowBest
-from sb3_iter_ckpt.store.snapshot import ModelSnapshot, copy_replay_buffer
 
 if TYPE_CHECKING:
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm

@@ -109,7 +109,7 @@ class CheckpointRepository:
         self._index = RecordIndex(self.storage)
         self._trust = Trust(self.storage, self._signer, self.root)
         self._forwards = ForwardFiles(self.storage, self._signer, self.checkpoints_dir)
-        members = functools.partial(candidate_forwards, self)  # a run's candidates: the DSR's trials, PBO
+        members = functools.partial(candidate_members, self)  # a run's candidates: the DSR's trials, PBO
         self._catalog = Catalog(self._index, self._trust, self._forwards, self.checkpoints_dir, members)
         self._publisher = Publisher(self._catalog, self.checkpoints_dir)
         self._upkeep = Upkeep(self._catalog, BestFiles(self.storage, self._index), self.root)
@@ -123,6 +123,11 @@ class CheckpointRepository:
     def signing_key(self) -> bytes | None:
         """The signing key, to open this repository in another process (``window.RepositoryRef``)."""
         return self._signer.key if self._signer is not None else None
+
+    @property
+    def repository_id(self) -> str | None:
+        """The identity signed records here are bound to (``signing.json``); None when unsigned or not bound yet."""
+        return self._signer.binding.repository_id if self._signer is not None and self._signer.binding else None
 
     @property
     def checkpoints_dir(self) -> Path | RemoteRoot:
@@ -301,14 +306,9 @@ class CheckpointRepository:
         return self._forwards.has(check_iteration(iteration))
 
     def forward(self, iteration: int) -> ForwardResult:
-        """The forward result of ``iteration`` (its kept model trading its test part), checked first.
-
-        :raises CheckpointNotFound: the iteration has none (no test part, or its evaluation is pending).
-        """
-        i = check_iteration(iteration)
-        if not self._forwards.has(i):
-            return self._forwards.read(i)  # the not-found error, with its advice
-        return self._forwards.read(i, ck=self.get(i))
+        """The checked forward result of ``iteration`` (its kept model trading its test part); ``CheckpointNotFound``
+        without one (no test part, or its evaluation is pending)."""
+        return self._catalog.forward(check_iteration(iteration))
 
     def forwards(self) -> builtins.list[ForwardResult]:
         """The forward results of every committed iteration that has one, in iteration order."""
@@ -444,14 +444,9 @@ class CheckpointRepository:
 
     def table(self) -> Any:
         """One row per iteration with flattened metrics: a pandas DataFrame if pandas is installed."""
-        from sb3_iter_ckpt.stats.analysis import table_rows
+        from sb3_iter_ckpt.stats.analysis import table
 
-        rows = table_rows(self.list())
-        try:
-            import pandas as pd
-        except ImportError:
-            return rows
-        return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame(rows)
+        return table(self.list())
 
     # -- legacy folders -------------------------------------------------------------------------------
     def adopt(self) -> builtins.list[int]:
@@ -469,13 +464,14 @@ class CheckpointRepository:
             raise _commit_error(exc, f"the adopted records of {self.root}") from exc
 
 
+def candidate_members(repository: CheckpointRepository) -> dict[str, CheckpointRepository]:
+    """The candidates' repositories a run's root names (opened without sweeping: a read never removes
+    another writer's leftovers)."""
+    return {name: repository.candidate(name, sweep=False) for name in candidate_scores(repository.list())}
+
+
 def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[ForwardResult]]:
     """Candidate -> its forward results on the iterations ``repository`` (a run's root) holds: the DSR's
-    trials, PBO and the report's candidates chart; empty for a run without candidates."""
-    kept, out = set(repository.iterations()), {}
-    for name in candidate_scores(repository.list()):
-        try:
-            out[name] = [r for r in repository.candidate(name, sweep=False).forwards() if r.iteration in kept]
-        except CheckpointError as exc:  # say whose file it is: the root's verify does not see it
-            raise CheckpointError(f"candidate {name!r}, {CANDIDATES_DIR}/{name}/: {exc}; run verify there") from exc
-    return out
+    trials, PBO and the report's candidates chart; empty for a run without candidates. Each candidate
+    folder is checked first against what the root recorded of it (``CheckpointError`` naming it)."""
+    return repository._catalog.candidate_forwards()

@@ -345,12 +345,14 @@ class _EnsembleRun(_Run):
         return None  # the members train; the root only receives copies
 
     def close(self) -> WalkForwardResult:
-        from sb3_iter_ckpt.runner.ensemble import publish_choice
+        from sb3_iter_ckpt.runner.ensemble import check_choices, publish_choice
 
         runner = self.runner
         member_results = {name: run.close() for name, run in zip(runner.members, self.members, strict=True)}
         repos = {name: m.repository for name, m in runner.members.items()}
         rule = runner.options.selection
+        if any(w.iteration not in self.done for w in self.windows):
+            check_choices(runner.repository, repos)
         for window in self.windows:
             i = window.iteration
             if i in self.done:

@@ -64,7 +64,7 @@ PUBLIC_MODULES = {
     "errors.py",
     "py.typed",
 }
-FOLDERS = {"cli", "common", "envs", "forward", "report", "runner", "stats", "store"}
+FOLDERS = {"capture", "cli", "common", "envs", "forward", "report", "runner", "stats", "store"}
 
 MAX_FUNCTION_LINES = 60
 MAX_CLASS_LINES = 400

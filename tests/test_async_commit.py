@@ -16,7 +16,7 @@ import torch
 from stable_baselines3 import PPO, SAC
 
 from sb3_iter_ckpt import CheckpointRepository, CommitError, IterationCheckpointCallback
-from sb3_iter_ckpt.store.background import BackgroundJobs
+from sb3_iter_ckpt.capture.background import BackgroundJobs
 
 _VOLATILE = {"created_at", "versions"}
 
@@ -192,7 +192,7 @@ _CHILD = textwrap.dedent(
     import os, sys, time
     from stable_baselines3 import SAC
     from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
-    from sb3_iter_ckpt.store.snapshot import ModelSnapshot
+    from sb3_iter_ckpt.capture.snapshot import ModelSnapshot
 
     root, ready = sys.argv[1], sys.argv[2]
     real = ModelSnapshot.write

@@ -13,7 +13,7 @@ import torch
 from stable_baselines3 import DQN, PPO, SAC
 
 from sb3_iter_ckpt import CheckpointRepository, IterationCheckpointCallback
-from sb3_iter_ckpt.store.snapshot import ModelSnapshot, clone_state, copy_replay_buffer
+from sb3_iter_ckpt.capture.snapshot import ModelSnapshot, clone_state, copy_replay_buffer
 
 
 def _model(algo):

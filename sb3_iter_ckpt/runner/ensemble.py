@@ -8,7 +8,8 @@ selection score and commits iteration ``i`` of the root with:
 * a **copy** of its artifacts (read back hash-verified, written through the root's own crash-safe commit;
   never a link, so nothing written to one file can reach the other);
 * a record with the candidate's metrics, timesteps and fields, plus ``candidate``: its name, its score,
-  every candidate's score and where its record lies;
+  every candidate's score, where its record lies and ``members``: what ties the root to every candidate's
+  window (its model and forward hashes, its repository's identity; ``store.members``), signed with the root;
 * the candidate's forward result on the window's test part (the model is the same bytes: it is the one
   that trades the stitched curve).
 
@@ -29,12 +30,21 @@ from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.store.forwardfiles import model_sha256
+from sb3_iter_ckpt.store.members import check_members, member_entry
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.common.record import Checkpoint
     from sb3_iter_ckpt.repository import CheckpointRepository
 
-__all__ = ["publish_choice"]
+__all__ = ["check_choices", "publish_choice"]
+
+
+def check_choices(root: CheckpointRepository, members: Mapping[str, CheckpointRepository]) -> None:
+    """Before a run chooses again: every candidate folder still holds what the root recorded of it
+    (``CheckpointError`` naming the first that does not: replaced by another experiment's, or another
+    candidate's files copied over it), so that no choice is made, and signed, from foreign data."""
+    check_members({ck.iteration: ck for ck in root.list()}, members)
+
 
 # Set again by the root's own commit, or its own (the signature covers the root record).
 _OWN_FIELDS = frozenset(
@@ -71,21 +81,25 @@ def publish_choice(
             )
         scores = {name: ck.score(rule.monitor) if ck.has_model else None for name, ck in cks.items()}
         chosen = choose(scores, rule)
+        tie = {name: member_entry(repo, iteration) for name, repo in members.items()}
         if chosen is None:
-            _commit_placeholder(root, iteration, cks, scores, fingerprint)
+            _commit_placeholder(root, iteration, cks, scores, tie, fingerprint)
         else:
-            _commit_copy(root, iteration, chosen, members[chosen], cks[chosen], scores, fingerprint)
+            _commit_copy(root, iteration, chosen, members[chosen], cks[chosen], scores, tie, fingerprint)
     ck = root.get(iteration)
     _publish_forward(root, ck, members)
     return ck
 
 
-def _candidate_field(chosen: str | None, ck: Checkpoint | None, scores: Mapping[str, float | None]) -> dict[str, Any]:
+def _candidate_field(
+    chosen: str | None, ck: Checkpoint | None, scores: Mapping[str, float | None], tie: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
         "name": chosen,
         "score": scores.get(chosen) if chosen is not None else None,
         "scores": dict(scores),
         "record": None if ck is None else f"{CANDIDATES_DIR}/{chosen}/{CHECKPOINTS_DIR}/{ck.record_file}",
+        "members": dict(tie),
     }
 
 
@@ -102,10 +116,11 @@ def _commit_copy(
     member: CheckpointRepository,
     ck: Checkpoint,
     scores: Mapping[str, float | None],
+    tie: Mapping[str, Any],
     fingerprint: str,
 ) -> None:
     artifacts = {kind: member.read_artifact(iteration, kind) for kind in ck.artifacts}
-    extra = {**_fields(ck, fingerprint), "candidate": _candidate_field(chosen, ck, scores)}
+    extra = {**_fields(ck, fingerprint), "candidate": _candidate_field(chosen, ck, scores, tie)}
     root.commit(
         iteration,
         metrics=ck.metrics,
@@ -123,6 +138,7 @@ def _commit_placeholder(
     iteration: int,
     cks: Mapping[str, Checkpoint],
     scores: Mapping[str, float | None],
+    tie: Mapping[str, Any],
     fingerprint: str,
 ) -> None:
     first = next(iter(cks.values()))
@@ -131,7 +147,7 @@ def _commit_placeholder(
         iteration,
         metrics=first.metrics,
         reason=f"no candidate kept a model ({why})",
-        extra={**_fields(first, fingerprint), "candidate": _candidate_field(None, None, scores)},
+        extra={**_fields(first, fingerprint), "candidate": _candidate_field(None, None, scores, tie)},
         idempotent=True,
     )
 

@@ -329,3 +329,13 @@ def table_rows(checkpoints: Sequence[Checkpoint]) -> list[dict[str, Any]]:
             row[column(k)] = f.get(k)
         rows.append(to_jsonable(row))
     return rows
+
+
+def table(checkpoints: Sequence[Checkpoint]) -> Any:
+    """One row per iteration with flattened metrics: a pandas DataFrame if pandas is installed, else the rows."""
+    rows = table_rows(checkpoints)
+    try:
+        import pandas as pd
+    except ImportError:
+        return rows
+    return pd.DataFrame(rows).set_index("iteration") if rows else pd.DataFrame(rows)

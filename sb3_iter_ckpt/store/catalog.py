@@ -9,11 +9,11 @@ the trust and the forward files.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sb3_iter_ckpt.common import record as rec
-from sb3_iter_ckpt.common.candidates import candidate_scores
+from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR, candidate_scores
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, SignatureError
@@ -21,6 +21,7 @@ from sb3_iter_ckpt.store import integrity
 from sb3_iter_ckpt.store.forwardfiles import ForwardFiles, report
 from sb3_iter_ckpt.store.index import RecordIndex, not_found
 from sb3_iter_ckpt.store.integrity import VerifyReport
+from sb3_iter_ckpt.store.members import Member, check_members, member_problems
 from sb3_iter_ckpt.store.trust import Trust
 
 if TYPE_CHECKING:
@@ -38,8 +39,9 @@ class Catalog:
     :param trust: Its signing decisions.
     :param forwards: Its forward result files.
     :param where: The checkpoints folder, for messages.
-    :param candidates: Reads each candidate's forward results in a run with candidates (their DSR trials and
-        PBO); None: the chosen curve is the only trial.
+    :param members: Opens each candidate's repository in a run with candidates (their forward results are
+        the DSR's trials and PBO; each is checked against what the root recorded, ``store.members``); None:
+        the chosen curve is the only trial.
     """
 
     def __init__(
@@ -48,13 +50,13 @@ class Catalog:
         trust: Trust,
         forwards: ForwardFiles,
         where: object,
-        candidates: Callable[[], Mapping[str, Sequence[ForwardResult]]] | None = None,
+        members: Callable[[], Mapping[str, Member]] | None = None,
     ) -> None:
         self.index = index
         self.trust = trust
         self.forwards = forwards
         self.where = where
-        self.candidates = candidates
+        self.members = members
 
     def trusted(self) -> dict[int, Checkpoint]:
         """The readable records that count, by iteration (no warning)."""
@@ -138,7 +140,38 @@ class Catalog:
         problems += self.forwards.problems(good)
         problems += integrity.signing_problems(self.trust.read_marker(), signer, good)
         problems += integrity.best_problems(storage, self.trust.trusted(good))
+        problems += self._member_problems(self.trust.trusted(good))
         return integrity.report(problems, good)
+
+    def _member_problems(self, good: Mapping[int, Checkpoint]) -> list[integrity.Problem]:
+        """A run's candidate folders: each one's own problems, and any that does not match the root."""
+        if self.members is None or not candidate_scores(good.values()):
+            return []
+        try:
+            members = self.members()
+        except CheckpointError as exc:
+            return [integrity.Problem(None, CANDIDATES_DIR, f"the candidates cannot be opened: {exc}")]
+        problems = member_problems(good, members)
+        for name, member in members.items():
+            folder = f"{CANDIDATES_DIR}/{name}"
+            problems += [integrity.Problem(p.iteration, f"{folder}/{p.file}", p.message) for p in member.verify()]
+        return problems
+
+    def candidate_forwards(self) -> dict[str, list[ForwardResult]]:
+        """Candidate -> its forward results on the iterations the root holds (the DSR's trials, PBO, the
+        report's candidates chart), after checking each folder against the root; empty without candidates."""
+        good = self.trusted()
+        if self.members is None or not candidate_scores(good.values()):
+            return {}
+        members = self.members()
+        check_members(good, members)
+        out: dict[str, list[ForwardResult]] = {}
+        for name, member in members.items():
+            try:
+                out[name] = [r for r in member.forwards() if r.iteration in good]
+            except CheckpointError as exc:  # say whose file it is
+                raise CheckpointError(f"candidate {name!r}, {CANDIDATES_DIR}/{name}/: {exc}; run verify there") from exc
+        return out
 
     # -- forward (out-of-sample) results ------------------------------------------------------------
     def forward_results(self) -> list[ForwardResult]:
@@ -146,6 +179,12 @@ class Catalog:
         return [
             self.forwards.read(i, st, trusted[i]) for i, st in sorted(self.forwards.listing().items()) if i in trusted
         ]
+
+    def forward(self, iteration: int) -> ForwardResult:
+        """The checked forward result of ``iteration``, its model the record's."""
+        if not self.forwards.has(iteration):
+            return self.forwards.read(iteration)  # the not-found error, with its advice
+        return self.forwards.read(iteration, ck=self.get(iteration))
 
     def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
@@ -161,9 +200,9 @@ class Catalog:
         cks = {c.iteration: c for c in self.checkpoints()}
         names = list(candidate_scores(cks.values()))
         members, problem = None, None
-        if self.candidates is not None and names:
+        if self.members is not None and names:
             try:  # the candidates' data only adds the DSR's trials and PBO: without it the root's report stands
-                members = self.candidates()
+                members = self.candidate_forwards()
             except CheckpointError as exc:
                 problem = str(exc)
         return report(results, cks, csv, members or None, names, problem)

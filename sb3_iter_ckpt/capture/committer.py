@@ -3,7 +3,7 @@
 The callback (SB3 lifecycle) decides when an iteration ends and what it keeps (a
 :class:`PreparedCommit`); the committer does the rest: the repository commit, a ``save_failed``
 placeholder when that fails with ``on_error="warn"``, retention and summaries once the iteration is
-durable and, with ``async_commit``, the hand-off to a :class:`~sb3_iter_ckpt.store.background.BackgroundJobs`
+durable and, with ``async_commit``, the hand-off to a :class:`~sb3_iter_ckpt.capture.background.BackgroundJobs`
 thread whose results and errors surface in the training thread (``surface``, ``wait``).
 """
 
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sb3_iter_ckpt.capture.background import BackgroundJobs
+from sb3_iter_ckpt.capture.snapshot import ModelSnapshot
 from sb3_iter_ckpt.common.options import CommitOptions
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError
-from sb3_iter_ckpt.store.background import BackgroundJobs
-from sb3_iter_ckpt.store.snapshot import ModelSnapshot
 
 __all__ = ["Committer", "PreparedCommit", "WindowBest"]
 
