@@ -74,7 +74,10 @@ def test_a_damaged_candidate_forward_file_is_named_and_the_root_report_survives(
     data["forward"]["returns"][5] += 0.05  # an edit the file's sha256 catches
     path.write_text(json.dumps(data))
     repo = CheckpointRepository(root)
-    assert repo.verify() == []  # the root's own files are intact
+    # The root's own files are intact; its verify descends into candidates/ and names that one's file.
+    problems = repo.verify()
+    assert problems and all(p.file.startswith("candidates/a2c-s1/") for p in problems), problems
+    assert any(p.file == "candidates/a2c-s1/forward_iter_0.json" for p in problems)
     report, reason = repo.forward_status()
     assert report is not None, reason
     assert report["stitched"] == full["stitched"]
