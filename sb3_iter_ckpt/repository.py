@@ -22,8 +22,9 @@ from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.store import adoption, loading, pruning
 from sb3_iter_ckpt.store.bestfiles import BestFiles
 from sb3_iter_ckpt.store.catalog import LEGACY_MONITORS, Catalog
-from sb3_iter_ckpt.store.commits import Draft, Publisher, read_json_object, write_file
+from sb3_iter_ckpt.store.commits import Draft, Publisher, write_file
 from sb3_iter_ckpt.store.commits import commit_error as _commit_error
+from sb3_iter_ckpt.store.derived import read_json_object
 from sb3_iter_ckpt.store.forwardfiles import ForwardFiles
 from sb3_iter_ckpt.store.index import RecordIndex, attach, check_iteration
 from sb3_iter_ckpt.store.integrity import Problem, VerifyReport
@@ -55,6 +56,7 @@ __all__ = [
     "Signer",
     "VerifyReport",
     "candidate_forwards",
+    "checked_run_file",
     "versions",
 ]
 
@@ -468,6 +470,12 @@ def candidate_members(repository: CheckpointRepository) -> dict[str, CheckpointR
     """The candidates' repositories a run's root names (opened without sweeping: a read never removes
     another writer's leftovers)."""
     return {name: repository.candidate(name, sweep=False) for name in candidate_scores(repository.list())}
+
+
+def checked_run_file(repository: CheckpointRepository) -> tuple[dict[str, Any] | None, str | None]:
+    """``walk_forward.json`` and why it cannot be shown as the run's configuration (None: it can, being the
+    configuration the records' signed ``metadata.fingerprint`` hashes); ``(None, None)`` without one."""
+    return repository._catalog.run_file()
 
 
 def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[ForwardResult]]:

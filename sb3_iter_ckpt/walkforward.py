@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import hashlib
-import json
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sb3_iter_ckpt.common.candidates import Candidate, make_candidates
-from sb3_iter_ckpt.common.options import RunOptions
+from sb3_iter_ckpt.common.options import RunOptions, config_fingerprint
 from sb3_iter_ckpt.common.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.repository import CheckpointRepository
@@ -157,8 +155,7 @@ class WalkForwardRunner:
         return to_jsonable({**data, **self.options.to_config()})
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.config(), sort_keys=True, separators=(",", ":")).encode()
-        return hashlib.sha256(blob).hexdigest()
+        return config_fingerprint(self.config())
 
     def _check_resume(self) -> None:
         config, fp = self.config(), self.fingerprint()

@@ -9,6 +9,7 @@ loaded VecNormalize statistics checks the SB3 path and determinism.
 from __future__ import annotations
 
 import functools
+import dataclasses
 import json
 import math
 
@@ -234,7 +235,19 @@ def test_json_round_trip_is_exact_and_deterministic(prices):
     back = ForwardResult.from_json_bytes(data)
     assert back == r and back.to_json_bytes() == data
     raw = json.loads(data)
-    assert list(raw) == sorted(raw) and raw["format"] == "sb3-iter-ckpt/forward" and raw["version"] == 1
+    assert list(raw) == sorted(raw) and raw["format"] == "sb3-iter-ckpt/forward" and raw["version"] == 2
+    # buy-and-hold's return per period is signed with the result: the stitched CSV is derived from these
+    assert raw["asset_returns"] == [prices.iloc[t] / prices.iloc[t - 1] - 1 for t in r.rows]
+
+
+def test_a_version_1_result_an_earlier_version_wrote_reads_back_byte_for_byte(prices):
+    r = evaluate_forward(FixedActions([LONG, SHORT, FLAT]), prices, _window(prices), iteration=0, env_kwargs=ENV)
+    old = dataclasses.replace(r, asset_returns=None)
+    data = old.to_json_bytes()
+    raw = json.loads(data)
+    assert raw["version"] == 1 and "asset_returns" not in raw
+    back = ForwardResult.from_json_bytes(data)
+    assert back.asset_returns is None and back.to_json_bytes() == data
     assert b"NaN" not in data and repr(r.returns[0]).encode() in data  # floats written with repr
     p = placeholder_forward(prices, _window(prices), iteration=0)
     assert ForwardResult.from_json_bytes(p.to_json_bytes()) == p
@@ -248,7 +261,10 @@ def _mutations():
         ("missing field", lambda raw: raw.pop("rows")),
         ("unknown field", set_("extra", 1)),
         ("other format", set_("format", "sb3-iter-ckpt/record")),
-        ("newer version", set_("version", 2)),
+        ("newer version", set_("version", 3)),
+        ("version 2 without asset returns", lambda raw: raw.pop("asset_returns")),
+        ("version 1 with asset returns", set_("version", 1)),
+        ("asset return of -100 %", lambda raw: raw["asset_returns"].__setitem__(0, -1.0)),
         ("bool iteration", set_("iteration", True)),
         ("negative iteration", set_("iteration", -1)),
         ("string test_start", set_("test_start", "4")),

@@ -193,7 +193,8 @@ def test_the_end_of_a_run_stitches_forward_returns_and_reports_them_everywhere(p
     again = make_runner(prices, repo_root, **TEST).run()
     assert again.trained == [] and csv.stat().st_mtime_ns == stamp and again.forward == report
     csv.write_bytes(first_csv)  # a curve older than the forward results is not reported as theirs
-    assert repo.forward_report() is None and "does not match" in repo.forward_status()[1]
+    assert repo.forward_report() is None and "covers other periods" in repo.forward_status()[1]
+    assert "forward_returns.csv" in {p.file for p in repo.verify()}
     csv.unlink()
     assert repo.forward_report() is None and "forward_returns.csv is missing" in repo.forward_status()[1]
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -38,6 +40,13 @@ MakeModel = Callable[[Any, int], Any]
 #: the package keeps its code (a run that passed one of them keeps resuming).
 _INTERNAL_FOLDERS = ("common", "store", "runner", "stats")
 _SPLIT_MODULES = ("report", "cli", "forward")
+
+
+def config_fingerprint(config: Mapping[str, Any]) -> str:
+    """The sha256 of a run's configuration in canonical JSON: its records' ``metadata.fingerprint`` and the
+    ``fingerprint`` of ``walk_forward.json``, which a reader recomputes to check that file."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
 def stable_module(module: str) -> str:

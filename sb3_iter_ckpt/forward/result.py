@@ -15,9 +15,11 @@ from sb3_iter_ckpt.errors import RecordError
 
 #: ``format`` of a forward result's JSON; readers refuse any other.
 FORMAT = "sb3-iter-ckpt/forward"
-#: Layout version of that JSON; readers refuse newer ones.
-FORMAT_VERSION = 1
-_FIELDS = (
+#: Layout version of that JSON; readers refuse newer ones. Version 2 adds ``asset_returns`` (the asset's
+#: return over each period: buy-and-hold, so that the stitched curve is derived from signed files alone);
+#: version 1 files (an earlier version's) are read without it.
+FORMAT_VERSION = 2
+_FIELDS_V1 = (
     "format",
     "version",
     "iteration",
@@ -33,6 +35,7 @@ _FIELDS = (
     "metrics",
     "periods_per_year",
 )
+_FIELDS = (*_FIELDS_V1, "asset_returns")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class ForwardResult:
     :param equity: equity after every period, starting from 1.0 before the first.
     :param metrics: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of ``returns`` with ``positions``.
     :param periods_per_year: the annualization of ``metrics``.
+    :param asset_returns: the asset's own return over each period (``p[t] / p[t - 1] - 1`` for row ``t``):
+        buy-and-hold's; None only in a result read from a version-1 file.
     """
 
     iteration: int
@@ -65,12 +70,13 @@ class ForwardResult:
     equity: tuple[float, ...]
     metrics: dict[str, Any]
     periods_per_year: float
+    asset_returns: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values, with ``format`` and ``version``."""
-        return {
+        out = {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.asset_returns is not None else 1,
             "iteration": self.iteration,
             "candidate": self.candidate,
             "test_start": self.test_start,
@@ -84,6 +90,9 @@ class ForwardResult:
             "metrics": dict(self.metrics),
             "periods_per_year": self.periods_per_year,
         }
+        if self.asset_returns is not None:  # without: exactly the version-1 layout an earlier version wrote
+            out["asset_returns"] = list(self.asset_returns)
+        return out
 
     def to_json_bytes(self) -> bytes:
         """Strict JSON (sorted keys, floats as ``repr``, no NaN): the same bytes for the same result."""
@@ -132,11 +141,13 @@ def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
 
 
 def _parse_result(raw: Any, what: str) -> ForwardResult:
-    if not isinstance(raw, dict) or set(raw) != set(_FIELDS):
+    version = raw.get("version") if isinstance(raw, dict) else None
+    fields = _FIELDS_V1 if version == 1 else _FIELDS
+    if not isinstance(raw, dict) or set(raw) != set(fields):
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
-        raise _fail(what, f"expected the fields {sorted(_FIELDS)}, found {found}")
-    if raw["format"] != FORMAT or raw["version"] != FORMAT_VERSION:
-        raise _fail(what, f"format {raw['format']!r} version {raw['version']!r} is not {FORMAT!r} {FORMAT_VERSION}")
+        raise _fail(what, f"expected the fields {sorted(fields)}, found {found}")
+    if raw["format"] != FORMAT or version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+        raise _fail(what, f"format {raw['format']!r} version {version!r} is not {FORMAT!r} 1..{FORMAT_VERSION}")
     iteration, start, stop = (_int(raw, k, what) for k in ("iteration", "test_start", "test_stop"))
     candidate, placeholder, dates = raw["candidate"], raw["placeholder"], raw["dates"]
     if candidate is not None and (not isinstance(candidate, str) or not candidate):
@@ -162,7 +173,10 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
     if isinstance(ppy, bool) or not isinstance(ppy, (int, float)) or not ppy > 0:
         raise _fail(what, f"periods_per_year must be a positive number, got {ppy!r}")
     metrics = _check_metrics(raw["metrics"], what)
+    assets = _numbers(raw, "asset_returns", what) if version != 1 else None
+    if assets is not None and (len(assets) != n or any(a <= -1.0 for a in assets)):
+        raise _fail(what, f"asset_returns must be {n} returns above -1 (prices stay positive)")
     return ForwardResult(
         iteration, candidate, start, stop, placeholder, tuple(rows), None if dates is None else tuple(dates),
-        returns, positions, equity, metrics, ppy,
+        returns, positions, equity, metrics, ppy, assets,
     )  # fmt: skip

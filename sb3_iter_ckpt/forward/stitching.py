@@ -198,16 +198,56 @@ def stitch(results: Sequence[ForwardResult], prices: Any) -> StitchedForward:
                 "stitch it with the prices it was evaluated on"
             )
     rows = np.asarray([x for r in ordered for x in r.rows], dtype=np.int64)
+    return _join(ordered, tuple(float(x) for x in values[rows] / values[rows - 1] - 1.0), index is not None)
+
+
+def _join(ordered: Sequence[ForwardResult], assets: tuple[float, ...], dated: bool) -> StitchedForward:
     returns = np.asarray([x for r in ordered for x in r.returns], dtype=np.float64)
     return StitchedForward(
-        rows=tuple(int(x) for x in rows),
-        dates=None if index is None else tuple(d for r in ordered for d in (r.dates or ())),
+        rows=tuple(int(x) for r in ordered for x in r.rows),
+        dates=tuple(d for r in ordered for d in (r.dates or ())) if dated else None,
         iterations=tuple(r.iteration for r in ordered for _ in r.rows),
         candidates=tuple(r.candidate for r in ordered for _ in r.rows),
         placeholders=tuple(r.placeholder for r in ordered for _ in r.rows),
         positions=tuple(x for r in ordered for x in r.positions),
         returns=tuple(float(x) for x in returns),
         equity=tuple(float(x) for x in np.cumprod(1.0 + returns)),
-        asset_returns=tuple(float(x) for x in values[rows] / values[rows - 1] - 1.0),
-        periods_per_year=ppys.pop(),
+        asset_returns=assets,
+        periods_per_year=ordered[0].periods_per_year,
     )
+
+
+def restitch(results: Sequence[ForwardResult], written: StitchedForward | None = None) -> StitchedForward:
+    """The stitched curve recomputed from the forward results alone (no prices): what every reader shows.
+
+    The forward files are signed and ``forward_returns.csv`` is derived from them, so a reader recomputes
+    the curve and only compares the CSV (``verify`` reports a CSV that disagrees).
+
+    :param results: the committed forward results (any order).
+    :param written: the curve read from ``forward_returns.csv``: the asset's returns of periods traded by a
+        version-1 result (an earlier version's, which did not record them) are taken from it, unchecked.
+    :raises CheckpointError: as :func:`stitch`; also when a version-1 result's periods are not in ``written``,
+        or the results mix dated and undated rows.
+    """
+    if not results:
+        raise CheckpointError("no forward results to stitch; evaluate at least one window with a test part")
+    ordered = sorted(results, key=lambda r: r.test_start)
+    _check_tiling(ordered)
+    if len({r.periods_per_year for r in ordered}) != 1:
+        raise CheckpointError("the forward results use different periods_per_year; evaluate them alike")
+    dated = {r.dates is not None for r in ordered if r.rows}
+    if len(dated) > 1:
+        raise CheckpointError("some forward results have dates and others not; evaluate them on the same prices")
+    known = dict(zip(written.rows, written.asset_returns, strict=True)) if written is not None else {}
+    assets: list[float] = []
+    for r in ordered:
+        if r.asset_returns is not None:
+            assets += r.asset_returns
+        elif all(x in known for x in r.rows):
+            assets += [known[x] for x in r.rows]
+        else:
+            raise CheckpointError(
+                f"iteration {r.iteration}'s forward result is from an earlier version (no asset returns) and "
+                "forward_returns.csv does not cover its periods; run the walk-forward again to write it"
+            )
+    return _join(ordered, tuple(assets), dated == {True})

@@ -30,7 +30,7 @@ def _make_result(
     stop: int,
     placeholder: bool,
     rows: np.ndarray,
-    index: pd.DatetimeIndex | None,
+    prices: tuple[np.ndarray, pd.DatetimeIndex | None],
     returns: Sequence[float],
     positions: Sequence[float],
     periods_per_year: float,
@@ -39,6 +39,7 @@ def _make_result(
         raise CheckpointError(f"iteration must be an integer >= 0, got {iteration!r}")
     ppy = check_ppy(periods_per_year)
     r = np.asarray(returns, dtype=np.float64)
+    values, index = prices
     return ForwardResult(
         iteration=int(iteration),
         candidate=check_candidate(candidate),
@@ -52,6 +53,8 @@ def _make_result(
         equity=tuple(float(x) for x in np.cumprod(1.0 + r)),
         metrics=trading_metrics(r, positions=list(positions), periods_per_year=ppy),
         periods_per_year=ppy,
+        # buy-and-hold's return over each period, signed with the result (the stitched CSV is derived)
+        asset_returns=tuple(float(x) for x in values[rows] / values[rows - 1] - 1.0),
     )
 
 
@@ -162,7 +165,8 @@ def evaluate_forward(
         returns, positions = _trade(model, env, vecnormalize)
         if len(returns) != rows.size:  # the env and dated_rows disagree: a bug here, not the user's
             raise CheckpointError(f"forward evaluation made {len(returns)} steps for {rows.size} rows; report this")
-    return _make_result(iteration, candidate, start, stop, False, rows, index, returns, positions, periods_per_year)
+    prices_ = (values, index)
+    return _make_result(iteration, candidate, start, stop, False, rows, prices_, returns, positions, periods_per_year)
 
 
 def placeholder_forward(
@@ -188,4 +192,4 @@ def placeholder_forward(
     start, stop = check_test_part(window, len(values))
     rows = dated_rows(start, stop, len(values))
     zeros = [0.0] * rows.size
-    return _make_result(iteration, candidate, start, stop, True, rows, index, zeros, zeros, periods_per_year)
+    return _make_result(iteration, candidate, start, stop, True, rows, (values, index), zeros, zeros, periods_per_year)

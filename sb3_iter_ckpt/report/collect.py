@@ -25,7 +25,7 @@ from sb3_iter_ckpt.report.model import (
     forward_data,
     forward_metric,
 )
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards
+from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards, checked_run_file
 from sb3_iter_ckpt.retention import is_pruned
 
 #: The walk-forward runner's configuration file at the repository root.
@@ -48,9 +48,12 @@ def _verify(repo: CheckpointRepository) -> tuple[list[Problem], list[str]]:
 
 def _run_config(repo: CheckpointRepository, notes: list[str]) -> dict[str, Any] | None:
     try:
-        run = repo.read_metadata(RUN_FILE)
+        run, why = checked_run_file(repo)
     except (CheckpointError, OSError) as exc:
         notes.append(f"{RUN_FILE} could not be read ({exc}): the run's configuration is not shown")
+        return None
+    if why is not None:  # never shown under "verify: ok" unless it is the configuration the records carry
+        notes.append(f"{RUN_FILE} {why}: the run's configuration is not shown")
         return None
     if run is None:
         notes.append(

@@ -110,6 +110,11 @@ def _forward_curve_figure(curve: ForwardCurve) -> Any:
     return fig
 
 
+def _growth(end: float, start: float) -> float | None:
+    """A window's return from the equity it started and ended with; None from a ruined (0) account."""
+    return end / start - 1 if start > 0 else None
+
+
 def _windows_table(curve: ForwardCurve) -> str:
     """Per window: who traded it and how the curve and buy-and-hold ended it (the curve's no-JavaScript view)."""
     body = ""
@@ -119,8 +124,8 @@ def _windows_table(curve: ForwardCurve) -> str:
         body += (
             f"<tr><td>{w.iteration}</td><td>{_e(_traded_by(w))}</td>"
             f"<td>{_e(_when(curve.x[w.first]))} … {_e(_when(curve.x[w.last]))}</td><td>{w.last - w.first + 1}</td>"
-            f"<td>{_pct(curve.equity[w.last] / start - 1)}</td>"
-            f"<td>{_pct(curve.buy_and_hold[w.last] / bh_start - 1)}</td>"
+            f"<td>{_pct(_growth(curve.equity[w.last], start))}</td>"
+            f"<td>{_pct(_growth(curve.buy_and_hold[w.last], bh_start))}</td>"
             f"<td>{_num(curve.equity[w.last])}</td><td>{_pct(min(curve.drawdown[w.first : w.last + 1]))}</td></tr>"
         )
     head = "".join(

@@ -18,7 +18,8 @@ from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, CheckpointNotFound, SignatureError
 from sb3_iter_ckpt.store import integrity
-from sb3_iter_ckpt.store.forwardfiles import ForwardFiles, report
+from sb3_iter_ckpt.store.derived import RUN_FILE, read_json_object, run_file_problem
+from sb3_iter_ckpt.store.forwardfiles import ForwardFiles, csv_problem, report, stitched
 from sb3_iter_ckpt.store.index import RecordIndex, not_found
 from sb3_iter_ckpt.store.integrity import VerifyReport
 from sb3_iter_ckpt.store.members import Member, check_members, member_problems
@@ -141,7 +142,36 @@ class Catalog:
         problems += integrity.signing_problems(self.trust.read_marker(), signer, good)
         problems += integrity.best_problems(storage, self.trust.trusted(good))
         problems += self._member_problems(self.trust.trusted(good))
+        problems += self._derived_problems(self.trust.trusted(good))
         return integrity.report(problems, good)
+
+    def _derived_problems(self, good: Mapping[int, Checkpoint]) -> list[integrity.Problem]:
+        """The derived files that are not signed and disagree with what the signed files give."""
+        problems: list[integrity.Problem] = []
+        run, why = self.run_file(good)
+        if why is not None and run is not None:
+            problems.append(integrity.Problem(None, RUN_FILE, why))
+        storage = self.index.storage
+        if storage.exists(rec.FORWARD_RETURNS):
+            try:
+                results = self.forward_results()
+            except CheckpointError:
+                return problems  # the forward files' own problems are reported
+            why = csv_problem(results, storage.read_bytes(rec.FORWARD_RETURNS)) if results else "no forward results"
+            if why is not None:
+                problems.append(integrity.Problem(None, rec.FORWARD_RETURNS, why))
+        return problems
+
+    def run_file(self, good: Mapping[int, Checkpoint] | None = None) -> tuple[dict[str, Any] | None, str | None]:
+        """``walk_forward.json`` and, when it cannot be shown as the run's configuration, why (``None, None``:
+        there is none). ``good``: the records that count (default: the trusted ones)."""
+        try:
+            raw = read_json_object(self.index.storage, RUN_FILE)
+        except CheckpointError as exc:
+            return {}, f"cannot be read: {exc}"
+        if raw is None:
+            return None, None
+        return raw, run_file_problem(raw, self.trusted() if good is None else good)
 
     def _member_problems(self, good: Mapping[int, Checkpoint]) -> list[integrity.Problem]:
         """A run's candidate folders: each one's own problems, and any that does not match the root."""
@@ -208,11 +238,9 @@ class Catalog:
         return report(results, cks, csv, members or None, names, problem)
 
     def stitched_forward(self) -> StitchedForward | None:
-        from sb3_iter_ckpt.forward.stitching import StitchedForward
-
+        """The stitched curve recomputed from the signed forward results (None when the run wrote no
+        ``forward_returns.csv``: it did not finish)."""
         storage = self.index.storage
         if not storage.exists(rec.FORWARD_RETURNS):
             return None
-        results = self.forward_results()
-        ppy = results[0].periods_per_year if results else 252
-        return StitchedForward.from_csv_bytes(storage.read_bytes(rec.FORWARD_RETURNS), ppy, rec.FORWARD_RETURNS)
+        return stitched(self.forward_results(), storage.read_bytes(rec.FORWARD_RETURNS))

@@ -13,7 +13,7 @@ from typing import Any
 
 from sb3_iter_ckpt.common import record as rec
 from sb3_iter_ckpt.common.record import ArtifactInfo, Checkpoint
-from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError, RecordError
+from sb3_iter_ckpt.errors import CheckpointError, CheckpointExistsError, CommitError
 from sb3_iter_ckpt.store.catalog import Catalog
 from sb3_iter_ckpt.store.index import check_iteration
 from sb3_iter_ckpt.store.storage import Source, Staged, Storage, intent_name
@@ -37,16 +37,6 @@ def write_file(storage: Storage, name: str, data: bytes, where: object) -> None:
         storage.write_atomic(name, data)
     except OSError as exc:
         raise commit_error(exc, f"{name} in {where}") from exc
-
-
-def read_json_object(storage: Storage, name: str) -> dict[str, Any] | None:
-    """The JSON object ``name`` (a file at the root kept by a tool, e.g. ``walk_forward.json``), or None."""
-    if not storage.exists(name):
-        return None
-    data = rec.loads(storage.read_bytes(name), name)
-    if not isinstance(data, dict):
-        raise RecordError(f"{name} is not a JSON object")
-    return data
 
 
 @dataclass

@@ -31,6 +31,7 @@ from sb3_iter_ckpt.store.storage import FileStat, Storage, sha256_bytes
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.forward.result import ForwardResult
+    from sb3_iter_ckpt.forward.stitching import StitchedForward
 
 #: ``format`` of a forward result file's envelope; readers refuse any other.
 FORMAT = "sb3-iter-ckpt/forward-file"
@@ -224,23 +225,22 @@ def report(
         chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
     """
     from sb3_iter_ckpt.forward.statistics import forward_report
-    from sb3_iter_ckpt.forward.stitching import StitchedForward
 
     if not results:
         return None, "no forward results: the run has no test part (walk-forward --test-size N)"
     if csv is None:
         return None, f"{rec.FORWARD_RETURNS} is missing: the run did not finish; run the walk-forward again"
-    ordered = sorted(results, key=lambda r: r.test_start)
-    try:
-        curve = StitchedForward.from_csv_bytes(csv, ordered[0].periods_per_year, rec.FORWARD_RETURNS)
+    try:  # every number is recomputed from the signed forward files; the CSV only completes version-1 ones
+        curve = stitched(results, csv)
+        written = written_curve(results, csv)
     except CheckpointError as exc:
         return None, str(exc)
-    parts = (tuple(x for r in ordered for x in r.rows), tuple(x for r in ordered for x in r.returns))
-    if (curve.rows, curve.returns) != parts or curve.iterations != tuple(r.iteration for r in ordered for _ in r.rows):
+    if (written.rows, written.iterations) != (curve.rows, curve.iterations):
         return None, (
-            f"{rec.FORWARD_RETURNS} does not match the forward results (written before the last ones?); "
-            "run the walk-forward again to write it"
+            f"{rec.FORWARD_RETURNS} covers other periods than the forward results (written before some were added "
+            "or removed?); run the walk-forward again to write it"
         )
+    ordered = sorted(results, key=lambda r: r.test_start)
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
     kwargs: dict[str, Any] = {"selection_scores": scores, "selection_returns": returns, "stitched": curve}
@@ -256,6 +256,44 @@ def report(
     except CheckpointError as exc:
         return None, str(exc)
     return _without_candidates(report, max(len(candidate_names), len(candidates or {}), 1), candidates_problem), None
+
+
+def written_curve(results: Sequence[ForwardResult], csv: bytes) -> StitchedForward:
+    """``forward_returns.csv`` read back as it is (``RecordError`` when it is no such file)."""
+    from sb3_iter_ckpt.forward.stitching import StitchedForward
+
+    ppy = min(results, key=lambda r: r.test_start).periods_per_year if results else 252
+    return StitchedForward.from_csv_bytes(csv, ppy, rec.FORWARD_RETURNS)
+
+
+def stitched(results: Sequence[ForwardResult], csv: bytes | None) -> StitchedForward:
+    """The stitched curve every reader shows: recomputed from the (signed) forward results; the CSV's asset
+    returns are used only for the periods of version-1 results, which did not record them."""
+    from sb3_iter_ckpt.forward.stitching import restitch
+
+    written = None
+    if csv is not None and any(r.asset_returns is None for r in results):
+        written = written_curve(results, csv)
+    return restitch(results, written)
+
+
+def csv_problem(results: Sequence[ForwardResult], csv: bytes) -> str | None:
+    """Why ``forward_returns.csv`` disagrees with the forward results (None when it agrees): ``verify``."""
+    try:
+        written = written_curve(results, csv)
+        truth = stitched(results, csv)
+    except CheckpointError as exc:
+        return str(exc)
+    columns = ("rows", "dates", "iterations", "candidates", "placeholders", "positions", "returns", "asset_returns")
+    for column in columns:
+        a, b = getattr(written, column), getattr(truth, column)
+        if a != b:
+            k = next((k for k, (x, y) in enumerate(zip(a or (), b or (), strict=False)) if x != y), None)
+            at = f"first at line {k + 2}" if k is not None else f"{len(a or ())} lines, {len(b or ())} expected"
+            return f"its {column} column disagrees with the signed forward results ({at}): edited?"
+    if not all(abs(x - y) <= 1e-12 * max(1.0, abs(y)) for x, y in zip(written.equity, truth.equity, strict=True)):
+        return "its equity column disagrees with the compounded returns: edited?"
+    return None
 
 
 def _without_candidates(report: dict[str, Any], n_trials: int, problem: str) -> dict[str, Any]:
