@@ -110,6 +110,7 @@ def test_an_edited_walk_forward_json_is_not_shown_and_verify_names_it(run, tmp_p
     path = root / "walk_forward.json"
     run_file = json.loads(path.read_text())
     assert _repo(root).verify() == []
+
     def shown(repo):
         return " ".join(value for _, value in collect_report(repo).header)
 

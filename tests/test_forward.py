@@ -8,8 +8,8 @@ loaded VecNormalize statistics checks the SB3 path and determinism.
 
 from __future__ import annotations
 
-import functools
 import dataclasses
+import functools
 import json
 import math
 
