@@ -333,7 +333,8 @@ class CheckpointRepository:
         """Write the stitched forward curve (or its ``to_csv_bytes()``) as ``forward_returns.csv``, atomically."""
         self._trust.authorize_write(self._index)
         data = curve if isinstance(curve, bytes) else curve.to_csv_bytes()
-        write_file(self.storage, rec.FORWARD_RETURNS, data, self.root)
+        with self.storage.lock():
+            write_file(self.storage, rec.FORWARD_RETURNS, data, self.root)
 
     def forward_report(self) -> dict[str, Any] | None:
         """What ``sb3-iter-ckpt forward --json`` prints, or None without complete forward data."""

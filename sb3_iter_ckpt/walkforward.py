@@ -297,9 +297,10 @@ class _Run:
         result.skipped.sort()
         result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
         rule = runner.options.selection
-        stitched = self.stitch()
-        if result.trained or stitched:  # the workers refreshed as they went; once more sees every iteration
-            runner.repository.refresh(rule.monitor, rule.mode)
+        self.stitch()
+        # Once more over every iteration, also on a rerun with nothing to train: a derived file a crash left
+        # missing or stale is written again (an up-to-date one is left as it is).
+        runner.repository.refresh(rule.monitor, rule.mode)
         result.best = runner.repository.best(rule.monitor, rule.mode)
         if runner.splitter.test_size:
             result.forward, result.forward_reason = runner.repository.forward_status()

@@ -7,6 +7,7 @@ removes what a plan does not keep, in an order that leaves every moment consiste
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,6 +36,19 @@ def disk_usage(storage: Storage) -> int:
             seen.add(st.inode)
             total += st.size
     return total
+
+
+_TIMES = ("updated_at", "created_at")
+
+
+def _timeless(summary: Any) -> Any:
+    """A summary without the times of its writing (top level and ``metadata``)."""
+    if not isinstance(summary, dict):
+        return summary
+    out = {k: v for k, v in summary.items() if k not in _TIMES}
+    if isinstance(out.get("metadata"), dict):
+        out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in _TIMES}
+    return out
 
 
 class Upkeep:
@@ -71,17 +85,32 @@ class Upkeep:
 
     def write_training_summary(self, rule: SelectionRule) -> dict[str, Any]:
         self._authorize()
-        return self._write_training_summary(rule, self.best_files.found(), None)
+        with self.storage.lock():  # every writer of a derived file holds the repository lock
+            return self._write_training_summary(rule, self.best_files.found(), None)
 
     def _write_training_summary(
         self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
     ) -> dict[str, Any]:
         summary = self.training_summary(rule, found, pending)
-        write_file(self.storage, rec.TRAINING_SUMMARY, rec.dumps(summary), self.where)
+        self._write_if_changed(rec.TRAINING_SUMMARY, summary)
         return summary
+
+    def _write_if_changed(self, name: str, content: dict[str, Any]) -> None:
+        """Write a summary unless the file already says the same (its times aside): a rerun with nothing to
+        do leaves it as it is, and one after a crash or an edit brings it up to date."""
+        try:
+            old = rec.loads(self.storage.read_bytes(name), name)
+        except CheckpointError:
+            old = None  # missing or unreadable: written
+        if old is None or _timeless(old) != _timeless(json.loads(rec.dumps(content))):
+            write_file(self.storage, name, rec.dumps(content), self.where)
 
     def update_best(self, rule: SelectionRule) -> Checkpoint | None:
         self._authorize()
+        with self.storage.lock():
+            return self._update_best(rule)
+
+    def _update_best(self, rule: SelectionRule) -> Checkpoint | None:
         best = self.catalog.best(rule)
         found = self.best_files.found()
         todo = self.best_files.plan(best, found)
@@ -96,21 +125,26 @@ class Upkeep:
 
     def write_summary(self, rule: SelectionRule) -> dict[str, Any]:
         self._authorize()
+        with self.storage.lock():
+            return self._write_summary(rule)
+
+    def _write_summary(self, rule: SelectionRule) -> dict[str, Any]:
         try:
             old: bytes | None = self.storage.read_bytes(rec.CHECKPOINT_SUMMARY)
         except CheckpointError:
             old = None  # missing or unreadable: this write replaces it
         summary = summaries.checkpoint_summary(self.analyze(rule), summaries.created_at(old))
-        write_file(self.storage, rec.CHECKPOINT_SUMMARY, rec.dumps(summary), self.where)
+        self._write_if_changed(rec.CHECKPOINT_SUMMARY, summary)
         return summary
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
-        """The best copy with ``training_summary.json``, then ``checkpoint_summary.json``, under the lock."""
+        """The best copy with ``training_summary.json``, then ``checkpoint_summary.json``, under the lock;
+        each written only when missing or different from what the records give."""
         self._authorize()
         try:
             with self.trust.authorized(), self.storage.lock():  # the writes below need no second check
-                self.update_best(self.catalog.rule(monitor, mode))
-                self.write_summary(self.catalog.rule(monitor, mode))
+                self._update_best(self.catalog.rule(monitor, mode))
+                self._write_summary(self.catalog.rule(monitor, mode))
         except OSError as exc:
             raise commit_error(exc, f"the best model and summaries of {self.where}") from exc
 
