@@ -1,0 +1,292 @@
+"""The ``walk-forward`` command: its flags checked before any data is loaded, turned into the prices,
+the splitter and ``RunOptions``; the run; its lines (or JSON), the forward summary and the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sb3_iter_ckpt.cli.shared import (
+    EXIT_OK,
+    UsageError,
+    _check_url,
+    _ck_dict,
+    _emit_json,
+    _experiment_root,
+    _fmt,
+    _signing_key,
+    _storage_options,
+)
+from sb3_iter_ckpt.errors import CheckpointError
+
+
+def _walk_forward_monitors() -> set[str]:
+    """Every metric the built-in trading evaluator records (``window._evaluator``), as a monitor key."""
+    from sb3_iter_ckpt.stats.metrics import METRIC_KEYS
+
+    per_env = (*METRIC_KEYS, "mean_reward", "n_episodes")  # evaluate_trading adds the last two
+    keys = {"mean_reward"} | {f"combined.{k}" for k in METRIC_KEYS}
+    return keys | {f"{part}.{k}" for part in ("validation", "train") for k in per_env}
+
+
+def _check_walk_forward_args(args: argparse.Namespace) -> None:
+    """Refuse a bad argument before any data is loaded or any training time is spent."""
+    import importlib.util
+
+    from sb3_iter_ckpt.store.storage import is_url
+
+    if args.workers is not None and args.executor == "sequential":
+        raise UsageError("--workers needs --executor process or --executor ray")
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if args.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
+    algos = _algos(args)
+    if "ppo" in algos and args.n_steps < 2:
+        raise UsageError(f"--n-steps {args.n_steps}: PPO needs at least 2 (its minibatches need two samples)")
+    if args.monitor not in _walk_forward_monitors():
+        from sb3_iter_ckpt.stats.metrics import METRIC_KEYS
+
+        raise UsageError(
+            f"--monitor {args.monitor!r} is not a metric the walk-forward records; use mean_reward, or validation., "
+            f"train. or combined. followed by one of {', '.join(METRIC_KEYS)} (e.g. validation.sharpe)"
+        )
+    if args.test_size == 0 and args.test_gap:
+        raise UsageError(f"--test-gap {args.test_gap} needs a test part: give --test-size N (not 0)")
+    if args.date_format and not args.data:
+        raise UsageError("--date-format reads the dates of --data; the synthetic prices have no CSV to read")
+    if args.data and not Path(args.data).is_file():
+        raise UsageError(f"--data {args.data}: no such file; give a CSV with a date and a close column")
+    _storage_options(args)  # KEY=VALUE syntax
+    if is_url(args.results_dir):
+        _check_url(args.results_dir)
+    elif args.storage_option:
+        raise UsageError("--storage-option applies to URL results folders (s3://...), not to a local folder")
+    else:
+        for folder in (Path(args.results_dir), Path(args.results_dir) / str(args.experiment_id)):
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"{folder} is a file, not a folder; choose another --results-dir or --experiment-id")
+    from sb3_iter_ckpt.runner.algorithms import algorithm_class
+
+    try:
+        for algo in algos:
+            algorithm_class(algo)
+        _candidates(args)  # duplicate names (--algo ppo,ppo)
+    except CheckpointError as exc:
+        raise UsageError(f"--algo: {exc}") from None
+
+
+def _algos(args: argparse.Namespace) -> list[str]:
+    """The names in ``--algo`` (one, or several comma-separated), lower-cased as the registry knows them."""
+    algos = [a.strip() for a in str(args.algo).split(",")]
+    if any(not a for a in algos):
+        raise UsageError(f"--algo {args.algo!r}: an empty name; give e.g. ppo or ppo,a2c")
+    return [a.lower() if "." not in a else a for a in algos]
+
+
+def _algo_kwargs(algo: str, n_steps: int) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if algo.lower() in ("ppo", "a2c"):
+        kwargs["n_steps"] = n_steps
+    if algo.lower() == "ppo":
+        kwargs["batch_size"] = min(64, n_steps)
+    return kwargs
+
+
+def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
+    """The candidates of ``--algo a,b`` and ``--seeds N`` (none for one algorithm and one seed)."""
+    from sb3_iter_ckpt.common.candidates import make_candidates
+
+    algos = _algos(args)
+    if len(algos) == 1 and args.seeds == 1:
+        return ()
+    return make_candidates(algos, args.seeds, args.seed, lambda a: _algo_kwargs(a, args.n_steps))
+
+
+def _prices(args: argparse.Namespace) -> Any:
+    from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
+
+    if not args.data:
+        return synthetic_prices(args.n_prices, seed=args.data_seed)
+    try:
+        return load_prices_csv(
+            args.data, date_column=args.date_column, close_column=args.close_column, date_format=args.date_format
+        )
+    except ValueError as exc:
+        raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
+
+
+def _splitter(args: argparse.Namespace, n_prices: int) -> Any:
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+
+    splitter = WalkForwardSplitter(
+        train_size=args.train_size,
+        val_size=args.val_size,
+        step=args.step,
+        gap=args.gap,
+        mode=args.window_mode,
+        max_windows=args.iterations,
+        test_size=args.test_size,
+        test_gap=args.test_gap,
+    )
+    if splitter.n_windows(n_prices) == 0:
+        test = " + --test-gap + --test-size" if args.test_size else ""
+        raise UsageError(
+            f"no window fits in {n_prices} prices: --train-size + --gap + --val-size{test} = {splitter.min_length}; "
+            "use smaller windows" + ("" if args.data else " or a larger --n-prices")
+        )
+    return splitter
+
+
+def _run_options(args: argparse.Namespace) -> Any:
+    """The run's settings from the flags: every walk-forward flag that changes what is trained is read here."""
+    from sb3_iter_ckpt.common.options import RunOptions
+
+    algo = _algos(args)[0]
+    return RunOptions(
+        args.total_timesteps,
+        algo=args.algo if "," not in args.algo else algo,  # one algorithm: as given, as its fingerprint has it
+        algo_kwargs=_algo_kwargs(algo, args.n_steps),
+        candidates=_candidates(args),
+        seed=args.seed,
+        eval_freq=args.eval_freq,
+        monitor=args.monitor,
+        warm_start=args.warm_start,
+        torch_threads=args.threads or None,
+        test_size=args.test_size,
+        test_gap=args.test_gap,
+        # None: estimated from the dates of --data; the synthetic prices' dates are no calendar: 252
+        periods_per_year=args.periods_per_year or (None if args.data else 252),
+    )
+
+
+def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> None:
+    monitor = args.monitor
+    for ck in result.checkpoints:
+        window = ck.record.get("metadata", {}).get("window", {})
+        dates = f"{window.get('val_start_time', '')[:10]}..{window.get('val_end_time', '')[:10]}" if window else ""
+        # Every path under the root as the user gave it (not the resolved absolute model path).
+        model = ck.artifacts.get("model")
+        path = repo.checkpoints_dir / (model.file if model is not None else ck.record_file)
+        where = str(path) if ck.has_model else f"placeholder ({ck.reason}) {path}"
+        skipped = " (resumed)" if ck.iteration in result.skipped else ""
+        entry = ck.record.get("candidate")
+        chosen = (
+            f" [{entry.get('name') or 'none'} of {len(entry.get('scores') or {})}]" if isinstance(entry, dict) else ""
+        )
+        print(
+            f"  iteration {ck.iteration} val {dates}: {monitor}={_fmt(ck.score(monitor))}{chosen} -> {where}{skipped}"
+        )
+    shown = repo.root  # a Path or an s3:// URL, both join with /
+    if result.best is not None:
+        print(f"best: iteration {result.best.iteration} -> {shown / 'best_model.zip'}")
+    print(f"summaries: {shown / 'training_summary.json'}, {shown / 'checkpoint_summary.json'}")
+    if args.test_size:
+        _print_forward_summary(result.forward, result.forward_reason, shown)
+    _write_run_report(repo)
+    print(f"next: sb3-iter-ckpt list {shown}   |   sb3-iter-ckpt forward {shown}")
+
+
+def _write_run_report(repo: Any) -> None:
+    """The experiment's HTML report, written after every run; without the [report] extra, how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("plotly") is None:
+        print('report: not written (it needs plotly: pip install "sb3-iter-ckpt[report]")')
+        return
+    from sb3_iter_ckpt.report import collect_report, default_report_path, write_report
+
+    data = collect_report(repo)
+    out = write_report(data, default_report_path(repo))
+    verdict = f"; verify found {len(data.problems)} problem(s), shown in red" if data.problems else ""
+    print(f"report: {out} (open it in a browser{verdict})")
+
+
+def _print_forward_summary(report: dict[str, Any] | None, reason: str | None, shown: Any) -> None:
+    """The out-of-sample result in three lines: the stitched curve against buy-and-hold, and the DSR."""
+    if report is None:
+        print(f"forward: none ({reason})")
+        return
+    stitched, hold = report["stitched"], report["baseline"]["buy_and_hold"]
+    mine = stitched["metrics"]
+    span = f"{(stitched['first_date'] or '')[:10]}..{(stitched['last_date'] or '')[:10]}"
+    if not stitched["first_date"]:
+        span = f"rows {stitched['first_row']}..{stitched['last_row']}"
+    print(
+        f"forward (each kept model trading the unseen period after its window, {mine['n_periods']} periods {span}): "
+        f"sharpe={_fmt(mine['sharpe'])} total_return={_fmt(mine['total_return'])}"
+    )
+    print(
+        f"  buy-and-hold over the same periods: sharpe={_fmt(hold['sharpe'])} total_return={_fmt(hold['total_return'])}"
+    )
+    dsr = report["deflated_sharpe"]
+    dsr_text = _fmt(dsr) if dsr is not None else f"none ({report['deflated_sharpe_reason']})"
+    trials = report.get("n_trials") or 1
+    print(f"  deflated Sharpe ratio: {dsr_text} ({trials} trial(s)); curve: {shown / 'forward_returns.csv'}")
+    if trials > 1:
+        pbo = report.get("pbo")
+        pbo_text = _fmt(pbo["pbo"]) if pbo else f"none ({report.get('pbo_reason')})"
+        print(f"  probability of backtest overfitting (PBO, over the {trials} candidates): {pbo_text}")
+    print(f"  details: sb3-iter-ckpt forward {shown}")
+
+
+def _algo_line(options: Any) -> str:
+    if not options.candidates:
+        return str(options.algo).upper()
+    names = ", ".join(c.name for c in options.candidates)
+    return f"{len(options.candidates)} candidates per window ({names}), the best on validation chosen"
+
+
+def cmd_walk_forward(args: argparse.Namespace) -> int:
+    if args.test_size is None:  # the default: trade a period as long as the validation part
+        args.test_size = args.val_size
+    _check_walk_forward_args(args)
+    import torch
+
+    from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.runner.executors import make_executor
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    torch.set_num_threads(args.threads)
+    root = _experiment_root(args.results_dir, args.experiment_id)
+    logs = Path(tempfile.gettempdir()) / "sb3-iter-ckpt" / str(args.experiment_id) if isinstance(root, str) else root
+    os.environ.setdefault("SB3_LOGDIR", str(logs / "logs"))
+    prices = _prices(args)
+    splitter = _splitter(args, len(prices))
+    repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
+    options = _run_options(args)
+    executor = make_executor(args.executor, args.workers, address=args.ray_address, torch_threads=options.torch_threads)
+    runner = WalkForwardRunner(prices, splitter, repo, options=options, progress=not args.json, executor=executor)
+    source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
+    if not args.json:
+        test = f", test parts of {args.test_size}" if args.test_size else ""
+        print(
+            f"walk-forward on {source}: {len(runner.windows)} window(s){test}, {args.total_timesteps} timesteps each, "
+            f"{_algo_line(runner.options)}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
+            f"{runner.options.periods_per_year:g} periods a year, results in {root}"
+        )
+    try:
+        result = runner.run()
+    finally:
+        executor.close()
+    if not args.json:
+        _print_walk_forward(args, repo, result)
+        return EXIT_OK
+    best = None if result.best is None else _ck_dict(result.best)
+    checkpoints = [_ck_dict(c) for c in result.checkpoints]
+    _emit_json(
+        {
+            "root": str(root),
+            "trained": result.trained,
+            "skipped": result.skipped,
+            "best": best,
+            "checkpoints": checkpoints,
+            "forward": result.forward,
+            "forward_reason": result.forward_reason,
+        }
+    )
+    return EXIT_OK
