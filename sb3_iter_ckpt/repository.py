@@ -331,14 +331,11 @@ class CheckpointRepository:
 
     def write_forward_returns(self, curve: StitchedForward | bytes) -> None:
         """Write the stitched forward curve (or its ``to_csv_bytes()``) as ``forward_returns.csv``, atomically."""
-        self._trust.authorize_write(self._index)
-        data = curve if isinstance(curve, bytes) else curve.to_csv_bytes()
-        with self.storage.lock():
-            write_file(self.storage, rec.FORWARD_RETURNS, data, self.root)
+        self._upkeep.write_forward_returns(curve if isinstance(curve, bytes) else curve.to_csv_bytes())
 
     def forward_report(self) -> dict[str, Any] | None:
         """What ``sb3-iter-ckpt forward --json`` prints, or None without complete forward data."""
-        return self.forward_status()[0]
+        return self._catalog.forward_status()[0]
 
     def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``."""

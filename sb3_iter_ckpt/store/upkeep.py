@@ -105,6 +105,12 @@ class Upkeep:
         if old is None or _timeless(old) != _timeless(json.loads(rec.dumps(content))):
             write_file(self.storage, name, rec.dumps(content), self.where)
 
+    def write_forward_returns(self, data: bytes) -> None:
+        """``forward_returns.csv``, a derived file: written under the lock like the summaries."""
+        self._authorize()
+        with self.storage.lock():
+            write_file(self.storage, rec.FORWARD_RETURNS, data, self.where)
+
     def update_best(self, rule: SelectionRule) -> Checkpoint | None:
         self._authorize()
         with self.storage.lock():
