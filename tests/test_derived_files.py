@@ -126,3 +126,60 @@ def test_an_edited_walk_forward_json_is_not_shown_and_verify_names_it(run, tmp_p
     path.write_text(json.dumps(run_file))
     problems = _repo(root).verify()
     assert [p.file for p in problems] == ["walk_forward.json"] and "records" in problems[0].message
+
+
+def _rerun(root, prices, tiny_algo):
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    params = dict(algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, total_timesteps=128, **TEST)
+    return WalkForwardRunner(prices, repository=_repo(root), **params).run()
+
+
+@pytest.mark.parametrize("damage", ["deleted", "stale"])
+def test_a_rerun_with_nothing_to_train_rewrites_missing_or_stale_summaries(run, prices, tiny_algo, damage):
+    root, truth = run
+    summary = root / "checkpoint_summary.json"
+    good = json.loads(summary.read_text())
+    if damage == "deleted":
+        summary.unlink()
+        (root / "training_summary.json").unlink()
+    else:  # what a run killed right after forward_returns.csv appeared left
+        stale = dict(
+            good, analysis=dict(good["analysis"], forward=None, forward_reason="forward_returns.csv is missing")
+        )
+        summary.write_text(json.dumps(stale))
+    result = _rerun(root, prices, tiny_algo)
+    assert result.trained == []
+    again = json.loads(summary.read_text())
+    assert again["analysis"]["forward"] == good["analysis"]["forward"] and again["analysis"]["forward"] is not None
+    assert (root / "training_summary.json").is_file()
+    assert _repo(root).verify() == []
+
+
+def test_a_rerun_with_everything_up_to_date_rewrites_nothing(run, prices, tiny_algo):
+    root, _ = run
+    names = ("checkpoint_summary.json", "training_summary.json", "forward_returns.csv", "best_model.zip")
+    _rerun(root, prices, tiny_algo)  # the copy gave best_model.zip another inode: the summary records ours
+    before = {n: (root / n).stat().st_mtime_ns for n in names}
+    _rerun(root, prices, tiny_algo)
+    assert {n: (root / n).stat().st_mtime_ns for n in names} == before
+
+
+def test_the_summary_command_writes_under_the_repository_lock(run, mocker):
+    from sb3_iter_ckpt.cli import main
+    from sb3_iter_ckpt.store import upkeep
+
+    root, _ = run
+    (root / "checkpoint_summary.json").unlink()
+    locked = []
+    real = upkeep.write_file
+
+    def spy(storage, name, data, where):
+        locked.append((name, storage._lock is not None and storage._lock.is_locked))
+        return real(storage, name, data, where)
+
+    mocker.patch.object(upkeep, "write_file", spy)
+    mocker.patch.dict("os.environ", {SIGNING_KEY_ENV: KEY})
+    assert main(["summary", str(root)]) == 0
+    assert locked and all(ok for _, ok in locked), locked
+    assert ("checkpoint_summary.json", True) in locked

@@ -42,12 +42,15 @@ _TIMES = ("updated_at", "created_at")
 
 
 def _timeless(summary: Any) -> Any:
-    """A summary without the times of its writing (top level and ``metadata``)."""
+    """A summary without what changes with the moment of its writing: its times (top level and ``metadata``)
+    and the analysis's size on disk (which counts the summary itself and the report)."""
     if not isinstance(summary, dict):
         return summary
     out = {k: v for k, v in summary.items() if k not in _TIMES}
     if isinstance(out.get("metadata"), dict):
         out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in _TIMES}
+    if isinstance(out.get("analysis"), dict):
+        out["analysis"] = {k: v for k, v in out["analysis"].items() if k != "size_on_disk_bytes"}
     return out
 
 
