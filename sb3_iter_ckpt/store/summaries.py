@@ -6,7 +6,9 @@ hold, the analysis): the repository reads and writes the files.
 
 from __future__ import annotations
 
+import importlib.metadata
 import platform
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,20 +24,25 @@ _CK = rec.CHECKPOINTS_DIR
 
 
 def versions() -> dict[str, str]:
-    """Versions of the packages a checkpoint depends on, for the record."""
-    import gymnasium
-    import numpy
-    import stable_baselines3
-    import torch
-
+    """Versions of the packages a checkpoint depends on, for the record. Read from the installed
+    distributions, not by importing them: ``verify`` and ``list`` never import torch or SB3."""
     from sb3_iter_ckpt.common.version import __version__
+
+    def of(module: str, distribution: str) -> str:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(getattr(loaded, "__version__", None), str):
+            return str(loaded.__version__)
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
 
     return {
         "sb3_iter_ckpt": __version__,
-        "stable_baselines3": stable_baselines3.__version__,
-        "torch": torch.__version__,
-        "gymnasium": gymnasium.__version__,
-        "numpy": numpy.__version__,
+        "stable_baselines3": of("stable_baselines3", "stable-baselines3"),
+        "torch": of("torch", "torch"),
+        "gymnasium": of("gymnasium", "gymnasium"),
+        "numpy": of("numpy", "numpy"),
         "python": platform.python_version(),
     }
 
