@@ -20,7 +20,7 @@ import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "kill_harness.py"
+_PATH = Path(__file__).resolve().parents[2] / "tools" / "kill_harness.py"
 _spec = importlib.util.spec_from_file_location("kill_harness", _PATH)
 harness = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("kill_harness", harness)  # dataclasses look their module up there

@@ -24,7 +24,7 @@ from sb3_iter_ckpt.retention import KeepLastN
 from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEST = dict(splitter=WalkForwardSplitter(150, 60, test_size=60))
 
 
