@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
+from sb3_iter_ckpt.common.candidates import Candidate, candidate_scores, check_candidates, choose, make_candidates
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.forward import StitchedForward
-from sb3_iter_ckpt.common.candidates import Candidate, candidate_scores, check_candidates, choose, make_candidates
 from sb3_iter_ckpt.runner.ensemble import publish_choice
-from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.stats.overfitting import deflated_sharpe_ratio
 

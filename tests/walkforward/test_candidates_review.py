@@ -12,9 +12,9 @@ import shutil
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.common.candidates import Candidate
 from sb3_iter_ckpt.common.options import RunOptions
+from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
 PPO_KW = dict(n_steps=64, batch_size=64, n_epochs=1)

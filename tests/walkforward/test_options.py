@@ -9,12 +9,12 @@ import pickle
 
 import pytest
 
+from sb3_iter_ckpt.common.options import CommitOptions, EvaluationOptions, RunOptions
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.envs.trading import TradingEnv
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.runner.algorithms import algorithm_class
-from sb3_iter_ckpt.common.options import CommitOptions, EvaluationOptions, RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import WalkForwardRunner
 

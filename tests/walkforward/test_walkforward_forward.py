@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.forward import evaluate_forward
 from sb3_iter_ckpt.retention import KeepLastN
-from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
 ROOT = Path(__file__).resolve().parents[2]
