@@ -86,9 +86,10 @@ def tiny_algo():
     return dict(n_steps=64, batch_size=64, n_epochs=1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_runner(tiny_algo):
-    """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)``."""
+    """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)`` (a pure factory: session
+    fixtures that train a run once use it too)."""
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
