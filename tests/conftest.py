@@ -103,5 +103,31 @@ def make_runner(tiny_algo):
     return factory
 
 
+@pytest.fixture(scope="session")
+def candidates_run(tmp_path_factory, prices, tiny_algo):
+    """One real run with two candidates on three windows with test parts, trained once per session (it trains six
+    windows): ``(root, runner, result)``. PPO ``ppo-s0`` (seed 7) and A2C ``a2c-s1`` (seed 8); these seeds choose
+    each candidate at least once. Tests read it; a test that changes it works on a copy (``shutil.copytree``).
+    A test module that resumes a copy with its own runner states the same candidates: a difference is a
+    ``ConfigMismatchError``, not a silently different run."""
+    from sb3_iter_ckpt.common.candidates import Candidate
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    candidates = (
+        Candidate("ppo-s0", "ppo", 7, dict(n_steps=64, batch_size=64, n_epochs=1)),
+        Candidate("a2c-s1", "a2c", 8, dict(n_steps=16)),
+    )
+    root = tmp_path_factory.mktemp("candidates-run") / "exp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+        runner = WalkForwardRunner(
+            prices, WalkForwardSplitter(150, 60, test_size=60), root, 128,
+            algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=candidates,
+        )  # fmt: skip
+        result = runner.run()
+    return root, runner, result
+
+
 def pytest_report_header(config):
     return f"SB3_LOGDIR isolated per test; torch threads={torch.get_num_threads()}; cpus={os.cpu_count()}"
