@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import gymnasium as gym
 import pytest
 import torch
 
@@ -87,9 +86,10 @@ def tiny_algo():
     return dict(n_steps=64, batch_size=64, n_epochs=1)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_runner(tiny_algo):
-    """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)``."""
+    """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)`` (a pure factory: session
+    fixtures that train a run once use it too)."""
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
@@ -103,54 +103,31 @@ def make_runner(tiny_algo):
     return factory
 
 
-@pytest.fixture
-def eval_env():
-    env = gym.make("CartPole-v1")
-    env.reset(seed=123)
-    yield env
-    env.close()
+@pytest.fixture(scope="session")
+def candidates_run(tmp_path_factory, prices, tiny_algo):
+    """One real run with two candidates on three windows with test parts, trained once per session (it trains six
+    windows): ``(root, runner, result)``. PPO ``ppo-s0`` (seed 7) and A2C ``a2c-s1`` (seed 8); these seeds choose
+    each candidate at least once. Tests read it; a test that changes it works on a copy (``shutil.copytree``).
+    A test module that resumes a copy with its own runner states the same candidates: a difference is a
+    ``ConfigMismatchError``, not a silently different run."""
+    from sb3_iter_ckpt.common.candidates import Candidate
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+    from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+    candidates = (
+        Candidate("ppo-s0", "ppo", 7, dict(n_steps=64, batch_size=64, n_epochs=1)),
+        Candidate("a2c-s1", "a2c", 8, dict(n_steps=16)),
+    )
+    root = tmp_path_factory.mktemp("candidates-run") / "exp"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+        runner = WalkForwardRunner(
+            prices, WalkForwardSplitter(150, 60, test_size=60), root, 128,
+            algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=candidates,
+        )  # fmt: skip
+        result = runner.run()
+    return root, runner, result
 
 
 def pytest_report_header(config):
     return f"SB3_LOGDIR isolated per test; torch threads={torch.get_num_threads()}; cpus={os.cpu_count()}"
-
-
-#: Flags of the headless browser: CI runs as root (no sandbox), and nothing may reach the network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="session")
-def chromium():
-    """A real headless Chromium, Debian's ``chromium`` package driven by Playwright (never a downloaded one).
-
-    Missing browser or Playwright: a skip whose reason says how to install it; with ``CI=true`` a failure.
-    """
-    import shutil
-
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        sync_playwright = None
-    missing = None
-    if path is None:
-        missing = "no chromium browser: apt-get update && apt-get install -y chromium"
-    elif sync_playwright is None:
-        missing = 'no playwright: pip install -e ".[tests]" (the browser is the system\'s chromium)'
-    if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()

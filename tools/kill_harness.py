@@ -28,7 +28,7 @@ one-line markers on a pipe (``B i``/``E i`` around ``commit``, ``R``/``r`` aroun
 kill tell where it died. The markers come from a subclass of ``CheckpointRepository`` defined here:
 the package has no test hook.
 
-The same zygote also runs the concurrent-writer scenarios of ``tests/test_reliability_kill.py``.
+The same zygote also runs the concurrent-writer scenarios of ``tests/reliability/test_reliability_kill.py``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -100,20 +101,9 @@ def test_candidate_scores_ignores_malformed_fields():
 
 
 # -- a real run ---------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def two_candidate_run(tmp_path_factory, prices, tiny_algo):
-    """One real run with PPO and A2C candidates on three windows with test parts (shared: it trains six windows)."""
-    from sb3_iter_ckpt.walkforward import WalkForwardRunner
-
-    root = tmp_path_factory.mktemp("cands") / "exp"
-    runner = WalkForwardRunner(
-        prices, SPLIT, root, 128, algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=TWO
-    )
-    return root, runner, runner.run()
-
-
-def test_each_window_keeps_the_copy_of_the_candidate_with_the_best_selection_score(two_candidate_run):
-    root, runner, result = two_candidate_run
+def test_each_window_keeps_the_copy_of_the_candidate_with_the_best_selection_score(candidates_run):
+    root, runner, result = candidates_run  # the conftest's run: these candidates on SPLIT
+    assert runner.options.candidates == TWO and runner.splitter == SPLIT
     repo = CheckpointRepository(root)
     members = {c.name: CheckpointRepository(root / "candidates" / c.name) for c in TWO}
     assert result.trained == [0, 1, 2] and repo.iterations() == [0, 1, 2]
@@ -139,8 +129,8 @@ def test_each_window_keeps_the_copy_of_the_candidate_with_the_best_selection_sco
     assert repo.load_best() is not None
 
 
-def test_the_root_trades_with_the_chosen_model_and_the_statistics_use_every_candidate(two_candidate_run):
-    root, runner, result = two_candidate_run
+def test_the_root_trades_with_the_chosen_model_and_the_statistics_use_every_candidate(candidates_run):
+    root, runner, result = candidates_run
     repo = CheckpointRepository(root)
     members = {c.name: CheckpointRepository(root / "candidates" / c.name) for c in TWO}
     for f in repo.forwards():
@@ -173,8 +163,12 @@ def test_the_root_trades_with_the_chosen_model_and_the_statistics_use_every_cand
     assert [it["candidate"] for it in report["iterations"]] == [by_iteration[i] for i in (0, 1, 2)]
 
 
-def test_a_second_run_changes_nothing_and_a_lost_root_iteration_is_copied_again(two_candidate_run, tmp_path):
-    root, runner, _ = two_candidate_run
+def test_a_second_run_changes_nothing_and_a_lost_root_iteration_is_copied_again(
+    candidates_run, tmp_path, make_runner, prices
+):
+    root = tmp_path / "exp"
+    shutil.copytree(candidates_run[0], root)  # the shared run stays as trained
+    runner = _run(make_runner, prices, root, eval_freq=32)
     before = {p.name: p.read_bytes() for p in (root / "checkpoints").iterdir()}
     curve = (root / "forward_returns.csv").read_bytes()
     again = runner.run()
@@ -193,15 +187,16 @@ def test_a_second_run_changes_nothing_and_a_lost_root_iteration_is_copied_again(
     assert (root / "forward_returns.csv").read_bytes() == curve
 
 
-def test_adding_a_candidate_is_a_configuration_change(two_candidate_run, make_runner, prices):
-    root, _, _ = two_candidate_run
+def test_adding_a_candidate_is_a_configuration_change(candidates_run, make_runner, prices):
+    root, _, _ = candidates_run
     three = (*TWO, Candidate("ppo-s2", "ppo", 9, PPO_KW))
     with pytest.raises(ConfigMismatchError, match="candidates"):
         _run(make_runner, prices, root, candidates=three).run()
 
 
-def test_writing_to_the_roots_model_never_reaches_the_candidates_file(two_candidate_run):
-    root, _, _ = two_candidate_run
+def test_writing_to_the_roots_model_never_reaches_the_candidates_file(candidates_run):
+    # on the run itself, not a copy (a copy would separate linked files): the bytes are put back below
+    root, _, _ = candidates_run
     ck = CheckpointRepository(root).get(0)
     source = root / ck.record["candidate"]["record"].replace("metrics_iter_0.json", "model_iter_0.zip")
     kept = source.read_bytes()
@@ -258,15 +253,15 @@ def test_publish_choice_picks_by_mode_skips_placeholders_and_refuses_a_missing_w
 
 
 def test_a_process_pool_trains_the_candidates_in_workers_and_gives_the_same_result(
-    two_candidate_run, tmp_path, prices, tiny_algo
+    candidates_run, tmp_path, prices, tiny_algo, pool
 ):
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
-    root, _, _ = two_candidate_run
+    root, _, _ = candidates_run
     other = tmp_path / "pool"
     runner = WalkForwardRunner(
         prices, SPLIT, other, 128, algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=TWO,
-        executor="process", n_jobs=2,
+        executor=pool,
     )  # fmt: skip
     result = runner.run()
     assert result.trained == [0, 1, 2]

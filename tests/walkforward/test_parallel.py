@@ -1,7 +1,7 @@
 """Parallel walk-forward on a local process pool: same records as sequential, resume, warm-started chains.
 
-One pool of two ``spawn`` workers serves the whole module (a worker start costs seconds: torch and SB3
-are imported once per worker). Ray has its own module, ``test_parallel_ray.py``.
+The pool of two ``spawn`` workers is the folder's (``pool`` in this folder's conftest: a worker start costs
+seconds, torch and SB3 are imported once per worker). Ray has its own module, ``test_parallel_ray.py``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,6 @@ import pytest
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository
 from sb3_iter_ckpt.runner.executors import ProcessExecutor, make_executor
 from sb3_iter_ckpt.walkforward import run_many
-
-
-@pytest.fixture(scope="module")
-def pool():
-    executor = ProcessExecutor(2)
-    yield executor
-    executor.close()
 
 
 def _records(root):
@@ -50,11 +43,11 @@ def _best(root):
 
 
 def test_pool_gives_the_sequential_records_and_a_resume_trains_only_missing_windows(
-    prices, tmp_path, pool, make_runner
+    prices, tmp_path, pool, make_runner, sequential_run
 ):
     import os
 
-    seq = make_runner(prices, tmp_path / "seq").run()
+    seq_root, seq = sequential_run
     assert seq.trained == [0, 1, 2, 3]
 
     first = make_runner(prices, tmp_path / "par", executor=pool).run(max_iterations=2)
@@ -69,14 +62,14 @@ def test_pool_gives_the_sequential_records_and_a_resume_trains_only_missing_wind
         assert (ckdir / name).stat().st_mtime_ns == mtime, f"{name} was rewritten"
 
     # same seeds, same records: metrics, chosen snapshot, metadata (fingerprint included), model bytes
-    assert _records(tmp_path / "par") == _records(tmp_path / "seq")
-    assert _best(tmp_path / "par") == _best(tmp_path / "seq") == seq.best.iteration
+    assert _records(tmp_path / "par") == _records(seq_root)
+    assert _best(tmp_path / "par") == _best(seq_root) == seq.best.iteration
     assert CheckpointRepository(tmp_path / "par").verify() == []
     assert not [p.name for p in ckdir.iterdir() if ".tmp" in p.name], "leftover temporary files"
 
 
-def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, tmp_path, pool, make_runner):
-    make_runner(prices, tmp_path / "seq", warm_start=True).run(max_iterations=3)
+def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, tmp_path, pool, make_runner, warm_run):
+    seq_root, _ = warm_run
     chains = [make_runner(prices, tmp_path / f"chain{s}", warm_start=True, seed=s) for s in (7, 8)]
     results = run_many(chains, executor=pool, max_iterations=3, progress=False)
     for result in results:
@@ -84,8 +77,8 @@ def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, 
         models = [c.iteration for c in result.checkpoints if c.has_model]
         assert result.trained == [0, 1, 2]
         assert lineage == [None] + [max((m for m in models if m < i), default=None) for i in (1, 2)]
-    assert _records(tmp_path / "chain7") == _records(tmp_path / "seq")  # seed 7 is the sequential chain
-    assert _records(tmp_path / "chain8") != _records(tmp_path / "seq")
+    assert _records(tmp_path / "chain7") == _records(seq_root)  # seed 7 is the sequential chain
+    assert _records(tmp_path / "chain8") != _records(seq_root)
 
 
 def test_bad_parallel_configurations_are_refused_before_training(prices, tmp_path, pool, make_runner):

@@ -30,21 +30,16 @@ def _runner(prices, root, tiny_algo, **kw):
     return WalkForwardRunner(prices, SPLIT, root, 128, **params)
 
 
-@pytest.fixture(scope="module")
-def base_run(tmp_path_factory, prices, tiny_algo):
-    """One finished run with two candidates on three windows (these seeds choose each candidate once or more)."""
-    root = tmp_path_factory.mktemp("review") / "exp"
-    result = _runner(prices, root, tiny_algo).run()
-    assert result.forward is not None and result.forward["n_trials"] == 2
-    return root, result.forward
-
-
 @pytest.fixture
-def run_copy(base_run, tmp_path):
-    root, report = base_run
+def run_copy(candidates_run, tmp_path):
+    """A copy of the conftest's finished run with these two candidates on three windows (these seeds choose each
+    candidate once or more): ``(root, its forward report)``."""
+    root, runner, result = candidates_run
+    assert runner.options.candidates == TWO and runner.splitter == SPLIT
+    assert result.forward is not None and result.forward["n_trials"] == 2
     copy = tmp_path / "exp"
     shutil.copytree(root, copy)
-    return copy, report
+    return copy, result.forward
 
 
 def _chosen(root, i):

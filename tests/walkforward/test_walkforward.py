@@ -10,8 +10,8 @@ from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import RUN_FILE, run_walk_forward
 
 
-def test_every_window_committed_with_window_bounds_and_trading_metrics(prices, repo_root, make_runner):
-    result = make_runner(prices, repo_root).run()
+def test_every_window_committed_with_window_bounds_and_trading_metrics(sequential_run):
+    repo_root, result = sequential_run
     repo = CheckpointRepository(repo_root)
     assert result.trained == [0, 1, 2, 3] and result.skipped == []
     assert repo.iterations() == [0, 1, 2, 3]
@@ -71,8 +71,9 @@ def test_same_seeds_give_the_same_records(prices, tmp_path, tiny_algo):
     assert [c.timesteps for c in a.checkpoints] == [c.timesteps for c in b.checkpoints]
 
 
-def test_warm_start_records_lineage(prices, repo_root, make_runner):
-    result = make_runner(prices, repo_root, warm_start=True).run(max_iterations=3)
+def test_warm_start_records_lineage(warm_run):
+    _, result = warm_run
+    assert result.trained == [0, 1, 2]
     lineage = [c.record["metadata"]["lineage"]["warm_start_from"] for c in result.checkpoints]
     models = [c.iteration for c in result.checkpoints if c.has_model]
     assert lineage[0] is None

@@ -103,7 +103,7 @@ def test_two_processes_with_automatic_numbering_on_one_root(tmp_path):
     root.parent.mkdir(parents=True)
     script = tmp_path / "worker.py"
     script.write_text(_WORKER)
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(root), me, other], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE

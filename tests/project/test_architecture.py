@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "sb3_iter_ckpt"
 DEVELOPERS = ROOT / "DEVELOPERS.md"
 

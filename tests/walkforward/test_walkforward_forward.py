@@ -24,7 +24,7 @@ from sb3_iter_ckpt.forward import evaluate_forward
 from sb3_iter_ckpt.retention import KeepLastN
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEST = dict(splitter=WalkForwardSplitter(150, 60, test_size=60))
 
 
@@ -46,9 +46,19 @@ def _records(root) -> dict[str, dict]:
     return out
 
 
-def test_every_kept_model_trades_its_test_part_once(prices, repo_root, make_runner):
-    runner = make_runner(prices, repo_root, **TEST)
-    result = runner.run()
+@pytest.fixture(scope="module")
+def forward_run(tmp_path_factory, prices, make_runner):
+    """The default run with test parts (three windows), sequential, trained once: ``(root, runner, result)``. The
+    tests below only read it."""
+    root = tmp_path_factory.mktemp("forward") / "seq"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
+        runner = make_runner(prices, root, **TEST)
+        return root, runner, runner.run()
+
+
+def test_every_kept_model_trades_its_test_part_once(prices, forward_run):
+    repo_root, runner, result = forward_run
     repo = CheckpointRepository(repo_root)
     assert result.trained == [0, 1, 2] and repo.iterations() == [0, 1, 2]
     forwards = repo.forwards()
@@ -77,11 +87,12 @@ def test_the_forward_step_changes_no_record_nor_what_a_later_window_sees(prices,
     assert _records(tmp_path / "with") == _records(tmp_path / "without")
 
 
-def test_a_process_pool_gives_the_same_forward_bytes(prices, tmp_path, make_runner):
-    make_runner(prices, tmp_path / "seq", **TEST).run()
-    make_runner(prices, tmp_path / "pool", executor="process", n_jobs=2, **TEST).run()
-    assert _forward_bytes(tmp_path / "pool") == _forward_bytes(tmp_path / "seq")
-    assert len(_forward_bytes(tmp_path / "seq")) == 3
+def test_a_process_pool_gives_the_same_forward_bytes(prices, tmp_path, make_runner, forward_run, pool):
+    seq_root, _, _ = forward_run
+    result = make_runner(prices, tmp_path / "pool", executor=pool, **TEST).run()
+    assert {o["pid"] for o in result.outcomes.values()}.isdisjoint({os.getpid()}), "windows ran in the driver"
+    assert _forward_bytes(tmp_path / "pool") == _forward_bytes(seq_root)
+    assert len(_forward_bytes(seq_root)) == 3
 
 
 _KILLED_RUN = textwrap.dedent(
@@ -110,7 +121,9 @@ _KILLED_RUN = textwrap.dedent(
 )
 
 
-def test_a_run_killed_between_a_commit_and_its_forward_evaluation_completes_it_on_resume(prices, tmp_path, make_runner):
+def test_a_run_killed_between_a_commit_and_its_forward_evaluation_completes_it_on_resume(
+    prices, tmp_path, make_runner, forward_run
+):
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(killed)], env=env, capture_output=True, timeout=300)
@@ -120,8 +133,7 @@ def test_a_run_killed_between_a_commit_and_its_forward_evaluation_completes_it_o
     resumed = make_runner(prices, killed, **TEST).run()
     assert resumed.skipped == [0, 1] and resumed.trained == [2]
     assert [f.iteration for f in CheckpointRepository(killed).forwards()] == [0, 1, 2]
-    make_runner(prices, tmp_path / "whole", **TEST).run()
-    assert _forward_bytes(killed) == _forward_bytes(tmp_path / "whole")
+    assert _forward_bytes(killed) == _forward_bytes(forward_run[0])  # the same as a run never killed
     assert CheckpointRepository(killed).verify() == []
 
 
@@ -199,8 +211,8 @@ def test_the_end_of_a_run_stitches_forward_returns_and_reports_them_everywhere(p
     assert repo.forward_report() is None and "forward_returns.csv is missing" in repo.forward_status()[1]
 
 
-def test_a_run_without_test_parts_has_no_forward_data_and_says_why(prices, repo_root, make_runner):
-    result = make_runner(prices, repo_root).run(max_iterations=1)
+def test_a_run_without_test_parts_has_no_forward_data_and_says_why(sequential_run):
+    repo_root, result = sequential_run
     repo = CheckpointRepository(repo_root)
     assert result.forward is None and repo.forwards() == [] and not (repo_root / "forward_returns.csv").exists()
     summary = json.loads((repo_root / "checkpoint_summary.json").read_bytes())

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from sb3_iter_ckpt import CheckpointRepository
 
-_PATH = Path(__file__).resolve().parents[1] / "tools" / "kill_harness.py"
+_PATH = Path(__file__).resolve().parents[2] / "tools" / "kill_harness.py"
 _spec = importlib.util.spec_from_file_location("kill_harness", _PATH)
 harness = importlib.util.module_from_spec(_spec)
 sys.modules.setdefault("kill_harness", harness)  # dataclasses look their module up there
@@ -33,6 +34,14 @@ def zygote(tmp_path_factory):
     os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
     with harness.Zygote(stderr_path=tmp_path_factory.mktemp("zygote") / "workers.stderr") as z:
         yield z
+
+
+@pytest.fixture(scope="module")
+def walked(zygote, tmp_path_factory):
+    """A worker's finished walk (seed 0, one round: iterations 0..7), made once; tests damage copies of it."""
+    root = tmp_path_factory.mktemp("walked") / "repo"
+    assert zygote.reap(zygote.fork({"task": "walk", "root": str(root), "seed": 0, "rounds": 1})).done is not None
+    return root
 
 
 def _report(capsys, line: str) -> None:
@@ -61,11 +70,10 @@ def test_kill_at_any_instant_long(zygote, tmp_path, capsys):
     assert fig.problems == [], "\n".join(fig.problems[:20])
 
 
-def test_harness_notices_damage(zygote, tmp_path):
+def test_harness_notices_damage(walked, tmp_path):
     """The checker is not blind: a lost record, a leftover and a corrupt model are all reported."""
     root = tmp_path / "repo"
-    pid = zygote.fork({"task": "walk", "root": str(root), "seed": 0, "rounds": 1})
-    assert zygote.reap(pid).done is not None
+    shutil.copytree(walked, root)
     state = harness.RepoState()
     problems, nxt = harness.check_repository(root, state)
     assert problems == [] and nxt == 8
@@ -82,12 +90,12 @@ def test_harness_notices_damage(zygote, tmp_path):
     assert "model_iter_3.zip" in text
 
 
-def test_harness_accepts_only_a_pruned_record_as_changed(zygote, tmp_path):
+def test_harness_accepts_only_a_pruned_record_as_changed(walked, tmp_path):
     """A record marked ``pruned`` by retention is not "overwritten"; any other change still is."""
     from sb3_iter_ckpt.retention import KeepLastN
 
     root = tmp_path / "repo"
-    assert zygote.reap(zygote.fork({"task": "walk", "root": str(root), "seed": 0, "rounds": 1})).done is not None
+    shutil.copytree(walked, root)
     state = harness.RepoState()
     assert harness.check_repository(root, state)[0] == []
     CheckpointRepository(root).prune(KeepLastN(2))

@@ -724,19 +724,13 @@ def test_forward_curve_by_hand():
     ]
 
 
-def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(prices, tiny_algo, tmp_path, open_page):
-    """``walk-forward --algo ppo,a2c``'s repository: the page reads the candidates' forward results and scores
-    from the root's records and ``candidates/`` (nothing passed by hand), draws them and the CSCV histogram."""
-    from sb3_iter_ckpt.common.candidates import Candidate
-    from sb3_iter_ckpt.splitter import WalkForwardSplitter
-    from sb3_iter_ckpt.walkforward import WalkForwardRunner
-
-    cands = (Candidate("ppo-s0", "ppo", 7, tiny_algo), Candidate("a2c-s0", "a2c", 7, {"n_steps": 16}))
-    root = tmp_path / "results" / "ens"
-    runner = WalkForwardRunner(
-        prices, WalkForwardSplitter(150, 60, test_size=60), root, 128, eval_freq=32, progress=False, candidates=cands
-    )
-    result = runner.run()
+def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(candidates_run, tmp_path, open_page):
+    """``walk-forward --algo ppo,a2c``'s repository (the conftest's run, PPO and A2C): the page reads the
+    candidates' forward results and scores from the root's records and ``candidates/`` (nothing passed by hand),
+    draws them and the CSCV histogram."""
+    root, runner, result = candidates_run
+    cands = runner.options.candidates
+    assert sorted(c.algo for c in cands) == ["a2c", "ppo"]
     out = write_report(root, tmp_path / "report.html")
     opened = open_page(out)
     page = opened.page
@@ -751,7 +745,8 @@ def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(
         )
     chosen = [repo.get(i).record["candidate"]["name"] for i in repo.iterations()]
     assert by["chosen: traded the stitched curve"]["text"] == chosen
-    assert "ppo-s0" in page.inner_text("header") and "a2c-s0" in page.inner_text("header")
+    header = page.inner_text("header")
+    assert all(c.name in header for c in cands)
     pbo = result.forward["pbo"]
     assert f"{pbo['pbo']:.3f} over {pbo['n_combinations']} combinations" in page.inner_text("#numbers")
     assert page.locator("#chart-logits").count() == 1
