@@ -253,7 +253,7 @@ class CheckpointRepository:
 
     def verify_report(self) -> VerifyReport:
         """Check every record and artifact, and say what was checked how (hashed, opened only...)."""
-        return self._upkeep.verify_report(self.selection_rule())
+        return self._catalog.verify_report()
 
     # -- writing ---------------------------------------------------------------------------------
     def ensure_free(self, iterations: Sequence[int], overwrite: bool = False) -> None:

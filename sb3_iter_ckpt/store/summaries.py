@@ -71,11 +71,6 @@ def _best_info(
     return info
 
 
-#: What ``verify`` compares a summary with: one written by this layout (an earlier version wrote none) must
-#: say what the records give now; an earlier one is rewritten at the next refresh, not reported.
-SUMMARY_VERSION = 2
-
-
 def training_summary(
     cks: Sequence[Checkpoint],
     best: Checkpoint | None,
@@ -94,7 +89,6 @@ def training_summary(
     perf = performance_range(cks, rule.monitor)
     return {
         "schema_version": rec.SCHEMA_VERSION,
-        "summary_version": SUMMARY_VERSION,
         "updated_at": rec.utc_now(),
         "checkpoints_dir": _CK,
         "total_checkpoints": sum(c.has_model for c in cks),
@@ -129,7 +123,6 @@ def checkpoint_summary(analysis: dict[str, Any], created: str | None) -> dict[st
     now = rec.utc_now()
     return {
         "schema_version": rec.SCHEMA_VERSION,
-        "summary_version": SUMMARY_VERSION,
         "metadata": {
             "created_at": created if created is not None else now,
             "updated_at": now,

@@ -7,7 +7,6 @@ removes what a plan does not keep, in an order that leaves every moment consiste
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +21,6 @@ from sb3_iter_ckpt.store import pruning, summaries
 from sb3_iter_ckpt.store.bestfiles import BestFile, BestFiles
 from sb3_iter_ckpt.store.catalog import Catalog
 from sb3_iter_ckpt.store.commits import commit_error, write_file
-from sb3_iter_ckpt.store.integrity import Problem, VerifyReport
 from sb3_iter_ckpt.store.pruning import PruneResult
 from sb3_iter_ckpt.store.storage import Storage
 
@@ -43,12 +41,12 @@ def disk_usage(storage: Storage) -> int:
 _TIMES = ("updated_at", "created_at")
 
 
-def _timeless(summary: Any, *leave_out: str) -> Any:
+def _timeless(summary: Any) -> Any:
     """A summary without what changes with the moment of its writing: its times (top level and ``metadata``)
-    and the analysis's size on disk (which counts the summary itself and the report); and ``leave_out``."""
+    and the analysis's size on disk (which counts the summary itself and the report)."""
     if not isinstance(summary, dict):
         return summary
-    out = {k: v for k, v in summary.items() if k not in _TIMES and k not in leave_out}
+    out = {k: v for k, v in summary.items() if k not in _TIMES}
     if isinstance(out.get("metadata"), dict):
         out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in _TIMES}
     if isinstance(out.get("analysis"), dict):
@@ -109,41 +107,6 @@ class Upkeep:
             old = None  # missing or unreadable: written
         if old is None or _timeless(old) != _timeless(json.loads(rec.dumps(content))):
             write_file(self.storage, name, rec.dumps(content), self.where)
-
-    def verify_report(self, rule: SelectionRule) -> VerifyReport:
-        """The catalog's checks, and the summaries: each must say what the records give now (its times and
-        the size on disk aside); an edited or stale one is reported, and the next refresh rewrites it."""
-        report = self.catalog.verify_report()
-        problems = list(report.problems)
-        for name, content in self._summaries(rule):
-            if not self.storage.exists(name):
-                continue  # a run that did not finish, or another tool's folder: nothing claims anything
-            try:
-                old = rec.loads(self.storage.read_bytes(name), name)
-            except CheckpointError as exc:
-                problems.append(Problem(None, name, f"unreadable ({exc}); 'sb3-iter-ckpt summary' rewrites it"))
-                continue
-            if not isinstance(old, dict):
-                problems.append(Problem(None, name, "is not a JSON object; 'sb3-iter-ckpt summary' rewrites it"))
-                continue
-            if old.get("summary_version") != summaries.SUMMARY_VERSION:
-                continue  # an earlier version's: its fields differ; the next refresh rewrites it
-            # best_files records the copies' file identities (inode, mtime): a copied or restored folder
-            # changes them without changing what the summary says (verify checks the best model's claim)
-            if _timeless(old, "best_files") != _timeless(json.loads(rec.dumps(content)), "best_files"):
-                why = (
-                    "disagrees with the records (edited, or stale after a crash?); 'sb3-iter-ckpt summary' rewrites it"
-                )
-                problems.append(Problem(None, name, why))
-        return dataclasses.replace(report, problems=tuple(problems))
-
-    def _summaries(self, rule: SelectionRule) -> list[tuple[str, dict[str, Any]]]:
-        if not self.storage.exists(rec.CHECKPOINT_SUMMARY) and not self.storage.exists(rec.TRAINING_SUMMARY):
-            return []
-        return [
-            (rec.TRAINING_SUMMARY, self.training_summary(rule)),
-            (rec.CHECKPOINT_SUMMARY, summaries.checkpoint_summary(self.analyze(rule), None)),
-        ]
 
     def write_forward_returns(self, data: bytes) -> None:
         """``forward_returns.csv``, a derived file: written under the lock like the summaries."""

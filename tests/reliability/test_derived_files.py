@@ -183,34 +183,3 @@ def test_the_summary_command_writes_under_the_repository_lock(run, mocker):
     assert main(["summary", str(root)]) == 0
     assert locked and all(ok for _, ok in locked), locked
     assert ("checkpoint_summary.json", True) in locked
-
-
-@pytest.mark.parametrize("name", ["checkpoint_summary.json", "training_summary.json"])
-def test_an_edited_summary_is_reported_by_verify_and_the_summary_command_rewrites_it(run, name):
-    from sb3_iter_ckpt.cli import main
-
-    root, _ = run
-    path = root / name
-    body = json.loads(path.read_text())
-    if name == "checkpoint_summary.json":
-        body["analysis"]["forward"]["stitched"]["total_return"] = 9.99  # a better forward result than the truth
-    else:
-        body["best"]["iteration"] = 0
-    path.write_text(json.dumps(body))
-    assert name in {p.file for p in _repo(root).verify()}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(SIGNING_KEY_ENV, KEY)
-        assert main(["summary", str(root)]) == 0
-    assert name not in {p.file for p in _repo(root).verify()}
-
-
-def test_a_summary_of_an_earlier_version_is_not_reported_but_rewritten(run, prices, tiny_algo):
-    root, _ = run
-    path = root / "checkpoint_summary.json"
-    body = json.loads(path.read_text())
-    del body["summary_version"]
-    body["analysis"]["an_earlier_field"] = 1
-    path.write_text(json.dumps(body))
-    assert _repo(root).verify() == []
-    _rerun(root, prices, tiny_algo)
-    assert json.loads(path.read_text())["summary_version"] == 2
