@@ -14,7 +14,7 @@ from typing import Any
 from sb3_iter_ckpt.common import record as rec
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import SelectionRule
-from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.errors import CheckpointError, SigningKeyError
 from sb3_iter_ckpt.retention import RetentionPlan, RetentionPolicy, is_pruned, plan
 from sb3_iter_ckpt.stats import analysis
 from sb3_iter_ckpt.store import pruning, summaries
@@ -89,24 +89,39 @@ class Upkeep:
     def write_training_summary(self, rule: SelectionRule) -> dict[str, Any]:
         self._authorize()
         with self.storage.lock():  # every writer of a derived file holds the repository lock
-            return self._write_training_summary(rule, self.best_files.found(), None)
+            return self._write_training_summary(rule, self.best_files.found(), None, force=True)
 
     def _write_training_summary(
-        self, rule: SelectionRule, found: Mapping[str, BestFile], pending: Mapping[str, str] | None
+        self,
+        rule: SelectionRule,
+        found: Mapping[str, BestFile],
+        pending: Mapping[str, str] | None,
+        force: bool = False,
     ) -> dict[str, Any]:
         summary = self.training_summary(rule, found, pending)
-        self._write_if_changed(rec.TRAINING_SUMMARY, summary)
+        if force or self._differs(rec.TRAINING_SUMMARY, summary):
+            write_file(self.storage, rec.TRAINING_SUMMARY, rec.dumps(summary), self.where)
         return summary
 
-    def _write_if_changed(self, name: str, content: dict[str, Any]) -> None:
-        """Write a summary unless the file already says the same (its times aside): a rerun with nothing to
-        do leaves it as it is, and one after a crash or an edit brings it up to date."""
+    def _differs(self, name: str, content: dict[str, Any]) -> bool:
+        """Whether a summary file is missing, unreadable or says other than ``content`` (its times aside):
+        a refresh writes only then, so a rerun with nothing to do leaves it as it is, and one after a crash
+        or an edit brings it up to date."""
         try:
             old = rec.loads(self.storage.read_bytes(name), name)
         except CheckpointError:
-            old = None  # missing or unreadable: written
-        if old is None or _timeless(old) != _timeless(json.loads(rec.dumps(content))):
-            write_file(self.storage, name, rec.dumps(content), self.where)
+            return True
+        return bool(_timeless(old) != _timeless(json.loads(rec.dumps(content))))
+
+    def _stale(self, rule: SelectionRule) -> bool:
+        """Whether a refresh would write anything (the best copies, or either summary)."""
+        found = self.best_files.found()
+        if self.best_files.plan(self.catalog.best(rule), found):
+            return True
+        summary = summaries.checkpoint_summary(self.analyze(rule), None)
+        return self._differs(rec.TRAINING_SUMMARY, self.training_summary(rule, found, None)) or self._differs(
+            rec.CHECKPOINT_SUMMARY, summary
+        )
 
     def write_forward_returns(self, data: bytes) -> None:
         """``forward_returns.csv``, a derived file: written under the lock like the summaries."""
@@ -135,21 +150,27 @@ class Upkeep:
     def write_summary(self, rule: SelectionRule) -> dict[str, Any]:
         self._authorize()
         with self.storage.lock():
-            return self._write_summary(rule)
+            return self._write_summary(rule, force=True)
 
-    def _write_summary(self, rule: SelectionRule) -> dict[str, Any]:
+    def _write_summary(self, rule: SelectionRule, force: bool = False) -> dict[str, Any]:
         try:
             old: bytes | None = self.storage.read_bytes(rec.CHECKPOINT_SUMMARY)
         except CheckpointError:
             old = None  # missing or unreadable: this write replaces it
         summary = summaries.checkpoint_summary(self.analyze(rule), summaries.created_at(old))
-        self._write_if_changed(rec.CHECKPOINT_SUMMARY, summary)
+        if force or self._differs(rec.CHECKPOINT_SUMMARY, summary):
+            write_file(self.storage, rec.CHECKPOINT_SUMMARY, rec.dumps(summary), self.where)
         return summary
 
     def refresh(self, monitor: str | None = None, mode: str | None = None) -> None:
         """The best copy with ``training_summary.json``, then ``checkpoint_summary.json``, under the lock;
         each written only when missing or different from what the records give."""
-        self._authorize()
+        try:
+            self._authorize()
+        except SigningKeyError:
+            if not self._stale(self.catalog.rule(monitor, mode)):
+                return  # nothing to write: a rerun with nothing to do needs no key
+            raise
         try:
             with self.trust.authorized(), self.storage.lock():  # the writes below need no second check
                 self._update_best(self.catalog.rule(monitor, mode))
