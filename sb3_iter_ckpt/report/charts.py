@@ -1,5 +1,5 @@
 """What the sections' charts share: the colours, long series pre-binned, and a Plotly figure embedded in the page
-(its JSON escaped for ``<script>``, its values as a table when JavaScript is off)."""
+(its JSON escaped for ``<script>`` by ``json_for_script``, its values as a table when JavaScript is off)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sb3_iter_ckpt.report.markup import _e, _num
+from sb3_iter_ckpt.report.markup import _e, _num, json_for_script
 
 #: A line chart keeps at most this many points; longer series are pre-binned (min and max per bin).
 MAX_LINE_POINTS = 4000
@@ -68,8 +68,7 @@ def _fallback_table(fig: Mapping[str, Any]) -> str:
 def _chart(chart_id: str, fig: Any, fallback: str | None = None) -> str:
     """A Plotly figure drawn by the page's script; ``fallback`` (default: its values) when JavaScript is off."""
     spec = json.loads(fig.to_json())
-    payload = json.dumps({"data": spec["data"], "layout": spec["layout"]}, separators=(",", ":"))
-    payload = payload.replace("</", "<\\/")  # JSON inside <script>: "</script>" must not end it
+    payload = json_for_script({"data": spec["data"], "layout": spec["layout"]})
     return (
         f'<div class="chart" id="{chart_id}"></div>'
         f'<script type="application/json" class="figure" data-target="{chart_id}">{payload}</script>'
