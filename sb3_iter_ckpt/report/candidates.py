@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sb3_iter_ckpt.report.bundle import _plotly
-from sb3_iter_ckpt.report.charts import _PALETTE, _chart
+from sb3_iter_ckpt.report.charts import _PALETTE, _chart, _label
 from sb3_iter_ckpt.report.markup import _e, _missing_reason, _unavailable
 from sb3_iter_ckpt.report.model import ForwardData, ReportData, _finite, _forward_value, forward_metric
 
@@ -15,8 +15,8 @@ def _candidates_figure(data: ReportData, forward: ForwardData) -> Any:
     go = _plotly()
     metric = forward_metric(data.monitor)
     fig = go.Figure()
-    for k, (name, by_iteration) in enumerate(forward.candidates.items()):
-        color = _PALETTE[k % len(_PALETTE)]
+    for k, (candidate, by_iteration) in enumerate(forward.candidates.items()):
+        color, name = _PALETTE[k % len(_PALETTE)], _label(candidate)
         xs = sorted(by_iteration)
         fig.add_scatter(
             x=xs,
@@ -24,9 +24,9 @@ def _candidates_figure(data: ReportData, forward: ForwardData) -> Any:
             mode="lines+markers",
             name=f"{name}: forward {metric}",
             line={"color": color},
-            hovertemplate=f"{_e(name)}<br>iteration %{{x}}<br>forward %{{y:.4g}}<extra></extra>",
+            hovertemplate=f"{name}<br>iteration %{{x}}<br>forward %{{y:.4g}}<extra></extra>",
         )
-        selection = forward.candidate_selection.get(name)
+        selection = forward.candidate_selection.get(candidate)
         if selection:
             sx = sorted(selection)
             fig.add_scatter(
@@ -36,13 +36,13 @@ def _candidates_figure(data: ReportData, forward: ForwardData) -> Any:
                 name=f"{name}: selection score",
                 line={"color": color, "dash": "dot"},
                 marker={"symbol": "diamond-open"},
-                hovertemplate=f"{_e(name)}<br>iteration %{{x}}<br>selection %{{y:.4g}}<extra></extra>",
+                hovertemplate=f"{name}<br>iteration %{{x}}<br>selection %{{y:.4g}}<extra></extra>",
             )
     chosen = [it for it in (forward.report or {}).get("iterations") or [] if it.get("candidate") in forward.candidates]
     fig.add_scatter(
         x=[it["iteration"] for it in chosen],
         y=[_forward_value(it, metric) for it in chosen],
-        text=[str(it["candidate"]) for it in chosen],
+        text=[_label(it["candidate"]) for it in chosen],
         mode="markers",
         name="chosen: traded the stitched curve",
         marker={"size": 17, "color": "rgba(0,0,0,0)", "line": {"color": "#1d2430", "width": 2}},

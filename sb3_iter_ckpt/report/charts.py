@@ -1,13 +1,15 @@
-"""What the sections' charts share: the colours, long series pre-binned, and a Plotly figure embedded in the page
-(its JSON escaped for ``<script>``, its values as a table when JavaScript is off)."""
+"""What the sections' charts share: the colours, long series pre-binned, a user's string as a Plotly label (shown as
+text, never read as Plotly's markup), and a Plotly figure embedded in the page (its JSON escaped for ``<script>`` by
+``json_for_script``, its values as a table when JavaScript is off)."""
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sb3_iter_ckpt.report.markup import _e, _num
+from sb3_iter_ckpt.report.markup import _e, _num, json_for_script
 
 #: A line chart keeps at most this many points; longer series are pre-binned (min and max per bin).
 MAX_LINE_POINTS = 4000
@@ -51,12 +53,22 @@ def decimate_line(
     return [x[k] for k in kept], [y[k] for k in kept]
 
 
+def _label(text: Any) -> str:
+    """A user's string (a monitor, a candidate, a reason) for a Plotly name, text, title or hover template.
+
+    Plotly reads those as its own small HTML (``<br>``, ``<b>``, ``<a href>``, entities): with ``&``, ``<`` and
+    ``>`` escaped the string is shown as it is, never as markup (``"`` stays: Plotly does not decode ``&quot;``).
+    """
+    return html.escape(str(text), quote=False)
+
+
 def _fallback_table(fig: Mapping[str, Any]) -> str:
     """The values of a figure's traces as a table, shown instead of the chart when JavaScript is off."""
     traces = [t for t in fig.get("data", []) if isinstance(t.get("x"), list)]
     xs = sorted({x for t in traces for x in t["x"]})
     values = [dict(zip(t["x"], t.get("y") or [], strict=False)) for t in traces]
-    head = "".join(f"<th>{_e(t.get('name', ''))}</th>" for t in traces)
+    # a trace's name is Plotly's markup (``_label``): its entities decoded, it is the text the chart shows
+    head = "".join(f"<th>{_e(html.unescape(str(t.get('name', ''))))}</th>" for t in traces)
     body = "".join(
         f"<tr><td>{_e(x)}</td>" + "".join(f"<td>{_e(_num(v.get(x)))}</td>" for v in values) + "</tr>"
         for x in xs[:MAX_FALLBACK_ROWS]
@@ -68,8 +80,7 @@ def _fallback_table(fig: Mapping[str, Any]) -> str:
 def _chart(chart_id: str, fig: Any, fallback: str | None = None) -> str:
     """A Plotly figure drawn by the page's script; ``fallback`` (default: its values) when JavaScript is off."""
     spec = json.loads(fig.to_json())
-    payload = json.dumps({"data": spec["data"], "layout": spec["layout"]}, separators=(",", ":"))
-    payload = payload.replace("</", "<\\/")  # JSON inside <script>: "</script>" must not end it
+    payload = json_for_script({"data": spec["data"], "layout": spec["layout"]})
     return (
         f'<div class="chart" id="{chart_id}"></div>'
         f'<script type="application/json" class="figure" data-target="{chart_id}">{payload}</script>'

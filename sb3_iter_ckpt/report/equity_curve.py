@@ -4,10 +4,20 @@ labelled with who traded it; its no-JavaScript view is the per-window table."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sb3_iter_ckpt.report.bundle import _plotly
-from sb3_iter_ckpt.report.charts import _BENCHMARK, _FLAT, _LOSS, _STRATEGY, MAX_LINE_POINTS, _chart, _kept_indices
+from sb3_iter_ckpt.report.charts import (
+    _BENCHMARK,
+    _FLAT,
+    _LOSS,
+    _STRATEGY,
+    MAX_LINE_POINTS,
+    _chart,
+    _kept_indices,
+    _label,
+)
 from sb3_iter_ckpt.report.markup import _e, _missing_reason, _num, _pct, _unavailable, _when
 from sb3_iter_ckpt.report.model import ForwardCurve, ForwardWindow, ReportData
 
@@ -42,11 +52,17 @@ def _window_marks(curve: ForwardCurve, rotate: bool) -> tuple[list[dict[str, Any
         )  # fmt: skip
         labels.append(
             {"x": curve.x[(w.first + w.last) // 2], "y": 1.0, "xref": "x", "yref": "paper", "yanchor": "bottom",
-             "text": _e(_window_label(w)), "showarrow": False, "textangle": -90 if rotate else 0,
+             "text": _label(_window_label(w)), "showarrow": False, "textangle": -90 if rotate else 0,
              "font": {"size": 10 if rotate else 12, "color": _LOSS if w.placeholder else "#33404d"},
              "name": f"window {w.iteration}"}
         )  # fmt: skip
     return shapes, labels
+
+
+def _labelled(curve: ForwardCurve) -> ForwardCurve:
+    """The curve with its x as Plotly labels: dates that are not dates make a category axis, whose tick labels
+    Plotly reads as its markup too."""
+    return replace(curve, x=[_label(x) if isinstance(x, str) else x for x in curve.x])
 
 
 def _forward_curve_figure(curve: ForwardCurve) -> Any:
@@ -56,7 +72,7 @@ def _forward_curve_figure(curve: ForwardCurve) -> Any:
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.04)
     label = [""] * len(curve.x)
     for w in curve.windows:
-        label[w.first : w.last + 1] = [_window_label(w)] * (w.last - w.first + 1)
+        label[w.first : w.last + 1] = [_label(_window_label(w))] * (w.last - w.first + 1)
     for name, y, color, row in (
         ("forward equity (stitched test parts)", curve.equity, _STRATEGY, 1),
         ("buy-and-hold (same periods)", curve.buy_and_hold, _BENCHMARK, 1),
@@ -157,5 +173,5 @@ def _forward_curve_section(data: ReportData) -> str:
         f"test parts joined in time order ({len(curve.x):,} periods, {len(curve.windows)} windows, each labelled "
         "with the candidate that traded it; dotted lines mark where a window starts) against buy-and-hold and "
         f"flat over exactly the same periods. The drawdown of the forward equity is under it.</p>{flat}"
-        f"{_chart('chart-forward', _forward_curve_figure(curve), _windows_table(curve))}</section>"
+        f"{_chart('chart-forward', _forward_curve_figure(_labelled(curve)), _windows_table(curve))}</section>"
     )

@@ -10,7 +10,7 @@ import numpy as np
 
 from sb3_iter_ckpt.report.bundle import _plotly
 from sb3_iter_ckpt.report.candidates import _candidates_html
-from sb3_iter_ckpt.report.charts import _LOSS, _STRATEGY, _chart, decimate_line
+from sb3_iter_ckpt.report.charts import _LOSS, _STRATEGY, _chart, _label, decimate_line
 from sb3_iter_ckpt.report.markup import _e, _missing_reason, _num, _unavailable
 from sb3_iter_ckpt.report.model import ReportData, _finite, _forward_value, forward_metric
 
@@ -22,13 +22,14 @@ def _score_figure(data: ReportData) -> Any:
     # None where an iteration has no score, so the line breaks there instead of bridging a placeholder
     x, y = decimate_line([r.iteration for r in shown], [r.score for r in shown])
     pruned = {r.iteration for r in shown if r.status == "pruned"}
+    monitor = _label(data.monitor)
     fig.add_scatter(
         x=x,
         y=y,
         mode="lines+markers",
-        name=f"selection score ({data.monitor})",
+        name=f"selection score ({monitor})",
         marker={"symbol": ["circle-open" if i in pruned else "circle" for i in x], "size": 8},
-        hovertemplate="iteration %{x}<br>" + data.monitor + " %{y:.4g}<extra></extra>",
+        hovertemplate="iteration %{x}<br>" + monitor + " %{y:.4g}<extra></extra>",
     )
     for r in data.rows:
         if r.best and r.score is not None:
@@ -47,7 +48,7 @@ def _score_figure(data: ReportData) -> Any:
             y=[min(scores) if scores else 0.0] * len(holes),
             mode="markers",
             name="no model (placeholder or unreadable)",
-            text=[f"{r.status}: {r.reason}" for r in holes],
+            text=[_label(f"{r.status}: {r.reason}") for r in holes],
             marker={"symbol": "x", "size": 11, "color": "#d62728"},
             hovertemplate="iteration %{x}<br>%{text}<extra></extra>",
         )
@@ -56,7 +57,7 @@ def _score_figure(data: ReportData) -> Any:
         height=380,
         margin={"l": 60, "r": 20, "t": 30, "b": 50},
         xaxis={"title": {"text": "walk-forward iteration"}, "dtick": 1 if len(data.rows) <= 30 else None},
-        yaxis={"title": {"text": data.monitor}},
+        yaxis={"title": {"text": monitor}},
         legend={"orientation": "h", "y": -0.2},
     )
     return fig
@@ -66,12 +67,14 @@ def _selection_forward_figure(data: ReportData, report: Mapping[str, Any]) -> An
     go = _plotly()
     metric = forward_metric(data.monitor)
     its = list(report.get("iterations") or [])
-    text = [f"{it.get('candidate') or ''}{' placeholder (flat)' if it.get('placeholder') else ''}" for it in its]
+    text = [
+        _label(f"{it.get('candidate') or ''}{' placeholder (flat)' if it.get('placeholder') else ''}") for it in its
+    ]
     fig = go.Figure()
     fig.add_bar(
         x=[it["iteration"] for it in its],
         y=[_finite(it.get("selection_score")) for it in its],
-        name=f"selection score ({data.monitor}, validation)",
+        name=f"selection score ({_label(data.monitor)}, validation)",
         marker={"color": "#9467bd"},
         text=text,
         textposition="none",
