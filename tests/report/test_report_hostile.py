@@ -30,6 +30,7 @@ pytest.importorskip("plotly")
 pytestmark = pytest.mark.filterwarnings("ignore:1 unreadable record:UserWarning")  # verify reports it on the page
 
 from sb3_iter_ckpt import CheckpointRepository  # noqa: E402
+from sb3_iter_ckpt.common.options import config_fingerprint  # noqa: E402
 from sb3_iter_ckpt.forward import ForwardResult, StitchedForward  # noqa: E402
 from sb3_iter_ckpt.report import ForwardData, forward_data_from_results, plotly_bundle  # noqa: E402
 from sb3_iter_ckpt.report import write_report as _write_report  # noqa: E402
@@ -162,7 +163,8 @@ def repository(tmp_path_factory, sb3_zip) -> Hostile:
         "splitter": {hostile("split-key"): hostile("split-value")}, "seed": hostile("seed"),
         "total_timesteps": hostile("budget"),
     }  # fmt: skip
-    repo.write_metadata("walk_forward.json", {"config": config})
+    # shown only when it hashes to its fingerprint (and the records' signed one, when they carry one)
+    repo.write_metadata("walk_forward.json", {"config": config, "fingerprint": config_fingerprint(config)})
     # a record verify cannot read: its problem (and the table's row) quotes the iteration it records
     record = {"schema_version": 1, "iteration": hostile("iteration")}
     (root / "checkpoints" / f"metrics_iter_{UNREADABLE}.json").write_text(json.dumps(record))
@@ -262,7 +264,8 @@ def _structure(page: str) -> tuple[list[str], list[str]]:
 
 def _traded_by(source: str) -> list[str]:
     """Who traded each window of the stitched curve, as the page says it."""
-    who = [CSV_CANDIDATE] * ITERATIONS if source == "kept" else [CANDIDATES[i % 2] for i in range(ITERATIONS)]
+    # kept: the curve is recomputed from the forward files, so theirs, never the CSV's (which verify reports)
+    who = [FORWARD_CANDIDATE] * ITERATIONS if source == "kept" else [CANDIDATES[i % 2] for i in range(ITERATIONS)]
     return ["placeholder (flat)" if i == PLACEHOLDER else name for i, name in enumerate(who)]
 
 
@@ -329,8 +332,9 @@ def test_hostile_strings_break_nothing_and_show_as_text(repository, source, open
     assert header["versions"] == f"{hostile('package')} {hostile('version')}"
     named = CANDIDATES if source == "given" else (FORWARD_CANDIDATE,)
     assert header["candidates"].startswith(", ".join(named) + ":")
-    (problem,) = _texts(page, "#verify li")
-    assert repr(hostile("iteration")) in problem
+    problems = _texts(page, "#verify li")
+    (problem,) = [p for p in problems if repr(hostile("iteration")) in p]
+    assert any(p.startswith("forward_returns.csv") for p in problems), "the hostile CSV disagrees with the files"
 
     table = page.locator("#checkpoint-table")
     assert _texts(page, "#checkpoint-table thead th")[2] == MONITOR
@@ -350,7 +354,8 @@ def test_hostile_strings_break_nothing_and_show_as_text(repository, source, open
     traded = [t for t in _texts(page, "#forward-iterations tbody td:nth-child(2)") if t != "placeholder (flat)"]
     assert traded and set(traded) <= set(named)
     if source == "kept":
-        assert f"Periods {hostile('csv-date')} 11 … {hostile('csv-date')} {10 + PERIODS * ITERATIONS}." in numbers
+        assert f"Periods {hostile('date')} 11 … {hostile('date')} {10 + PERIODS * ITERATIONS}." in numbers
+        assert "csv-candidate" not in page.content() and "csv-date" not in page.content()
 
     # the charts' own text (Plotly's legends, titles, annotations) shows them too, never as its markup
     legend = _texts(page, "#chart-scores .legendtext")
@@ -379,7 +384,7 @@ def test_with_javascript_off_the_hostile_page_shows_its_tables(repository, sourc
     assert _texts(page, "#forward-curve table.windows tbody td:nth-child(2)") == _traded_by(source)
     if source == "kept":
         periods = _texts(page, "#forward-curve table.windows tbody td:nth-child(3)")[0]
-        assert periods == f"{hostile('csv-date')} 11 … {hostile('csv-date')} {10 + PERIODS}"
+        assert periods == f"{hostile('date')} 11 … {hostile('date')} {10 + PERIODS}"
     else:
         assert all(f"{name}: forward sharpe" in _texts(page, "#scores table.fallback thead th") for name in CANDIDATES)
     _untouched(opened)
