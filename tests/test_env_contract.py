@@ -256,3 +256,14 @@ def test_gym_anytrading_stocks_env_read_with_its_preset():
         history=HISTORY,
     )
     assert result.rows == tuple(range(51, 71)) and set(result.positions) == {1.0}
+
+
+def not_an_env(prices, seed):
+    return None
+
+
+def test_an_env_that_fails_its_reset_is_refused_on_one_line(prices, repo_root, make_runner):
+    runner = make_runner(prices, repo_root, make_env=not_an_env, **TEST)
+    with pytest.raises(EnvContractError, match="not_an_env failed its reset or step .* AttributeError") as info:
+        runner.run()
+    assert "\n" not in str(info.value) and _model_files(repo_root) == []

@@ -50,6 +50,9 @@ def _walk(spec: WindowSpec, env: Any, part: str, max_steps: int) -> int:
                 return n
     except EnvContractError as exc:
         raise EnvContractError(f"{_who(spec)} on the first window's {part}: {exc}") from None
+    except Exception as exc:  # the user's code (an object without reset/step included): one line
+        line = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise EnvContractError(f"{_who(spec)} failed its reset or step on the first window's {part}: {line}") from exc
     return max_steps + 1
 
 
