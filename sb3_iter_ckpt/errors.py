@@ -41,3 +41,7 @@ class CommitError(CheckpointError):
 
 class ConfigMismatchError(CheckpointError):
     """A resumed walk-forward run does not match the configuration that wrote the repository."""
+
+
+class EnvContractError(CheckpointError, ValueError):
+    """An environment does not report what the run reads from it (see ``sb3_iter_ckpt.envs.StepReader``)."""

@@ -30,6 +30,7 @@ from sb3_iter_ckpt.runner.executors import (
     forwarded_env,
     make_executor,
 )
+from sb3_iter_ckpt.runner.preflight import preflight
 from sb3_iter_ckpt.runner.window import RepositoryRef, WindowSpec
 from sb3_iter_ckpt.splitter import WalkForwardSplitter, Window
 
@@ -248,6 +249,8 @@ class _Run:
     def __init__(self, runner: WalkForwardRunner, max_iterations: int | None) -> None:
         if runner.options.make_model is None:
             algorithm_class(runner.options.algo)  # an unknown algorithm fails here, not in a worker
+        if runner.windows:  # the env contract and the algorithm's fit, before anything is written
+            preflight(runner._spec(runner.windows[0], "", None, True))
         runner._check_resume()
         self.runner = runner
         self.fingerprint = runner.fingerprint()

@@ -8,7 +8,7 @@
 * :class:`EvaluationOptions` and :class:`CommitOptions`: the callback's own settings (when and how it
   evaluates; how it commits), so that ``IterationCheckpointCallback`` checks none of them itself.
 
-Pure: it imports only ``selection``, ``candidates`` and ``errors``.
+Pure: it imports only ``selection``, ``candidates``, ``steps`` and ``errors``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any
 
 from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
+from sb3_iter_ckpt.common.steps import StepReader
 from sb3_iter_ckpt.errors import CheckpointError
 
 __all__ = ["ON_ERROR", "CommitOptions", "EvaluationOptions", "RunOptions"]
@@ -156,6 +157,12 @@ class RunOptions:
     :param test_size: Rows of each window's test (trade) part, given to the splitter (0: none, as before).
         With a test part, each committed iteration's kept model trades it once (``forward.evaluate_forward``).
     :param test_gap: Rows skipped between validation and test part (needs ``test_size``).
+    :param step_reader: How a step's return and position are read from the env's ``info``
+        (:class:`~sb3_iter_ckpt.common.steps.StepReader`; None: ``info["return"]`` and ``info["position"]``,
+        the built-in env's). Validation, train and forward scores all read it from the env that trained the model.
+    :param env_history: Rows of prices an env built on a segment needs before its first decision: the
+        validation segment and the test part's forward segment start this many rows early (None: the built-in
+        env's ``window_size``, ``env_kwargs["window_size"]`` or 10).
     :param candidates: Several models per window (:class:`~sb3_iter_ckpt.common.candidates.Candidate`: algorithm,
         seed, hyperparameters), each trained into ``candidates/<name>/``; per window the one with the best
         selection score is chosen and copied into the root (empty, the default: one model per window, the
@@ -185,6 +192,8 @@ class RunOptions:
     test_size: int = 0
     test_gap: int = 0
     candidates: tuple[Candidate, ...] = ()
+    step_reader: StepReader | None = None
+    env_history: int | None = None
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -199,6 +208,13 @@ class RunOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
                 raise CheckpointError(f"{name} must be an integer >= 0, got {value!r}")
+        history = self.env_history
+        if history is not None and (
+            isinstance(history, bool) or not isinstance(history, numbers.Integral) or history < 0
+        ):
+            raise CheckpointError(f"env_history must be an integer >= 0 or None, got {history!r}")
+        if self.step_reader is not None and not isinstance(self.step_reader, StepReader):
+            raise CheckpointError(f"step_reader must be a StepReader, got {type(self.step_reader).__name__}")
         if self.test_gap and not self.test_size:
             raise CheckpointError(f"test_gap={self.test_gap} needs a test part: set test_size > 0")
         candidates = check_candidates(self.candidates or ())
@@ -229,8 +245,16 @@ class RunOptions:
 
     @property
     def history(self) -> int:
-        """Prices of history the built-in env needs before a segment's first decision."""
+        """Prices of history an env needs before a segment's first decision (``env_history``, else the built-in
+        env's ``window_size``)."""
+        if self.env_history is not None:
+            return int(self.env_history)
         return int(self.env_kwargs.get("window_size", 10))
+
+    @property
+    def reader(self) -> StepReader:
+        """``step_reader``, or the default one."""
+        return StepReader() if self.step_reader is None else self.step_reader
 
     def for_candidate(self, candidate: Candidate) -> RunOptions:
         """The settings one candidate trains with: its algorithm, seed and hyperparameters (None: the run's).
@@ -264,4 +288,10 @@ class RunOptions:
             "periods_per_year": self.periods_per_year,
             # Only with candidates: a run without them keeps the fingerprint of every earlier version.
             **({"candidates": [c.to_dict() for c in self.candidates]} if self.candidates else {}),
+            # Only when they differ from the defaults, for the same reason.
+            **({"step_reader": self._reader_config()} if self.reader != StepReader() else {}),
+            **({"env_history": self.env_history} if self.env_history is not None else {}),
         }
+
+    def _reader_config(self) -> dict[str, Any]:
+        return {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}

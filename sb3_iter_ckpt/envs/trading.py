@@ -18,6 +18,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from sb3_iter_ckpt.common.steps import StepReader
+from sb3_iter_ckpt.envs.episode import episode_metrics, run_episode
 from sb3_iter_ckpt.stats.metrics import trading_metrics
 
 __all__ = ["TradingEnv", "evaluate_trading", "price_array"]
@@ -232,44 +234,6 @@ def _find_periods_per_year(env: Any, is_vec: bool) -> float:
         ) from None
 
 
-def _step_info(info: dict[str, Any]) -> tuple[float, float]:
-    try:
-        return float(info["return"]), float(info["position"])
-    except KeyError:
-        raise ValueError(
-            "evaluate_trading needs a TradingEnv (or an env whose step info has 'return' and 'position')"
-        ) from None
-
-
-def _episode(
-    model: Any, env: Any, is_vec: bool, deterministic: bool, seed: int | None
-) -> tuple[list[float], list[float], float]:
-    """One whole episode from a reset (seeded when ``seed`` is given): (step returns, positions, summed reward)."""
-    returns: list[float] = []
-    positions: list[float] = []
-    total_reward = 0.0
-    if is_vec:
-        if seed is not None:
-            env.seed(seed)
-        obs = env.reset()
-    else:
-        obs, _ = env.reset(seed=seed)
-    done = False
-    while not done:
-        action, _ = model.predict(obs, deterministic=deterministic)
-        if is_vec:
-            obs, rewards, dones, infos = env.step(action)
-            reward, info, done = float(rewards[0]), infos[0], bool(dones[0])
-        else:
-            obs, reward, terminated, truncated, info = env.step(action)
-            done = bool(terminated or truncated)
-        total_reward += float(reward)
-        r, p = _step_info(info)
-        returns.append(r)
-        positions.append(p)
-    return returns, positions, total_reward
-
-
 def evaluate_trading(
     model: Any,
     env: Any,
@@ -278,6 +242,7 @@ def evaluate_trading(
     periods_per_year: float | None = None,
     *,
     seed: int | None = None,
+    step_reader: StepReader | None = None,
 ) -> dict[str, float | None]:
     """Run ``model`` for whole episodes on a trading env and compute trading metrics.
 
@@ -292,6 +257,8 @@ def evaluate_trading(
     :param deterministic: passed to ``model.predict``.
     :param periods_per_year: annualisation factor; None reads it from the environment.
     :param seed: optional seed for the first reset (matters with ``random_start``).
+    :param step_reader: how a step's return and position are read from its info (default: ``"return"``
+        and ``"position"``, the built-in env's); any env that keeps the contract can be evaluated.
     :return: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of the concatenated step returns of all
         episodes (``n_trades`` summed per episode, since every episode starts flat), plus ``mean_reward``
         (mean over episodes of the summed rewards the env returned) and ``n_episodes``.
@@ -304,22 +271,8 @@ def evaluate_trading(
     if is_vec and env.num_envs != 1:
         raise ValueError(f"evaluate_trading needs a VecEnv with one environment, got {env.num_envs}")
     ppy = _find_periods_per_year(env, is_vec) if periods_per_year is None else periods_per_year
-
-    all_returns: list[float] = []
-    all_positions: list[float] = []
-    episode_rewards: list[float] = []
-    trades = 0
-    for episode in range(int(n_episodes)):
-        returns, positions, total_reward = _episode(
-            model, env, is_vec, deterministic, seed=seed if episode == 0 else None
-        )
-        episode_rewards.append(total_reward)
-        trades += int(np.count_nonzero(np.diff(np.concatenate(([0.0], positions)))))
-        all_returns.extend(returns)
-        all_positions.extend(positions)
-
-    result = trading_metrics(all_returns, positions=all_positions, periods_per_year=ppy)
-    result["n_trades"] = trades
-    result["mean_reward"] = float(np.mean(episode_rewards))
-    result["n_episodes"] = len(episode_rewards)
-    return result
+    episodes = [
+        run_episode(model, env, step_reader, deterministic=deterministic, seed=seed if episode == 0 else None)
+        for episode in range(int(n_episodes))
+    ]
+    return episode_metrics(episodes, ppy)

@@ -1,20 +1,24 @@
-"""Trading a part: a kept model trades its window's test part once, deterministically, on the built-in
-env (:func:`evaluate_forward`), or an iteration without a model stays flat (:func:`placeholder_forward`);
-either gives a :class:`~sb3_iter_ckpt.forward.result.ForwardResult`."""
+"""Trading a part: a kept model trades its window's test part once, deterministically, on the env it was
+trained on (the user's ``make_env``, else the built-in env; :func:`evaluate_forward`), or an iteration
+without a model stays flat (:func:`placeholder_forward`); either gives a
+:class:`~sb3_iter_ckpt.forward.result.ForwardResult`."""
 
 from __future__ import annotations
 
 import copy
 import inspect
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sb3_iter_ckpt.common.options import name_of
+from sb3_iter_ckpt.common.steps import StepReader
+from sb3_iter_ckpt.envs.episode import run_episode
 from sb3_iter_ckpt.envs.trading import TradingEnv
-from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.errors import CheckpointError, EnvContractError
 from sb3_iter_ckpt.forward.inputs import as_prices, check_candidate, check_ppy, check_test_part, dated_rows
 from sb3_iter_ckpt.forward.result import ForwardResult
 from sb3_iter_ckpt.splitter import Window
@@ -78,34 +82,74 @@ def _normalizer(vecnormalize: Any, venv: Any) -> Any:
     return vn
 
 
-def _trade(model: Any, env: TradingEnv, vecnormalize: Any) -> tuple[list[float], list[float]]:
+def _trade(model: Any, env: Any, vecnormalize: Any, reader: StepReader) -> tuple[list[float], list[float]]:
     """Run ``model`` deterministically over the whole env once; the net return and position of every step."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
+    if reader.position_key is None:
+        raise EnvContractError(
+            "a forward result records the env's position each step: give the StepReader a position_key"
+        )
     venv: Any = DummyVecEnv([lambda: env])
     if vecnormalize is not None:
         venv = _normalizer(vecnormalize, venv)
-    returns: list[float] = []
-    positions: list[float] = []
     try:
-        obs = venv.reset()
-        done = False
-        while not done:
-            try:
-                action, _ = model.predict(obs, deterministic=True)
-                action = np.asarray(action).reshape(1)
-            except ValueError as exc:
-                raise CheckpointError(
-                    f"the model cannot act on the forward env ({exc}); pass the env_kwargs it was trained with"
-                ) from exc
-            # The info of the last step is read before DummyVecEnv's automatic reset can matter.
-            obs, _, dones, infos = venv.step(action)
-            returns.append(float(infos[0]["return"]))
-            positions.append(float(infos[0]["position"]))
-            done = bool(dones[0])
+        episode = run_episode(model, venv, reader, deterministic=True)
+    except EnvContractError:
+        raise
+    except ValueError as exc:
+        raise CheckpointError(
+            f"the model cannot act on the forward env ({exc}); pass the env_kwargs it was trained with"
+        ) from exc
     finally:
         venv.close()
-    return returns, positions
+    return list(episode.returns), list(episode.positions or ())
+
+
+def _check_history(history: Any, start: int) -> int:
+    if isinstance(history, bool) or not isinstance(history, numbers.Integral) or int(history) < 0:
+        raise CheckpointError(f"history must be an integer >= 0, got {history!r}")
+    if start < int(history):
+        raise CheckpointError(
+            f"test part starts at row {start}, before the {history} rows of history its first observation "
+            "needs; put train and validation parts before it"
+        )
+    return int(history)
+
+
+def _env_builder(
+    prices: Any, values: np.ndarray, part: tuple[int, int], env_kwargs: Any, make_env: Any, history: Any, seed: int
+) -> tuple[int, Callable[[], Any]]:
+    """The rows of history before the test part, and how its env is built: the user's ``make_env`` on
+    ``prices[start - history : stop + 1]`` (in the type of ``prices``), else the built-in env."""
+    start, stop = part
+    if make_env is not None:
+        h = _check_history(
+            (env_kwargs or {}).get("window_size", _DEFAULT_WINDOW_SIZE) if history is None else history, start
+        )
+        lo, hi = start - h, stop + 1
+        return h, lambda: make_env(prices.iloc[lo:hi] if hasattr(prices, "iloc") else prices[lo:hi], seed)
+    kwargs = {**(env_kwargs or {}), "random_start": False, "max_steps": None}
+    raw_size = kwargs.get("window_size", _DEFAULT_WINDOW_SIZE)
+    if isinstance(raw_size, bool) or not isinstance(raw_size, numbers.Integral) or int(raw_size) < 1:
+        raise CheckpointError(f"env_kwargs window_size must be an integer >= 1, got {raw_size!r}")
+    h = _check_history(int(raw_size), start)
+
+    def build() -> Any:
+        try:
+            return TradingEnv(values[start - h : stop + 1], **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"cannot build the forward TradingEnv from env_kwargs: {exc}") from exc
+
+    return h, build
+
+
+def _steps_error(make_env: Any, steps: int, part: tuple[int, int], rows: int, history: int) -> EnvContractError:
+    who = "the built-in TradingEnv" if make_env is None else f"the env of make_env {name_of(make_env)}"
+    return EnvContractError(
+        f"{who} took {steps} steps over test part {part[0]}..{part[1]}, which has {rows} dated rows "
+        f"(one step per row after {history} rows of history); its returns cannot be dated"
+    )
 
 
 def evaluate_forward(
@@ -118,11 +162,17 @@ def evaluate_forward(
     env_kwargs: Mapping[str, Any] | None = None,
     vecnormalize: Any = None,
     periods_per_year: float = 252,
+    make_env: Any = None,
+    step_reader: StepReader | None = None,
+    history: int | None = None,
+    seed: int = 0,
 ) -> ForwardResult:
-    """Trade ``window``'s test part once with ``model``, deterministically, on the built-in ``TradingEnv``.
+    """Trade ``window``'s test part once with ``model``, deterministically, on the env it was trained on.
 
-    The env runs over ``prices[test_start - window_size : test_stop + 1]`` (shorter at the end of the
-    data), starting flat: the decision at row ``t`` sees closes up to ``t`` and its return is dated ``t + 1``.
+    The env (``make_env``'s, else the built-in ``TradingEnv``) runs over
+    ``prices[test_start - history : test_stop + 1]`` (shorter at the end of the data): the decision at
+    row ``t`` sees prices up to ``t`` and its return is dated ``t + 1``. An env that takes another number of
+    steps than the part has dated rows is an error, never a shifted curve.
 
     :param model: the kept model: anything with SB3's ``predict(obs, deterministic=True) -> (action, state)``.
     :param prices: all close prices (pandas Series with a DatetimeIndex or RangeIndex, or an array): the
@@ -138,33 +188,28 @@ def evaluate_forward(
         ``functools.partial(repository.load_vecnormalize, i)``; used in evaluation mode
         (``training=False``, ``norm_reward=False``). None: observations are not normalized.
     :param periods_per_year: annualization of the result's metrics.
+    :param make_env: the ``callable(prices_segment, seed) -> gym.Env`` the model was trained with (it gets
+        the segment in the type of ``prices``); None: the built-in ``TradingEnv`` with ``env_kwargs``.
+    :param step_reader: how each step's return and position are read (None: the built-in env's keys).
+    :param history: rows ``make_env``'s env needs before the first decision (None: ``env_kwargs``'
+        ``window_size`` or the built-in env's default); the built-in env always takes its ``window_size``.
+    :param seed: the seed given to ``make_env``.
     :return: the :class:`ForwardResult`.
     :raises CheckpointError: for a window without a test part or outside the prices, a test part that starts
-        before ``window_size`` rows of history, bad ``env_kwargs`` or a model that does not fit the env.
+        before ``history`` rows, bad ``env_kwargs``, a model that does not fit the env, an env whose steps
+        do not match the rows or do not report what ``step_reader`` reads (``EnvContractError``).
     """
     values, index = as_prices(prices)
     start, stop = check_test_part(window, len(values))
-    kwargs = {**(env_kwargs or {}), "random_start": False, "max_steps": None}
-    raw_size = kwargs.get("window_size", _DEFAULT_WINDOW_SIZE)
-    if isinstance(raw_size, bool) or not isinstance(raw_size, numbers.Integral) or int(raw_size) < 1:
-        raise CheckpointError(f"env_kwargs window_size must be an integer >= 1, got {raw_size!r}")
-    window_size = int(raw_size)
-    if start < window_size:
-        raise CheckpointError(
-            f"test part starts at row {start}, before the {window_size} rows of history its first observation "
-            "needs; put train and validation parts before it"
-        )
+    reader = StepReader() if step_reader is None else step_reader
+    h, build = _env_builder(prices, values, (start, stop), env_kwargs, make_env, history, seed)
     rows = dated_rows(start, stop, len(values))
     returns: list[float] = []
     positions: list[float] = []
     if rows.size:
-        try:
-            env = TradingEnv(values[start - window_size : stop + 1], **kwargs)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"cannot build the forward TradingEnv from env_kwargs: {exc}") from exc
-        returns, positions = _trade(model, env, vecnormalize)
-        if len(returns) != rows.size:  # the env and dated_rows disagree: a bug here, not the user's
-            raise CheckpointError(f"forward evaluation made {len(returns)} steps for {rows.size} rows; report this")
+        returns, positions = _trade(model, build(), vecnormalize, reader)
+        if len(returns) != rows.size:
+            raise _steps_error(make_env, len(returns), (start, stop), rows.size, h)
     prices_ = (values, index)
     return _make_result(iteration, candidate, start, stop, False, rows, prices_, returns, positions, periods_per_year)
 

@@ -117,16 +117,20 @@ def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
     return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **opts.algo_kwargs})
 
 
-def _evaluator(train_env: Any, ppy: float) -> Callable[[Any, Any], dict[str, Any]]:
-    from sb3_iter_ckpt.envs.trading import evaluate_trading
+def _evaluator(train_env: Any, ppy: float, reader: Any) -> Callable[[Any, Any], dict[str, Any]]:
+    """Validation, train and both combined, each step read with the run's ``StepReader`` from the env itself."""
+    from sb3_iter_ckpt.envs.episode import episode_metrics, run_episode
     from sb3_iter_ckpt.stats.metrics import trading_metrics
 
     def evaluate(model: Any, val_env: Any) -> dict[str, Any]:
-        val = evaluate_trading(model, val_env, periods_per_year=ppy)
-        train = evaluate_trading(model, train_env, periods_per_year=ppy)
-        returns = list(train_env.unwrapped.episode_returns()) + list(val_env.unwrapped.episode_returns())
-        positions = list(train_env.unwrapped.episode_positions()) + list(val_env.unwrapped.episode_positions())
-        combined = trading_metrics(returns, positions=positions, periods_per_year=ppy)
+        val_episode = run_episode(model, val_env, reader)
+        train_episode = run_episode(model, train_env, reader)
+        val, train = episode_metrics([val_episode], ppy), episode_metrics([train_episode], ppy)
+        returns = train_episode.returns + val_episode.returns
+        positions = None
+        if train_episode.positions is not None and val_episode.positions is not None:
+            positions = list(train_episode.positions + val_episode.positions)
+        combined = trading_metrics(list(returns), positions=positions, periods_per_year=ppy)
         return {"validation": val, "train": train, "combined": combined, "mean_reward": val.get("mean_reward")}
 
     return evaluate
@@ -169,6 +173,10 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
             vecnormalize=vecnormalize,
             periods_per_year=opts.annualization,
             candidate=spec.candidate,
+            make_env=opts.make_env,
+            step_reader=opts.reader,
+            history=opts.history,
+            seed=spec.seed,
         )
     elif is_pruned(ck):
         return  # its model is gone (pruned by hand): nothing can trade the test part any more
@@ -218,7 +226,7 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
             repo,
             iteration=spec.iteration,
             eval_env=val_env,
-            evaluator=_evaluator(train_eval_env, opts.annualization),
+            evaluator=_evaluator(train_eval_env, opts.annualization, opts.reader),
             eval_freq=opts.eval_freq,
             selection=opts.selection,
             retention=opts.retention if spec.test_prices is None else None,

@@ -12,6 +12,7 @@ import zipfile
 import pytest
 
 from sb3_iter_ckpt import CheckpointError, CheckpointRepository
+from sb3_iter_ckpt.envs import TradingEnv
 from sb3_iter_ckpt.runner.executors import ProcessExecutor, make_executor
 from sb3_iter_ckpt.walkforward import run_many
 
@@ -83,7 +84,7 @@ def test_warm_started_chains_run_in_order_within_and_in_parallel_across(prices, 
 
 def test_bad_parallel_configurations_are_refused_before_training(prices, tmp_path, pool, make_runner):
     with pytest.raises(CheckpointError, match="module-level functions"):
-        make_runner(prices, tmp_path / "a", executor=pool, make_env=lambda seg, seed: None).run()
+        make_runner(prices, tmp_path / "a", executor=pool, make_env=lambda seg, seed: TradingEnv(seg)).run()
     assert not (tmp_path / "a" / "checkpoints").exists() or not any((tmp_path / "a" / "checkpoints").iterdir())
     with pytest.raises(CheckpointError, match="unknown executor"):
         make_executor("threads")
