@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -95,3 +98,42 @@ def test_a_forward_file_without_a_record_is_named(root):
         warnings.simplefilter("ignore")
         reason = CheckpointRepository(root).forward_status()[1]
     assert reason is not None and "forward_iter_1.json" in reason and "no record" in reason, reason
+
+
+def _warning_lines_are_one_line_each(stderr: str) -> None:
+    lines = stderr.splitlines()
+    assert any(
+        line.startswith("sb3-iter-ckpt: warning: 1 record(s)") and "without a valid signature" in line for line in lines
+    ), stderr
+    for line in lines:
+        assert line.startswith("sb3-iter-ckpt: "), stderr  # no source line, no indented continuation
+        assert "warnings.warn" not in line and ".py:" not in line and "UserWarning" not in line, stderr
+        assert os.path.dirname(os.path.abspath(__file__)) not in line, stderr
+
+
+def test_cli_warnings_are_one_line_each_in_a_subprocess(root):
+    _tamper(root, 1, "edited")
+    env = {**os.environ, "PYTHONWARNINGS": "default"}
+    for verb in ("forward", "list", "analyze"):
+        done = subprocess.run(
+            [sys.executable, "-m", "sb3_iter_ckpt.cli", verb, str(root)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        _warning_lines_are_one_line_each(done.stderr)
+
+
+def test_cli_warnings_are_one_line_each_in_process_and_the_hook_is_restored(root):
+    _tamper(root, 1, "edited")
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        shown = warnings.showwarning
+        rc, _, err = _cli("list", str(root))
+        assert warnings.showwarning is shown
+    assert rc == 0
+    _warning_lines_are_one_line_each(err)
+    assert warnings.showwarning is before
