@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -286,9 +287,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """``warnings.showwarning`` while a command runs: one ``sb3-iter-ckpt: warning: ...`` line on stderr (no
+    source line, no file path of the package); a category other than ``UserWarning`` is named."""
+    text = " ".join(str(message).split())
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    try:
+        print(f"sb3-iter-ckpt: warning: {kind}{text}", file=file if file is not None else sys.stderr)
+    except OSError:  # stderr closed: a warning never stops a command, as with Python's own showwarning
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    shown = warnings.showwarning  # restored after the command: tests and other callers run main in-process
+    warnings.showwarning = _one_line_warning
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = shown
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command of ``args``; its error -> its exit code and a one-line message."""
     try:
         return int(args.func(args))
     except UsageError as exc:

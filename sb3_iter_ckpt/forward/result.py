@@ -131,6 +131,17 @@ def _numbers(raw: Mapping[str, Any], key: str, what: str) -> tuple[float, ...]:
     return tuple(float(v) for v in values)
 
 
+def _is_text(value: Any) -> bool:
+    """A str that UTF-8 can hold: JSON's ``\\ud800`` escape gives a lone surrogate, which crashes every output."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
     ok = isinstance(metrics, dict) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) or v is None for v in metrics.values()
@@ -150,7 +161,7 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
         raise _fail(what, f"format {raw['format']!r} version {version!r} is not {FORMAT!r} 1..{FORMAT_VERSION}")
     iteration, start, stop = (_int(raw, k, what) for k in ("iteration", "test_start", "test_stop"))
     candidate, placeholder, dates = raw["candidate"], raw["placeholder"], raw["dates"]
-    if candidate is not None and (not isinstance(candidate, str) or not candidate):
+    if candidate is not None and (not _is_text(candidate) or not candidate):
         raise _fail(what, f"candidate must be a non-empty string or null, got {candidate!r}")
     if not isinstance(placeholder, bool):
         raise _fail(what, f"placeholder must be true or false, got {placeholder!r}")
@@ -158,9 +169,7 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
     n = len(rows) if isinstance(rows, list) and all(type(r) is int for r in rows) else -1
     if n < 0 or rows != list(range(start + 1, start + 1 + n)) or not start < stop or start + n > stop:
         raise _fail(what, f"rows must be the consecutive rows after test_start {start} inside the test part")
-    if dates is not None and (
-        not isinstance(dates, list) or len(dates) != n or not all(isinstance(d, str) for d in dates)
-    ):
+    if dates is not None and (not isinstance(dates, list) or len(dates) != n or not all(_is_text(d) for d in dates)):
         raise _fail(what, "dates must be null or one string per row")
     returns, positions, equity = (_numbers(raw, k, what) for k in ("returns", "positions", "equity"))
     if not len(returns) == len(positions) == len(equity) == n:

@@ -235,7 +235,36 @@ class Catalog:
                 members = self.candidate_forwards()
             except CheckpointError as exc:
                 problem = str(exc)
-        return report(results, cks, csv, members or None, names, problem)
+        out, why = report(results, cks, csv, members or None, names, problem)
+        return out, why if out is not None else self._left_out() or why
+
+    def _left_out(self) -> str | None:
+        """Why a forward file is not among the forward results (its record is unreadable, untrusted or
+        missing), naming the first such iteration; None when every forward file counts. The curve then has
+        a hole or ends early, and a rerun does not fix that: the record is the cause."""
+        good, bad, _ = self.index.scan()
+        trusted = self.trust.trusted(good)
+        for i in sorted(set(self.forwards.listing()) - set(trusted)):
+            ck = good.get(i)
+            if ck is not None and self.trust.signer is not None:
+                try:
+                    self.trust.signer.check(ck.record, i)
+                    why = "its signature does not verify"
+                except SignatureError as exc:
+                    why = "it " + str(exc).removeprefix(f"iteration {i} ")
+                edited = ": edited?" if why.endswith("wrong signature") else ""
+                return (
+                    f"iteration {i}'s record {ck.record_file} is not trusted ({why}{edited}), so its forward "
+                    "result is left out; run verify"
+                )
+            unreadable = [n for n in bad if (p := rec.parse_record_name(n)) is not None and p[0] == i]
+            if unreadable:
+                return (
+                    f"iteration {i}'s record {unreadable[0]} cannot be read, so its forward result is left out; "
+                    "run verify"
+                )
+            return f"{rec.forward_name(i)} has no record (deleted?), so it is left out; run verify"
+        return None
 
     def stitched_forward(self) -> StitchedForward | None:
         """The stitched curve recomputed from the signed forward results (None when the run wrote no

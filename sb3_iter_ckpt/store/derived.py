@@ -35,6 +35,8 @@ def run_file_problem(run: Any, records: Mapping[int, Checkpoint]) -> str | None:
         or not isinstance(run.get("fingerprint"), str)
     ):
         return "is not a walk-forward configuration (config and fingerprint)"
+    if set(run) != {"config", "fingerprint"}:  # the runner writes these two only: anything else was added
+        return f"holds fields the walk-forward never writes ({', '.join(sorted(set(run) - {'config', 'fingerprint'}))})"
     try:
         computed = config_fingerprint(run["config"])
     except (TypeError, ValueError) as exc:
