@@ -77,7 +77,7 @@ def test_kill_a_walk_forward_with_test_parts_and_candidates(zygote, tmp_path, ca
     assert fig.problems == [], "\n".join(fig.problems[:20])
     assert fig.trials == trials and fig.candidate_trials >= trials // 2 and fig.signed_trials >= trials // 3
     assert sum(fig.kills.values()) + fig.finished_before_kill == trials and sum(fig.kills.values()) >= trials // 2
-    assert fig.windows_retrained >= 1, "a kill before the end leaves windows to train again"
+    assert fig.windows_redone >= 1, "a kill before the end leaves windows to redo"
 
 
 def test_the_walk_forward_checker_notices_stale_and_wrong_derived_files(zygote, tmp_path):

@@ -1041,7 +1041,7 @@ class WalkForwardFigures:
     signed_trials: int = 0
     kills: dict[str, int] = field(default_factory=dict)
     finished_before_kill: int = 0
-    windows_retrained: int = 0
+    windows_redone: int = 0  # windows a rerun trained (a candidate's or the run's), or published into the root
     reruns_without_training: int = 0
     reference_seconds: dict[str, float] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
@@ -1054,8 +1054,9 @@ class WalkForwardFigures:
             f"walk-forward kill harness: {self.trials} trials (seed {self.seed}; {self.candidate_trials} with two "
             f"candidates, {self.trials - self.candidate_trials} with one algorithm; {self.signed_trials} signed), "
             f"{sum(self.kills.values())} kills: {where or 'none'}; {self.finished_before_kill} runs ended before "
-            f"their kill; reruns trained {self.windows_retrained} windows again ({self.reruns_without_training} "
-            f"had nothing to train); problems {len(self.problems)}; {self.seconds:.0f} s"
+            f"their kill; reruns redid {self.windows_redone} windows (trained, or chosen into the "
+            f"root; {self.reruns_without_training} reruns had nothing to train); problems {len(self.problems)}; "
+            f"{self.seconds:.0f} s"
         )
 
 
@@ -1160,7 +1161,7 @@ def run_walk_forward_trials(
                     fig.problems.append(f"{label}: the rerun did not finish: {rerun.failure}")
                 else:
                     again = len(rerun.done["trained"]) + sum(len(t) for t in rerun.done["members"].values())
-                    fig.windows_retrained += again
+                    fig.windows_redone += again
                     fig.reruns_without_training += again == 0
                 problems = check_walk_forward(root, ref["snapshot"], key)
                 fig.problems += [f"{label}: {p}" for p in problems]
