@@ -5,8 +5,10 @@ Usage::
 
     python tools/kill_harness.py --trials 500 --seed 1
     python tools/kill_harness.py --trials 50 --seed 0 --json     # the figures as JSON
+    python tools/kill_harness.py --scenario walk-forward --trials 200 --seed 1
 
-Each trial starts a worker that trains a tiny PPO on CartPole with ``IterationCheckpointCallback``
+Two scenarios (``--scenario``; ``all`` runs both). **callback** (the default): each trial starts a
+worker that trains a tiny PPO on CartPole with ``IterationCheckpointCallback``
 (``iteration=None``: it continues where the repository ends), committing a new iteration every 64
 timesteps, and sends it SIGKILL at a random instant: anywhere (start-up, training, sweeping), or a
 random delay after it entered a commit, the best-model/summary refresh or a retention prune. Trials
@@ -27,6 +29,21 @@ one-line markers on a pipe (``B i``/``E i`` around ``commit``, ``R``/``r`` aroun
 ``P``/``p`` around ``prune``), written before and after the call, so the last markers read after the
 kill tell where it died. The markers come from a subclass of ``CheckpointRepository`` defined here:
 the package has no test hook.
+
+**walk-forward** (``run_walk_forward_trials``): a real ``WalkForwardRunner`` with test parts (three windows,
+the sequential executor), with two candidates (PPO and A2C: each trains every window into
+``candidates/<name>/``, ``publish_choice`` copies each window's choice into the root) or one algorithm,
+signed with a key in half the trials, is killed once per trial in a fresh root: at a random delay, or
+inside the n-th window's training, commit, forward commit, refresh, ``publish_choice``, stitch or a run's
+close (``candidates`` and ``single`` pick one variant). Right after the kill, the root opens and
+``verify()`` is empty; then a fresh worker reruns it to its end, and ``check_walk_forward`` requires:
+``verify()`` empty (the root, which descends into the candidates); ``forward_returns.csv``, both
+summaries, ``walk_forward.json`` and ``best_model.zip`` present in the root and in every candidate's
+folder; the summaries equal to what the repository computes now (times and size on disk aside), with a
+forward analysis; ``best_model.zip`` the best iteration's model; the curve the stitch of the forward
+results; and the records, forward results and curve those of an uninterrupted reference run of the same
+variant (the run is deterministic; a model zip's bytes are not, so they are not compared). Markers for
+this scenario are patched onto the package's classes in the forked worker (``_mark_walk_forward``).
 
 The same zygote also runs the concurrent-writer scenarios of ``tests/reliability/test_reliability_kill.py``.
 """
@@ -54,6 +71,8 @@ from pathlib import Path
 from typing import Any
 
 TRIALS_ENV = "SB3_ITER_CKPT_KILL_TRIALS"
+#: The number of trials of the test suite's short walk-forward run (tests/reliability/test_reliability_kill.py).
+WF_TRIALS_ENV = "SB3_ITER_CKPT_KILL_WF_TRIALS"
 _LEFTOVER_RE = re.compile(r"(\.sb3ckpt-tmp-.+-\d+-[0-9a-f]{8}$)|(^\.sb3ckpt-intent-)")
 
 
@@ -245,11 +264,96 @@ def _task_prune_window(task: dict[str, Any]) -> dict[str, Any]:
     return {"survived": True}
 
 
+# -- the walk-forward scenario: WalkForwardRunner with test parts (and candidates), killed, rerun --------------
+#: The signed variants' key: a test key that protects nothing.
+WF_KEY = "kill-harness signing key"
+WF_PPO = {"n_steps": 64, "batch_size": 64, "n_epochs": 1}
+#: Begin markers of the walk-forward scenario (the end marker is the same letter in lower case):
+#: a window's train_window, a commit, a forward result's commit, a refresh, publish_choice, the stitch,
+#: a run's close (each member's, then the root's).
+WF_PHASES = ("W", "B", "F", "R", "C", "S", "X")
+
+
+def walk_forward_data() -> tuple[Any, Any]:
+    """The prices and the splitter of the scenario: three windows of 150 train, 60 validation, 60 test days."""
+    from sb3_iter_ckpt.data import synthetic_prices
+    from sb3_iter_ckpt.splitter import WalkForwardSplitter
+
+    return synthetic_prices(420, seed=3), WalkForwardSplitter(150, 60, test_size=60)
+
+
+def walk_forward_runner(root: str | os.PathLike[str], candidates: bool, key: str | None) -> Any:
+    """The scenario's runner: 128 timesteps per window, the sequential executor; with ``candidates``,
+    a PPO and an A2C candidate (their windows in ``candidates/<name>/``, the choice copied into the root)."""
+    from sb3_iter_ckpt import CheckpointRepository
+    from sb3_iter_ckpt.walkforward import Candidate, SequentialExecutor, WalkForwardRunner
+
+    prices, splitter = walk_forward_data()
+    settings: dict[str, Any] = dict(algo_kwargs=WF_PPO, eval_freq=32, progress=False, seed=7)
+    if candidates:
+        settings["candidates"] = (
+            Candidate("ppo-s0", "ppo", 7, WF_PPO),
+            Candidate("a2c-s1", "a2c", 8, {"n_steps": 16}),
+        )
+    repo = CheckpointRepository(root, signing_key=key)
+    return WalkForwardRunner(prices, splitter, repo, 128, executor=SequentialExecutor(), **settings)
+
+
+def _mark_walk_forward() -> None:
+    """Markers around the walk-forward's steps, patched onto the package's classes and functions in this
+    worker only (a fork of the zygote: nothing else sees them). The candidates' repositories are plain
+    ``CheckpointRepository`` objects the runner opens itself, so a subclass would not reach them."""
+    from sb3_iter_ckpt import walkforward
+    from sb3_iter_ckpt.repository import CheckpointRepository
+    from sb3_iter_ckpt.runner import ensemble, executors
+
+    def who(repo: Any) -> str:
+        path = Path(str(repo.root))
+        return path.name if path.parent.name == "candidates" else "root"
+
+    def marked(kind: str, fn: Callable[..., Any], label: Callable[..., str]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            text = label(*args, **kwargs)
+            _emit(f"{kind} {text}")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _emit(f"{kind.lower()} {text}")
+
+        return wrapper
+
+    repo_cls = CheckpointRepository
+    repo_cls.commit = marked("B", repo_cls.commit, lambda self, i, *a, **k: f"{who(self)} {i}")  # type: ignore[method-assign]
+    repo_cls.commit_forward = marked("F", repo_cls.commit_forward, lambda self, r: f"{who(self)} {r.iteration}")  # type: ignore[method-assign]
+    repo_cls.refresh = marked("R", repo_cls.refresh, lambda self, *a, **k: who(self))  # type: ignore[method-assign]
+    ensemble.publish_choice = marked("C", ensemble.publish_choice, lambda root, i, *a, **k: f"root {i}")
+    executors.train_window = marked(
+        "W", executors.train_window, lambda spec: f"{spec.candidate or 'root'} {spec.iteration}"
+    )
+    run_cls = walkforward._Run
+    run_cls.stitch = marked("S", run_cls.stitch, lambda self: who(self.runner.repository))  # type: ignore[method-assign]
+    run_cls.close = marked("X", run_cls.close, lambda self: who(self.runner.repository))  # type: ignore[method-assign]
+
+
+def _task_walk_forward(task: dict[str, Any]) -> dict[str, Any]:
+    """A walk-forward with test parts (and candidates) run to its end, signed with ``key`` when given."""
+    from sb3_iter_ckpt.repository import SIGNING_KEY_ENV
+
+    os.environ.pop(SIGNING_KEY_ENV, None)  # signed exactly when the task says so
+    _mark_walk_forward()
+    runner = walk_forward_runner(task["root"], task["candidates"], task.get("key"))
+    _emit("START")
+    result = runner.run()
+    members = {name: sorted(r.trained) for name, r in result.candidates.items()}
+    return {"trained": sorted(result.trained), "members": members, "forward": result.forward is not None}
+
+
 _TASKS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "walk": _task_walk,
     "iterations": _task_iterations,
     "commits": _task_commits,
     "prune_window": _task_prune_window,
+    "walk_forward": _task_walk_forward,
 }
 
 
@@ -277,6 +381,9 @@ def _zygote_main() -> None:
 
     import sb3_iter_ckpt  # noqa: F401
     import sb3_iter_ckpt.repository  # noqa: F401
+    import sb3_iter_ckpt.walkforward  # noqa: F401  (the walk-forward scenario: runner, ensemble, forward)
+    from sb3_iter_ckpt.forward import stitching, trade  # noqa: F401
+    from sb3_iter_ckpt.runner import ensemble, window  # noqa: F401
 
     torch.set_num_threads(1)
     # Warm up what a worker's first model would pay for (lazy imports, env registration, torch
@@ -718,10 +825,372 @@ def _durations(w: WorkerLog, begin: str, end: str) -> list[float]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------
+# The walk-forward scenario, parent side
+# ------------------------------------------------------------------------------------------------
+#: The variants the trials cycle through: (with candidates, signing key). Two in three have candidates,
+#: one in two is signed.
+WF_VARIANTS: tuple[tuple[bool, str | None], ...] = (
+    (True, None),
+    (False, WF_KEY),
+    (True, WF_KEY),
+    (True, None),
+    (False, None),
+    (True, WF_KEY),
+)
+#: Where a trial aims its kill, with its weight: ``anywhere`` (a random delay within the uninterrupted run's
+#: duration); a begin marker (``WF_PHASES``): a random instant inside the n-th such step; an end marker:
+#: right after the n-th such step (``s``: the curve written, the summaries not yet refreshed).
+WF_TARGETS = {"anywhere": 0.25, "W": 0.15, "B": 0.15, "F": 0.1, "R": 0.1, "C": 0.1, "S": 0.05, "s": 0.04, "X": 0.06}
+_TIMES = ("updated_at", "created_at")
+
+
+def _jsonable(obj: Any) -> Any:
+    """``obj`` as the package writes it to a file and reads it back (tuples -> lists, NaN -> null...)."""
+    from sb3_iter_ckpt.common import record as rec
+
+    return json.loads(rec.dumps(obj))
+
+
+def _without_times(summary: Any) -> Any:
+    """A summary without what changes with the moment: its times (top level and ``metadata``) and the
+    analysis's size on disk. Written here, not taken from the package: the checker must not share its code."""
+    if not isinstance(summary, dict):
+        return summary
+    out = {k: v for k, v in summary.items() if k not in _TIMES and k != "size_on_disk_bytes"}
+    for key in ("metadata", "analysis"):
+        if isinstance(out.get(key), dict):
+            out[key] = _without_times(out[key])
+    return out
+
+
+def _difference(a: Any, b: Any, path: str = "") -> str:
+    """Where two JSON values first differ (a key path), for a problem's text."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k, ...) != b.get(k, ...):
+                return _difference(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{path}.{k}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _difference(x, y, f"{path}[{k}]")
+    return f"{path or '.'}: {str(a)[:80]} != {str(b)[:80]}"
+
+
+def _record_essence(record: dict[str, Any]) -> dict[str, Any]:
+    """What a rerun must reproduce of a record: all but the times, the artifacts' hashes (an SB3 zip holds
+    its moment of saving), the signature, a signed repository's identity and the candidates' hashes the root
+    records."""
+    out = {k: v for k, v in record.items() if k not in ("artifacts", "created_at", "signature", "repository")}
+    out["artifacts"] = sorted(record.get("artifacts") or {})
+    if isinstance(out.get("candidate"), dict):
+        out["candidate"] = {k: v for k, v in out["candidate"].items() if k != "members"}
+    return out
+
+
+def walk_forward_snapshot(repo: Any) -> dict[str, Any]:
+    """What a finished run's repository holds that a rerun after a kill must reproduce exactly: the records
+    (``_record_essence``), the forward results' payloads and ``forward_returns.csv``."""
+    from sb3_iter_ckpt.common import record as rec
+
+    csv = repo.storage.read_bytes(rec.FORWARD_RETURNS) if repo.storage.exists(rec.FORWARD_RETURNS) else None
+    return {
+        "records": {ck.iteration: _record_essence(ck.record) for ck in repo.list()},
+        "forwards": {r.iteration: r.to_json_bytes() for r in repo.forwards()},
+        "csv": csv,
+    }
+
+
+def _derived_problems(repo: Any, prices: Any) -> list[str]:
+    """Every derived file of one repository (the root or a candidate's) present and agreeing with its records."""
+    from sb3_iter_ckpt.common import record as rec
+    from sb3_iter_ckpt.forward.stitching import stitch
+    from sb3_iter_ckpt.store import summaries
+    from sb3_iter_ckpt.walkforward import RUN_FILE
+
+    root = Path(str(repo.root))
+    names = (rec.FORWARD_RETURNS, rec.CHECKPOINT_SUMMARY, rec.TRAINING_SUMMARY, RUN_FILE, rec.BEST_MODEL)
+    missing = [n for n in names if not (root / n).is_file()]
+    problems = [f"{n} is missing" for n in missing]
+    if rec.CHECKPOINT_SUMMARY not in missing:
+        written = _without_times(json.loads((root / rec.CHECKPOINT_SUMMARY).read_bytes()))
+        expected = _without_times(_jsonable(summaries.checkpoint_summary(repo.analyze(), None)))
+        if written != expected:
+            problems.append(f"{rec.CHECKPOINT_SUMMARY} disagrees with the records at {_difference(written, expected)}")
+        analysis = written.get("analysis") or {}
+        if analysis.get("forward") is None:
+            problems.append(f"{rec.CHECKPOINT_SUMMARY} has no forward analysis ({analysis.get('forward_reason')})")
+    if rec.TRAINING_SUMMARY not in missing:
+        written = _without_times(json.loads((root / rec.TRAINING_SUMMARY).read_bytes()))
+        expected = _without_times(_jsonable(repo.training_summary()))
+        if written != expected:
+            problems.append(f"{rec.TRAINING_SUMMARY} disagrees with the records at {_difference(written, expected)}")
+        elif (written.get("best") or {}).get("best_model_file") != rec.BEST_MODEL:
+            problems.append(f"{rec.TRAINING_SUMMARY} does not name {rec.BEST_MODEL}")
+    best = repo.best()
+    if best is None:
+        problems.append("no best iteration")
+    else:
+        for kind, name in (("model", rec.BEST_MODEL), ("vecnormalize", rec.BEST_VECNORMALIZE)):
+            if kind in best.artifacts and (root / name).is_file():
+                if (root / name).read_bytes() != repo.read_artifact(best.iteration, kind):
+                    problems.append(f"{name} is not the best iteration's ({best.iteration}) {kind}")
+    if rec.FORWARD_RETURNS not in missing:
+        if (root / rec.FORWARD_RETURNS).read_bytes() != stitch(repo.forwards(), prices).to_csv_bytes():
+            problems.append(f"{rec.FORWARD_RETURNS} is not the stitched curve of the forward results")
+    return problems
+
+
+def _compared(got: dict[str, Any], ref: dict[str, Any]) -> list[str]:
+    """What differs between a snapshot and the uninterrupted reference run's."""
+    problems = []
+    if sorted(got["records"]) != sorted(ref["records"]):
+        problems.append(f"iterations {sorted(got['records'])}, the reference run has {sorted(ref['records'])}")
+    for i in sorted(set(got["records"]) & set(ref["records"])):
+        if got["records"][i] != ref["records"][i]:
+            where = _difference(_jsonable(got["records"][i]), _jsonable(ref["records"][i]))
+            problems.append(f"record of iteration {i} differs from the reference run's at {where}")
+    if sorted(got["forwards"]) != sorted(ref["forwards"]):
+        problems.append(f"forward results {sorted(got['forwards'])}, the reference run has {sorted(ref['forwards'])}")
+    problems += [
+        f"forward result of iteration {i} differs from the reference run's"
+        for i in sorted(set(got["forwards"]) & set(ref["forwards"]))
+        if got["forwards"][i] != ref["forwards"][i]
+    ]
+    if got["csv"] != ref["csv"]:
+        problems.append("forward_returns.csv differs from the reference run's")
+    return problems
+
+
+def check_walk_forward(
+    root: str | os.PathLike[str], reference: dict[str, dict[str, Any]], key: str | None = None
+) -> list[str]:
+    """A finished walk-forward (after a kill and a rerun): ``verify()`` empty (the root, which descends into
+    the candidates), no warning, no leftover, every derived file present and agreeing with the records
+    (``_derived_problems``), and the records, forward results and curve those of the reference run.
+
+    :param reference: ``walk_forward_snapshot`` of the reference run's root (``"root"``) and candidates.
+    :return: the problems, as text.
+    """
+    import warnings
+
+    from sb3_iter_ckpt import CheckpointRepository
+    from sb3_iter_ckpt.common.candidates import CANDIDATES_DIR
+
+    prices, _ = walk_forward_data()
+    root = Path(root)
+    problems: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            repo = CheckpointRepository(root, signing_key=key)
+            problems += [f"verify: {p}" for p in repo.verify()]
+            for name in reference:
+                member = repo if name == "root" else repo.candidate(name)
+                problems += [f"{name}: {p}" for p in _derived_problems(member, prices)]
+                problems += [f"{name}: {p}" for p in _compared(walk_forward_snapshot(member), reference[name])]
+        except Exception as exc:  # whatever a check meets is a problem to report, not a crash of the harness
+            problems.append(f"check failed: {exc!r}")
+    problems += [f"warning: {w.message}" for w in caught]
+    folders = {"root": root} | {n: root / CANDIDATES_DIR / n for n in reference if n != "root"}
+    problems += [f"leftover: {name}: {p}" for name, folder in folders.items() for p in leftovers(folder)]
+    found = {p.name for p in (root / CANDIDATES_DIR).iterdir()} if (root / CANDIDATES_DIR).is_dir() else set()
+    problems += [f"unexpected folder {CANDIDATES_DIR}/{n}" for n in sorted(found - set(folders))]
+    return problems
+
+
+def _after_kill(root: Path, key: str | None) -> list[str]:
+    """Right after the kill, before anything repairs it: the root opens, ``verify()`` is empty, no leftover."""
+    import warnings
+
+    from sb3_iter_ckpt import CheckpointRepository
+
+    if not root.exists():
+        return []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            problems = [f"verify: {p}" for p in CheckpointRepository(root, signing_key=key).verify()]
+        except Exception as exc:
+            problems = [f"the repository does not open: {exc!r}"]
+    return problems + [f"warning: {w.message}" for w in caught] + [f"leftover: {p}" for p in leftovers(root)]
+
+
+def _wf_where(w: WorkerLog) -> str:
+    """Where a killed walk-forward worker died, from the steps still open in its markers."""
+    stack: list[str] = []
+    for _, m in w.markers:
+        kind = m.split(" ", 1)[0]
+        if kind in WF_PHASES:
+            stack.append(kind)
+        elif kind.upper() in WF_PHASES and kind.upper() in stack:
+            del stack[len(stack) - 1 - stack[::-1].index(kind.upper()) :]
+    if not stack:
+        return "start-up or between steps"
+    if "X" in stack:  # a run's close: a candidate's, or the root's after the choices
+        return "close: stitch" if "S" in stack else "close: final refresh" if "R" in stack else "close: other"
+    scope = "choice" if "C" in stack else "window"
+    step = {"W": "training, evaluation", "B": "commit", "F": "forward commit", "R": "refresh", "C": "publish_choice"}
+    return f"{scope}: {step[stack[-1]]}"
+
+
+@dataclass
+class WalkForwardFigures:
+    trials: int = 0
+    candidate_trials: int = 0
+    signed_trials: int = 0
+    kills: dict[str, int] = field(default_factory=dict)
+    finished_before_kill: int = 0
+    windows_redone: int = 0  # windows a rerun trained (a candidate's or the run's), or published into the root
+    reruns_without_training: int = 0
+    reference_seconds: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    seed: int = 0
+
+    def line(self) -> str:
+        where = ", ".join(f"{n} {k}" for k, n in sorted(self.kills.items(), key=lambda kv: (-kv[1], kv[0])))
+        return (
+            f"walk-forward kill harness: {self.trials} trials (seed {self.seed}; {self.candidate_trials} with two "
+            f"candidates, {self.trials - self.candidate_trials} with one algorithm; {self.signed_trials} signed), "
+            f"{sum(self.kills.values())} kills: {where or 'none'}; {self.finished_before_kill} runs ended before "
+            f"their kill; reruns redid {self.windows_redone} windows (trained, or chosen into the "
+            f"root; {self.reruns_without_training} reruns had nothing to train); problems {len(self.problems)}; "
+            f"{self.seconds:.0f} s"
+        )
+
+
+def _reference(zyg: Zygote, root: Path, candidates: bool) -> dict[str, Any]:
+    """One uninterrupted run of a variant: its snapshot, how long it took, its steps' counts and durations."""
+    import shutil
+
+    from sb3_iter_ckpt import CheckpointRepository
+
+    shutil.rmtree(root, ignore_errors=True)
+    t = time.monotonic()
+    w = zyg.reap(zyg.fork({"task": "walk_forward", "root": str(root), "candidates": candidates}), timeout=600)
+    seconds = time.monotonic() - t
+    if w.done is None:
+        raise RuntimeError(f"the reference run did not finish: {w.failure}")
+    repo = CheckpointRepository(root)
+    names = ["root", *(sorted(p.name for p in (root / "candidates").iterdir()) if candidates else [])]
+    snapshot = {n: walk_forward_snapshot(repo if n == "root" else repo.candidate(n)) for n in names}
+    counts = {k: sum(m.split(" ", 1)[0] == k for _, m in w.markers) for p in WF_PHASES for k in (p, p.lower())}
+    durations = {k: _durations(w, k, k.lower()) or [0.01] for k in WF_PHASES}
+    return {"snapshot": snapshot, "seconds": seconds, "counts": counts, "durations": durations, "root": root}
+
+
+def run_walk_forward_trials(
+    trials: int,
+    seed: int = 0,
+    workdir: str | os.PathLike[str] | None = None,
+    *,
+    variants: tuple[tuple[bool, str | None], ...] = WF_VARIANTS,
+    targets: tuple[str, ...] | None = None,
+    log: Callable[[str], None] | None = None,
+    zygote: Zygote | None = None,
+) -> WalkForwardFigures:
+    """Kill a walk-forward with test parts (and candidates) once per trial, rerun it to its end, check it.
+
+    Each trial runs the variant ``variants[trial % len(variants)]`` (with candidates, signing key) in a fresh
+    root, kills it at a target (``targets[trial % len(targets)]``, else drawn from ``WF_TARGETS``), checks the
+    root right after the kill (``_after_kill``), reruns it to its end in a fresh worker and checks it against
+    an uninterrupted reference run of the same variant (``check_walk_forward``; the reference itself first).
+    The roots of trials without problems are removed.
+    """
+    import shutil
+
+    t0 = time.monotonic()
+    rng = random.Random(seed)
+    fig = WalkForwardFigures(seed=seed)
+    own_tmp = None
+    if workdir is None:
+        own_tmp = tempfile.TemporaryDirectory(prefix="sb3-kill-wf-")
+        workdir = own_tmp.name
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SB3_LOGDIR", str(workdir / "sb3log"))
+    try:
+        with contextlib.nullcontext(zygote) if zygote else Zygote(stderr_path=workdir / "workers.stderr") as zyg:
+            refs = {}
+            for candidates in sorted({c for c, _ in variants[:trials]}):
+                name = "candidates" if candidates else "single"
+                refs[candidates] = ref = _reference(zyg, workdir / f"reference-{name}", candidates)
+                fig.reference_seconds[name] = round(ref["seconds"], 2)
+                problems = check_walk_forward(ref["root"], ref["snapshot"])
+                fig.problems += [f"reference run ({name}): {p}" for p in problems]
+            for trial in range(trials):
+                candidates, key = variants[trial % len(variants)]
+                ref = refs[candidates]
+                fig.trials += 1
+                fig.candidate_trials += candidates
+                fig.signed_trials += key is not None
+                root = workdir / f"trial-{trial}"
+                shutil.rmtree(root, ignore_errors=True)
+                task = {"task": "walk_forward", "root": str(root), "candidates": candidates, "key": key}
+                drawn = rng.choices(list(WF_TARGETS), list(WF_TARGETS.values()))[0]
+                target = targets[trial % len(targets)] if targets else drawn
+                if target.upper() == "C" and not candidates:  # no publish_choice without candidates
+                    target = "anywhere"
+                pid = zyg.fork(task)
+                if target == "anywhere":
+                    zyg.wait_for(pid, lambda w: False, rng.uniform(0.0, ref["seconds"]))
+                else:
+                    n = rng.randint(1, max(1, ref["counts"][target]))
+                    reached = zyg.wait_for(
+                        pid, lambda w, k=target, n=n: sum(m.split(" ", 1)[0] == k for _, m in w.markers) >= n, 300
+                    )
+                    if reached and target.isupper():
+                        time.sleep(rng.uniform(0.0, 1.2 * statistics.median(ref["durations"][target])))
+                w = zyg.kill(pid)
+                if w.failure is not None:
+                    where = "failed"
+                    fig.problems.append(f"trial {trial}: the worker failed before the kill: {w.failure}")
+                elif w.done is not None:
+                    where = "ended before the kill"
+                    fig.finished_before_kill += 1
+                else:
+                    where = _wf_where(w)
+                    fig.kills[where] = fig.kills.get(where, 0) + 1
+                aim = target if target == "anywhere" else f"{target} #{n}"
+                label = f"trial {trial} ({'candidates' if candidates else 'one algorithm'}"
+                label += f"{', signed' if key else ''}; aimed at {aim}, killed in {where})"
+                fig.problems += [f"{label} after the kill: {p}" for p in _after_kill(root, key)]
+                rerun = zyg.reap(zyg.fork(task), timeout=600)
+                if rerun.done is None:
+                    fig.problems.append(f"{label}: the rerun did not finish: {rerun.failure}")
+                else:
+                    again = len(rerun.done["trained"]) + sum(len(t) for t in rerun.done["members"].values())
+                    fig.windows_redone += again
+                    fig.reruns_without_training += again == 0
+                problems = check_walk_forward(root, ref["snapshot"], key)
+                fig.problems += [f"{label}: {p}" for p in problems]
+                if not problems and not any(p.startswith(label) for p in fig.problems):
+                    shutil.rmtree(root, ignore_errors=True)
+                if log is not None and (trial + 1) % 10 == 0:
+                    log(f"{trial + 1}/{trials} trials, {len(fig.problems)} problems, {time.monotonic() - t0:.0f} s")
+    finally:
+        if own_tmp is not None:
+            own_tmp.cleanup()
+    fig.seconds = time.monotonic() - t0
+    return fig
+
+
+SCENARIOS = ("callback", "walk-forward", "candidates", "single", "all")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=int(os.environ.get(TRIALS_ENV, "50")))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="callback",
+        help="callback: IterationCheckpointCallback writers (retention, async, two writers); walk-forward: "
+        "WalkForwardRunner with test parts, two candidates or one algorithm, signed or not, killed and rerun; "
+        "candidates / single: only those variants; all: callback, then walk-forward (--trials each)",
+    )
     parser.add_argument("--workdir", help="keep the repositories here (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.add_argument("--zygote", action="store_true", help=argparse.SUPPRESS)
@@ -729,14 +1198,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.zygote:
         _zygote_main()
         return 0
-    fig = run_kill_trials(args.trials, args.seed, args.workdir, log=lambda s: print(s, file=sys.stderr))
+    log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+    figures: dict[str, Figures | WalkForwardFigures] = {}
+    workdir = Path(args.workdir) if args.workdir else None
+    with contextlib.ExitStack() as stack:
+        logs = workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sb3-kill-")))
+        logs.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("SB3_LOGDIR", str(logs / "sb3log"))  # before the zygote: its workers inherit it
+        zyg = stack.enter_context(Zygote(stderr_path=logs / "workers.stderr"))
+        if args.scenario in ("callback", "all"):
+            where = workdir / "callback" if workdir and args.scenario == "all" else workdir
+            figures["callback"] = run_kill_trials(args.trials, args.seed, where, log=log, zygote=zyg)
+        if args.scenario != "callback":
+            variants = {
+                "candidates": tuple(v for v in WF_VARIANTS if v[0]),
+                "single": tuple(v for v in WF_VARIANTS if not v[0]),
+            }.get(args.scenario, WF_VARIANTS)
+            where = workdir / "walk-forward" if workdir and args.scenario == "all" else workdir
+            figures["walk_forward"] = run_walk_forward_trials(
+                args.trials, args.seed, where, variants=variants, log=log, zygote=zyg
+            )
+    problems = [p for fig in figures.values() for p in fig.problems]
     if args.json:
-        print(json.dumps(asdict(fig), indent=2))
+        out = {name: asdict(fig) for name, fig in figures.items()}
+        print(json.dumps(out if len(out) > 1 else next(iter(out.values())), indent=2))
     else:
-        print(fig.line())
-        for p in fig.problems[:50]:
+        for fig in figures.values():
+            print(fig.line())
+        for p in problems[:50]:
             print("  problem:", p)
-    return 1 if fig.problems else 0
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

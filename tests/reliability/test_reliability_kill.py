@@ -70,6 +70,52 @@ def test_kill_at_any_instant_long(zygote, tmp_path, capsys):
     assert fig.problems == [], "\n".join(fig.problems[:20])
 
 
+#: The short run's kills: right after a stitch (the curve written, the summaries not yet refreshed), inside
+#: a forward commit, inside publish_choice, inside a window's training (one target per trial, in turn).
+WALK_FORWARD_TARGETS = ("s", "F", "C", "W")
+
+
+def test_kill_a_walk_forward_with_test_parts_and_candidates(zygote, tmp_path, capsys):
+    """A real ``WalkForwardRunner`` with test parts (two candidates, or one algorithm; signed or not) killed,
+    rerun to its end: verify() clean, every derived file present and agreeing with the records, the results
+    those of an uninterrupted run. A handful of trials (``SB3_ITER_CKPT_KILL_WF_TRIALS`` raises them); the long
+    run is ``tools/kill_harness.py --scenario walk-forward``, outside the suite (docs/reliability.md)."""
+    trials = int(os.environ.get(harness.WF_TRIALS_ENV, "4"))
+    fig = harness.run_walk_forward_trials(trials, seed=0, workdir=tmp_path, targets=WALK_FORWARD_TARGETS, zygote=zygote)
+    _report(capsys, fig.line())
+    assert fig.problems == [], "\n".join(fig.problems[:20])
+    assert fig.trials == trials and fig.candidate_trials >= trials // 2 and fig.signed_trials >= trials // 3
+    assert sum(fig.kills.values()) + fig.finished_before_kill == trials and sum(fig.kills.values()) >= trials // 2
+    assert fig.windows_redone >= 1, "a kill before the end leaves windows to redo"
+
+
+def test_the_walk_forward_checker_notices_stale_and_wrong_derived_files(zygote, tmp_path):
+    """The checks after a rerun are not blind: a stale summary, a curve that is not the forward results'
+    stitch, another model at best_model.zip and a changed forward result are each reported."""
+    root = tmp_path / "run"
+    assert zygote.reap(zygote.fork({"task": "walk_forward", "root": str(root), "candidates": True})).done is not None
+    repo = CheckpointRepository(root)
+    reference = {
+        name: harness.walk_forward_snapshot(repo if name == "root" else repo.candidate(name))
+        for name in ("root", "ppo-s0", "a2c-s1")
+    }
+    assert harness.check_walk_forward(root, reference) == []
+    summary = json.loads((root / "checkpoint_summary.json").read_bytes())
+    summary["analysis"]["forward"] = None  # what a run killed before its final refresh left
+    (root / "checkpoint_summary.json").write_text(json.dumps(summary))
+    member = root / "candidates" / "a2c-s1"
+    (member / "best_model.zip").write_bytes((member / "checkpoints" / "model_iter_0.zip").read_bytes())
+    other = dict(reference, root=dict(reference["root"], forwards={**reference["root"]["forwards"], 1: b"{}"}))
+    text = "\n".join(harness.check_walk_forward(root, other))
+    assert "root: checkpoint_summary.json disagrees with the records at .analysis.forward" in text
+    assert "root: checkpoint_summary.json has no forward analysis" in text
+    assert "a2c-s1: best_model.zip is not the best iteration's" in text or "a2c-s1: training_summary" in text
+    assert "root: forward result of iteration 1 differs from the reference run's" in text
+    (root / "forward_returns.csv").write_text("not, the curve\n")
+    text = "\n".join(harness.check_walk_forward(root, reference))
+    assert "root: forward_returns.csv is not the stitched curve" in text and "verify: " in text
+
+
 def test_harness_notices_damage(walked, tmp_path):
     """The checker is not blind: a lost record, a leftover and a corrupt model are all reported."""
     root = tmp_path / "repo"

@@ -354,6 +354,51 @@ def test_a_forged_intent_cannot_delete_a_committed_record(tmp_path):
     assert not list((tmp_path / CK).glob(".sb3ckpt-intent-*"))
 
 
+def test_sweep_removes_the_intent_of_a_writer_killed_right_after_publishing_signing_json(tmp_path):
+    """Found by the kill harness (walk-forward scenario, signed): a writer killed between the marker's
+    create-only link and dropping its intent left ``.sb3ckpt-intent-signing.json``, which no sweep removed
+    (only iteration intents were recognized) and no later write replaced (the marker exists by then)."""
+    from sb3_iter_ckpt import CheckpointRepository
+
+    root = tmp_path / "repo"
+    child = textwrap.dedent(
+        """
+        import os, signal, sys
+        from sb3_iter_ckpt import CheckpointRepository
+
+        unlink = os.unlink
+
+        def killed_before_dropping_the_intent(path, *args, **kwargs):
+            if str(path).endswith(".sb3ckpt-intent-signing.json"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return unlink(path, *args, **kwargs)
+
+        os.unlink = killed_before_dropping_the_intent
+        CheckpointRepository(sys.argv[1], signing_key="k").commit(0, metrics={"mean_reward": 1.0}, model=b"m")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", child, str(root)], capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr
+    assert _files(root) == [".sb3ckpt-intent-signing.json", "signing.json"]
+    repo = CheckpointRepository(root, signing_key="k")  # its sweep
+    assert _files(root) == ["signing.json"]
+    repo.commit(0, metrics={"mean_reward": 1.0}, model=b"m")
+    assert repo.verify() == [] and not list(root.rglob(".sb3ckpt-intent-*"))
+
+
+def test_an_intent_of_a_record_that_is_no_iterations_removes_only_itself(tmp_path):
+    """The signing marker's intent names no artifact; a forged one that does costs nothing but itself."""
+    st = _opened(LocalStorage(tmp_path))
+    _commit(st, 0, b"committed 0")
+    st.write_atomic("best_model.zip", b"best")
+    st.write_atomic("notes.txt", b"a user's file")
+    forged = {"record": "signing.json", "artifacts": ["best_model.zip", "notes.txt", f"{CK}/model_iter_0.zip"]}
+    (tmp_path / ".sb3ckpt-intent-signing.json").write_text(json.dumps(forged))
+    (tmp_path / ".sb3ckpt-intent-notes.json").write_text(json.dumps({"record": "notes.txt", "artifacts": []}))
+    assert sorted(st.sweep()) == [".sb3ckpt-intent-notes.json", ".sb3ckpt-intent-signing.json"]
+    assert _files(tmp_path) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip", "notes.txt"]
+
+
 def test_sweep_of_a_missing_root_does_nothing(tmp_path):
     assert LocalStorage(tmp_path / "nope").sweep() == []
     assert not (tmp_path / "nope").exists()

@@ -43,7 +43,9 @@ _CHUNK = 1 << 20
 # hidden file that merely looks temporary (``.notes.tmp-host-1-deadbeef``). [0-9], not \d: no other digits.
 TMP_TAG = "sb3ckpt-tmp"
 _TMP_RE = re.compile(r"^\..+\.sb3ckpt-tmp-(?P<host>.+)-(?P<pid>[0-9]+)-(?P<rand>[0-9a-f]{8})\Z")
-_INTENT_RE = re.compile(r"^\.sb3ckpt-intent-iter-(0|[1-9][0-9]*)\.json\Z")
+# An intent: of an iteration's record (group 1: the iteration), or of a record that is no iteration's
+# (``.sb3ckpt-intent-signing.json``, the signing marker's create-only publish).
+_INTENT_RE = re.compile(r"^\.sb3ckpt-intent-(?:iter-(0|[1-9][0-9]*)|[A-Za-z][A-Za-z0-9_]*)\.json\Z")
 LOCK_NAME = ".lock"
 # A name of one iteration's file (``model_iter_3.zip``, its record): intents, attempt keys and the
 # sweep group files by iteration; which of them are records, and what a record names, is the repository's.

@@ -1,8 +1,10 @@
 """Cleaning up after a local writer that died mid-commit: its intent rolled back, its stale temporaries removed.
 
 An intent (``.sb3ckpt-intent-iter-<i>.json``) names the artifacts a publish renamed into place before its
-record; seen under the lock, it belongs to a dead writer. Which files a committed record still names is
-the repository's knowledge (``Storage.references``): this module never reads a record.
+record; seen under the lock, it belongs to a dead writer. The publish of a record that is no iteration's
+(the signing marker, ``.sb3ckpt-intent-signing.json``) renames no artifact: only its intent is removed.
+Which files a committed record still names is the repository's knowledge (``Storage.references``): this
+module never reads a record.
 """
 
 from __future__ import annotations
@@ -70,20 +72,22 @@ def rollback_intent(storage: Storage, intent: str) -> list[str]:
 
     Its artifacts are removed only when no committed record names them, and only names of its
     iteration in the intent's own folder, for a record of that iteration there: a corrupt or forged
-    intent can cost nothing but itself (never a committed file, never a file elsewhere).
+    intent can cost nothing but itself (never a committed file, never a file elsewhere). The intent of a
+    record that is no iteration's (the signing marker) removes nothing but itself.
     """
     removed: list[str] = []
     intent_path = PurePosixPath(intent)
     folder = intent_path.parent
     m = _INTENT_RE.match(intent_path.name)
-    iteration = int(m.group(1)) if m else None
+    iteration = int(m.group(1)) if m and m.group(1) is not None else None
     try:
         body = json.loads(storage.read_bytes(intent))
         record = PurePosixPath(body["record"])
         artifacts = [a for a in body["artifacts"] if isinstance(a, str)]
     except (CheckpointError, ValueError, KeyError, TypeError):
         record, artifacts = None, []
-    if record is not None and record.parent == folder and iteration_of(record.name) == iteration:
+    own = record is not None and record.parent == folder and iteration_of(record.name) == iteration
+    if iteration is not None and own:
         for name in artifacts:
             p = PurePosixPath(name)
             if p.parent != folder or iteration_of(p.name) != iteration or p == record:
