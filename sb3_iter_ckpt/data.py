@@ -25,6 +25,8 @@ __all__ = [
     "load_prices_csv",
     "estimate_periods_per_year",
     "data_fingerprint",
+    "check_table",
+    "load_table_csv",
 ]
 
 
@@ -44,6 +46,7 @@ DEFAULT_REGIMES: dict[str, tuple[float, float]] = {
 
 # Bumped whenever the byte layout hashed by data_fingerprint changes, so old and new digests never collide.
 _FINGERPRINT_VERSION = b"sb3-iter-ckpt/data-fingerprint/v1"
+_TABLE_FINGERPRINT_VERSION = b"sb3-iter-ckpt/table-fingerprint/v1"
 
 
 def _regime_params(regimes: Mapping[str, Sequence[float]] | Sequence[Sequence[float]] | None) -> np.ndarray:
@@ -263,6 +266,107 @@ def load_prices_csv(
     return series.sort_index()
 
 
+def load_table_csv(
+    path: str | os.PathLike[str],
+    date_column: str = "date",
+    close_column: str = "close",
+    date_format: str | None = None,
+) -> pd.DataFrame:
+    """Load a whole CSV as a table: every column but the date, indexed by the dates, sorted.
+
+    The dates and the close column are checked as :func:`load_prices_csv` checks them; the other columns
+    pass through as pandas reads them (for an env of the user's that reads features).
+
+    :return: a DataFrame with a sorted DatetimeIndex named ``"date"``; the close column keeps its name.
+    :raises DataError: as :func:`load_prices_csv`.
+    """
+    p = Path(path)
+    frame = _read_csv(p, date_column, close_column)
+    date_col = _find_column(list(frame.columns), date_column, p)
+    close_col = _find_column(list(frame.columns), close_column, p)
+    dates = _checked_dates(frame[date_col], date_col, p, date_format)
+    frame[close_col] = _checked_close(frame[close_col], close_col, p)
+    if len(frame) < 2:
+        raise DataError(f"{p}: need at least 2 price rows, found {len(frame)}")
+    duplicated = dates.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        raise DataError(f"{p}: duplicate dates in column {date_col!r} ({_rows(duplicated, frame[date_col])})")
+    table = frame.drop(columns=[date_col])
+    table.index = pd.DatetimeIndex(dates.to_numpy(), name="date")
+    return table.sort_index()
+
+
+def _table_column(table: pd.DataFrame, wanted: str | None, what: str) -> Any:
+    """The column ``wanted`` names (exact, else the unique case-insensitive match); None: a unique close."""
+    columns = list(table.columns)
+    if wanted is not None and wanted in columns:
+        if columns.count(wanted) > 1:
+            raise DataError(f"the table has several columns named {wanted!r}; name each column once")
+        return wanted
+    key = "close" if wanted is None else str(wanted).strip().lower()
+    matches = [c for c in columns if str(c).strip().lower() == key]
+    if len(matches) == 1:
+        return matches[0]
+    if wanted is None:
+        problem = "several columns" if matches else "no column"
+        raise DataError(f"{problem} named close in the table ({columns}); name the traded price with {what}=")
+    if matches:
+        raise DataError(f"{what} {wanted!r} is ambiguous, several columns match: {matches}")
+    raise DataError(f"{what} {wanted!r} is not a column of the table; columns present: {columns}")
+
+
+def _price_column_values(table: pd.DataFrame, column: Any, what: str) -> None:
+    values = table[column]
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        raise DataError(f"{what} {column!r} must be numeric, its dtype is {values.dtype}")
+    arr = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isfinite(arr) | (arr <= 0)
+    if bad.any():
+        raise DataError(f"{what} {column!r} must be finite and positive prices ({_rows(bad, values)})")
+
+
+def _table_index(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` indexed by its date column when it has a RangeIndex and one column named date."""
+    if isinstance(table.index, pd.RangeIndex):
+        dates = [c for c in table.columns if str(c).strip().lower() == "date"]
+        if len(dates) == 1:
+            try:
+                index = pd.DatetimeIndex(pd.to_datetime(table[dates[0]]), name="date")
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"cannot read the table's column {dates[0]!r} as dates: {exc}") from exc
+            table = table.drop(columns=[dates[0]])
+            table.index = index
+    if table.index.has_duplicates:
+        raise DataError(f"the table's index has duplicate labels (e.g. {table.index[table.index.duplicated()][0]!r})")
+    if not table.index.is_monotonic_increasing:
+        raise DataError("the table's index is not sorted in increasing order; sort it (table.sort_index()) first")
+    return table
+
+
+def check_table(
+    table: pd.DataFrame, price_column: str | None = None, benchmark_column: str | None = None
+) -> tuple[pd.DataFrame, Any, Any]:
+    """A table of a run checked once: its index (a DatetimeIndex, or its ``date`` column made one), the traded
+    price column (``price_column``, default: the one column named close) and the optional benchmark column.
+
+    :return: ``(table, price_column, benchmark_column)`` with the columns as the table names them.
+    :raises DataError: in one line, for no rows, a duplicate or unsorted index, a missing or ambiguous
+        column, or a price or benchmark column that is not finite positive numbers.
+    """
+    if len(table) == 0:
+        raise DataError("the table has no rows")
+    if table.columns.has_duplicates:
+        raise DataError(f"the table has duplicate column names: {list(table.columns)}")
+    table = _table_index(table)
+    price = _table_column(table, price_column, "price_column")
+    _price_column_values(table, price, "price_column")
+    benchmark = None
+    if benchmark_column is not None:
+        benchmark = _table_column(table, benchmark_column, "benchmark_column")
+        _price_column_values(table, benchmark, "benchmark_column")
+    return table, price, benchmark
+
+
 def estimate_periods_per_year(index: Any) -> float | None:
     """Bars per year of calendar time, from the timestamps: the annualization the data itself implies.
 
@@ -285,32 +389,7 @@ def estimate_periods_per_year(index: Any) -> float | None:
     return (len(index) - 1) / (seconds / (365.25 * 86400.0))
 
 
-def data_fingerprint(series: pd.Series | Sequence[float] | np.ndarray) -> str:
-    """A stable sha256 hex digest of a price series' values and index.
-
-    The digest depends on the float64 values (``-0.0`` and ``0.0`` hash alike, all NaNs hash alike) and the
-    index (timestamps as UTC nanoseconds since the epoch plus the time zone name, so the datetime resolution
-    pandas happened to pick does not matter; other index types by their ``repr``). The series name and the
-    index frequency are ignored. Array-likes without an index hash as a default ``RangeIndex`` would.
-
-    :param series: a pandas Series, or any 1-D array-like of numbers.
-    :return: 64 hexadecimal characters.
-    """
-    if isinstance(series, pd.DataFrame):
-        raise TypeError("data_fingerprint expects a Series or a 1-D array, not a DataFrame")
-    if not isinstance(series, pd.Series):
-        series = pd.Series(np.asarray(series, dtype=np.float64))
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    if values.ndim != 1:
-        raise TypeError(f"data_fingerprint expects 1-D data, got shape {values.shape}")
-    # Canonical bytes: one NaN bit pattern, no negative zero, little-endian whatever the platform.
-    values = np.where(np.isnan(values), np.nan, values + 0.0).astype("<f8")
-
-    h = hashlib.sha256()
-    h.update(_FINGERPRINT_VERSION)
-    h.update(len(values).to_bytes(8, "little"))
-    h.update(values.tobytes())
-    index = series.index
+def _hash_index(h: Any, index: pd.Index) -> None:
     if isinstance(index, pd.DatetimeIndex):
         h.update(b"datetime:" + str(index.tz).encode())
         # tz_convert(None) -> naive UTC: the same instants hash alike whatever the display zone.
@@ -320,7 +399,62 @@ def data_fingerprint(series: pd.Series | Sequence[float] | np.ndarray) -> str:
         h.update(f"range:{index.start}:{index.stop}:{index.step}".encode())
     else:
         h.update(b"other:")
-        for label in index:
-            encoded = repr(label).encode()
-            h.update(len(encoded).to_bytes(8, "little") + encoded)
+        _hash_labels(h, index)
+
+
+def _hash_labels(h: Any, labels: Any) -> None:
+    for label in labels:
+        encoded = repr(label).encode()
+        h.update(len(encoded).to_bytes(8, "little") + encoded)
+
+
+def _canonical(values: np.ndarray) -> np.ndarray:
+    """One NaN bit pattern, no negative zero, little-endian whatever the platform."""
+    return np.where(np.isnan(values), np.nan, values + 0.0).astype("<f8")
+
+
+def _table_fingerprint(table: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    h.update(_TABLE_FINGERPRINT_VERSION)
+    h.update(len(table).to_bytes(8, "little") + len(table.columns).to_bytes(8, "little"))
+    _hash_labels(h, table.columns)
+    for k in range(len(table.columns)):
+        column = table.iloc[:, k]
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            h.update(b"numeric:" + _canonical(column.to_numpy(dtype=np.float64, na_value=np.nan)).tobytes())
+        else:
+            h.update(f"values:{column.dtype}:".encode())
+            _hash_labels(h, column)
+    _hash_index(h, table.index)
+    return h.hexdigest()
+
+
+def data_fingerprint(series: pd.Series | pd.DataFrame | Sequence[float] | np.ndarray) -> str:
+    """A stable sha256 hex digest of a price series' values and index, or of a whole table.
+
+    The digest depends on the float64 values (``-0.0`` and ``0.0`` hash alike, all NaNs hash alike) and the
+    index (timestamps as UTC nanoseconds since the epoch plus the time zone name, so the datetime resolution
+    pandas happened to pick does not matter; other index types by their ``repr``). The series name and the
+    index frequency are ignored. Array-likes without an index hash as a default ``RangeIndex`` would.
+
+    A DataFrame hashes its column names in order, every column's values (numbers as above, other columns by
+    each value's ``repr``) and its index, under its own version tag: a changed feature column changes it.
+
+    :param series: a pandas Series or DataFrame, or any 1-D array-like of numbers.
+    :return: 64 hexadecimal characters.
+    """
+    if isinstance(series, pd.DataFrame):
+        return _table_fingerprint(series)
+    if not isinstance(series, pd.Series):
+        series = pd.Series(np.asarray(series, dtype=np.float64))
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    if values.ndim != 1:
+        raise TypeError(f"data_fingerprint expects 1-D data, got shape {values.shape}")
+    values = _canonical(values)
+
+    h = hashlib.sha256()
+    h.update(_FINGERPRINT_VERSION)
+    h.update(len(values).to_bytes(8, "little"))
+    h.update(values.tobytes())
+    _hash_index(h, series.index)
     return h.hexdigest()

@@ -74,7 +74,10 @@ class WalkForwardRunner:
     metrics on validation (and on train, and both combined) and keeps the best snapshot by
     ``monitor``; then the next window.
 
-    :param prices: Close prices: a pandas Series (a DatetimeIndex gives windows dates) or an array.
+    :param prices: Close prices: a pandas Series (a DatetimeIndex gives windows dates) or an array; or a table,
+        a DataFrame with a DatetimeIndex (or a ``date`` column) and any feature columns: ``price_column`` names
+        the traded price (default: the column named close), ``benchmark_column`` buy-and-hold's, and
+        ``make_env`` receives the table's slices (with their history rows). The fingerprint covers the table.
     :param splitter: The ``WalkForwardSplitter``.
     :param repository: A ``CheckpointRepository`` or its path (``results/{experiment_id}``).
     :param total_timesteps: Training timesteps per iteration.
@@ -113,6 +116,7 @@ class WalkForwardRunner:
         if total_timesteps is not None:
             settings["total_timesteps"] = total_timesteps
         self.options = RunOptions(**settings) if options is None else dataclasses.replace(options, **settings)
+        prices, self.options, self.price_series, self.benchmark_series = _table(prices, self.options)
         self.prices = prices
         self.splitter = splitter
         self.options = _resolved(self.options, splitter, prices)
@@ -122,7 +126,8 @@ class WalkForwardRunner:
         self.progress = progress
         self.executor = executor
         self.n_jobs = n_jobs
-        self._values = np.asarray(getattr(prices, "to_numpy", lambda: prices)(), dtype=np.float64)
+        series = self.price_series
+        self._values = np.asarray(getattr(series, "to_numpy", lambda: series)(), dtype=np.float64)
         if splitter.n_windows(len(self._values)) == 0:
             raise CheckpointError(
                 f"no window fits in {len(self._values)} prices: train_size + gap + val_size = {splitter.min_length}"
@@ -227,6 +232,24 @@ class WalkForwardRunner:
         )[0]
 
 
+def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]:
+    """A table checked (its price column resolved into the options), its traded price and benchmark series; a
+    series or array as it is (the price and the benchmark)."""
+    import pandas as pd
+
+    from sb3_iter_ckpt.data import check_table
+
+    if not isinstance(prices, pd.DataFrame):
+        if options.price_column is not None or options.benchmark_column is not None:
+            raise CheckpointError(
+                "price_column and benchmark_column name columns of a table: pass the prices as a DataFrame"
+            )
+        return prices, options, prices, prices
+    table, price, benchmark = check_table(prices, options.price_column, options.benchmark_column)
+    options = dataclasses.replace(options, price_column=price, benchmark_column=benchmark)
+    return table, options, table[price], table[price if benchmark is None else benchmark]
+
+
 def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> RunOptions:
     """``options`` with the splitter's test part and a number for ``periods_per_year``."""
     from sb3_iter_ckpt.data import estimate_periods_per_year
@@ -318,7 +341,7 @@ class _Run:
         if not results:
             return False
         try:
-            data = stitch(results, self.runner.prices).to_csv_bytes()
+            data = stitch(results, self.runner.benchmark_series).to_csv_bytes()
         except CheckpointError:
             return False  # a hole (a result missing): the repository's forward_status says why
         if repo.storage.exists(FORWARD_RETURNS) and repo.storage.read_bytes(FORWARD_RETURNS) == data:

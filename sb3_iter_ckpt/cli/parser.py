@@ -184,6 +184,31 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=_non_negative_int, default=0)
 
 
+def _env_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--env",
+        metavar="MODULE:CALLABLE",
+        help="your env: make_env(table, seed) -> gym.Env, by import path; it receives the --data CSV's rows "
+        "(every column, indexed by date, with --history rows before each part) (default: the built-in env)",
+    )
+    p.add_argument("--env-kwargs", metavar="JSON", help="keyword arguments of --env's callable, a JSON object")
+    p.add_argument(
+        "--benchmark-column", help="column of --data whose returns are buy-and-hold's (default: --close-column)"
+    )
+    p.add_argument("--transaction-cost", type=float, help="the built-in env's cost per unit of position change")
+    p.add_argument(
+        "--history",
+        type=int,
+        help="rows of history the env needs before its first decision (the built-in env's window_size, default 10)",
+    )
+
+
+_WALK_FORWARD_EXAMPLE = """example, your env on a CSV of OHLCV and indicator columns:
+  sb3-iter-ckpt walk-forward --experiment-id feat1 --total-timesteps 20000 --data prices.csv \\
+      --close-column close --env mypackage.envs:make_env --env-kwargs '{"window": 30}' --history 30
+  where mypackage/envs.py has  def make_env(table, seed, window=10): ...  (table: a pandas DataFrame)"""
+
+
 def _window_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=_positive_int, help="at most this many windows")
     p.add_argument("--train-size", type=_positive_int, default=500, help="training rows per window (default 500)")
@@ -243,12 +268,15 @@ def _walk_forward_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "walk-forward",
         help="run walk-forward training (the main job)",
-        description="Train on each window, keep each iteration's best by validation Sharpe, and let it trade "
+        description="Train on each window, keep each iteration's best by validation Sharpe, and let it trade\n"
         "the unseen test part after its window.",
+        epilog=_WALK_FORWARD_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--experiment-id", required=True)
     p.add_argument("--total-timesteps", type=_positive_int, required=True, help="training timesteps per iteration")
     _data_flags(p)
+    _env_flags(p)
     _window_flags(p)
     _training_flags(p)
     _execution_flags(p)

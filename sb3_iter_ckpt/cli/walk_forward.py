@@ -61,6 +61,7 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
         raise UsageError("--date-format reads the dates of --data; the synthetic prices have no CSV to read")
     if args.data and not Path(args.data).is_file():
         raise UsageError(f"--data {args.data}: no such file; give a CSV with a date and a close column")
+    _check_env_args(args)
     _storage_options(args)  # KEY=VALUE syntax
     if is_url(args.results_dir):
         _check_url(args.results_dir)
@@ -78,6 +79,67 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
         _candidates(args)  # duplicate names (--algo ppo,ppo)
     except CheckpointError as exc:
         raise UsageError(f"--algo: {exc}") from None
+
+
+def _check_env_args(args: argparse.Namespace) -> None:
+    """``--env`` (imported here), ``--env-kwargs``, ``--benchmark-column``, ``--transaction-cost``, ``--history``."""
+    import math
+
+    _env_callable(args)
+    _env_kwargs(args)
+    if args.benchmark_column and not args.data:
+        raise UsageError("--benchmark-column names a column of --data; the synthetic prices have one column")
+    cost = args.transaction_cost
+    if cost is not None and (args.env or not (math.isfinite(cost) and cost >= 0)):
+        why = "is the built-in env's; give your env its cost in --env-kwargs" if args.env else "must be >= 0"
+        raise UsageError(f"--transaction-cost {cost} {why}")
+    if args.history is not None and args.history < (0 if args.env else 1):
+        least = "0 or more" if args.env else "1 or more (the built-in env's window_size)"
+        raise UsageError(f"--history {args.history}: rows of history must be {least}")
+
+
+def _env_callable(args: argparse.Namespace) -> Any:
+    """``--env module:callable`` imported (None without ``--env``); ``UsageError`` in one line if it is not one."""
+    import importlib
+
+    if not args.env:
+        return None
+    module_name, sep, attr = str(args.env).partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageError(f"--env {args.env!r}: give an import path module:callable (e.g. mypackage.envs:make_env)")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module: any failure is one line
+        raise UsageError(f"--env {args.env}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise UsageError(f"--env {args.env}: {module_name!r} has no {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise UsageError(f"--env {args.env}: {attr!r} is not callable; give make_env(table, seed) -> gym.Env")
+    return target
+
+
+def _env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    if args.env_kwargs is None:
+        return {}
+    if not args.env:
+        raise UsageError("--env-kwargs are the keyword arguments of --env's callable: give --env too")
+    try:
+        kwargs = json.loads(args.env_kwargs)
+    except ValueError as exc:
+        raise UsageError(f"--env-kwargs is not JSON ({exc}); give an object such as '{{\"window\": 30}}'") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"--env-kwargs must be a JSON object of keyword arguments, got {args.env_kwargs!r}")
+    return kwargs
+
+
+def _is_table(args: argparse.Namespace) -> bool:
+    """Whether the run reads a table (its env or its benchmark needs more than the close column)."""
+    return bool(args.env or args.benchmark_column)
 
 
 def _algos(args: argparse.Namespace) -> list[str]:
@@ -108,12 +170,16 @@ def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
 
 
 def _prices(args: argparse.Namespace) -> Any:
-    from sb3_iter_ckpt.data import load_prices_csv, synthetic_prices
+    """The close series; with ``--env`` or ``--benchmark-column`` the whole table (a CSV run that uses only its
+    close column keeps the series, and so its data fingerprint)."""
+    from sb3_iter_ckpt.data import load_prices_csv, load_table_csv, synthetic_prices
 
     if not args.data:
-        return synthetic_prices(args.n_prices, seed=args.data_seed)
+        prices = synthetic_prices(args.n_prices, seed=args.data_seed)
+        return prices.to_frame() if _is_table(args) else prices
+    load = load_table_csv if _is_table(args) else load_prices_csv
     try:
-        return load_prices_csv(
+        return load(
             args.data, date_column=args.date_column, close_column=args.close_column, date_format=args.date_format
         )
     except ValueError as exc:
@@ -147,6 +213,12 @@ def _run_options(args: argparse.Namespace) -> Any:
     from sb3_iter_ckpt.common.options import RunOptions
 
     algo = _algos(args)[0]
+    env_kwargs: dict[str, Any] = {}
+    if args.transaction_cost is not None:
+        env_kwargs["transaction_cost"] = args.transaction_cost
+    if args.history is not None and not args.env:
+        env_kwargs["window_size"] = args.history
+    table = _is_table(args)
     return RunOptions(
         args.total_timesteps,
         algo=args.algo if "," not in args.algo else algo,  # one algorithm: as given, as its fingerprint has it
@@ -161,6 +233,12 @@ def _run_options(args: argparse.Namespace) -> Any:
         test_gap=args.test_gap,
         # None: estimated from the dates of --data; the synthetic prices' dates are no calendar: 252
         periods_per_year=args.periods_per_year or (None if args.data else 252),
+        make_env=_env_callable(args),
+        make_env_kwargs=_env_kwargs(args),
+        env_kwargs=env_kwargs,
+        env_history=args.history if args.env else None,
+        price_column=(args.close_column if args.data else "close") if table else None,
+        benchmark_column=args.benchmark_column,
     )
 
 

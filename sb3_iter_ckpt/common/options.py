@@ -167,6 +167,12 @@ class RunOptions:
         seed, hyperparameters), each trained into ``candidates/<name>/``; per window the one with the best
         selection score is chosen and copied into the root (empty, the default: one model per window, the
         run's ``algo`` and ``seed``). Not with ``make_model``.
+    :param price_column: With a table (a DataFrame) for prices: the column of the traded price (the built-in
+        env's prices, the forward results' rows and dates, buy-and-hold); None: the one column named close
+        (the runner resolves it). Only for a table.
+    :param benchmark_column: With a table: the column whose returns are buy-and-hold's (None: the price column).
+    :param make_env_kwargs: Keyword arguments ``make_env`` is called with (``make_env(segment, seed, **kw)``;
+        values recorded in the fingerprint, unlike those of a ``functools.partial``). Needs ``make_env``.
 
     ``selection`` is the :class:`~sb3_iter_ckpt.common.selection.SelectionRule` of ``monitor``, ``mode`` and
     ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
@@ -194,6 +200,9 @@ class RunOptions:
     candidates: tuple[Candidate, ...] = ()
     step_reader: StepReader | None = None
     env_history: int | None = None
+    price_column: str | None = None
+    benchmark_column: str | None = None
+    make_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -213,6 +222,7 @@ class RunOptions:
             isinstance(history, bool) or not isinstance(history, numbers.Integral) or history < 0
         ):
             raise CheckpointError(f"env_history must be an integer >= 0 or None, got {history!r}")
+        self._check_data_settings()
         if self.step_reader is not None and not isinstance(self.step_reader, StepReader):
             raise CheckpointError(f"step_reader must be a StepReader, got {type(self.step_reader).__name__}")
         if self.test_gap and not self.test_size:
@@ -232,6 +242,25 @@ class RunOptions:
             eval_freq=EvaluationOptions(eval_freq=freq).eval_freq,  # checked where the callback checks it
             selection=SelectionRule(self.monitor, self.mode, self.min_score),  # type: ignore[arg-type]
         )
+
+    def _check_data_settings(self) -> None:
+        for name in ("price_column", "benchmark_column"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise CheckpointError(f"{name} must be a column name (a non-empty string) or None, got {value!r}")
+        kwargs = self.make_env_kwargs
+        if not isinstance(kwargs or {}, Mapping) or not all(isinstance(k, str) for k in kwargs or {}):
+            raise CheckpointError(f"make_env_kwargs must be a mapping of keyword names, got {kwargs!r}")
+        if kwargs and self.make_env is None:
+            raise CheckpointError("make_env_kwargs are the keyword arguments of make_env: give make_env too")
+        _set(self, make_env_kwargs=dict(kwargs or {}))
+
+    @property
+    def env_factory(self) -> MakeEnv | None:
+        """``make_env`` with ``make_env_kwargs`` bound (a ``functools.partial``), or None: the built-in env."""
+        if self.make_env is None or not self.make_env_kwargs:
+            return self.make_env
+        return functools.partial(self.make_env, **self.make_env_kwargs)
 
     @property
     def annualization(self) -> float:
@@ -291,6 +320,10 @@ class RunOptions:
             # Only when they differ from the defaults, for the same reason.
             **({"step_reader": self._reader_config()} if self.reader != StepReader() else {}),
             **({"env_history": self.env_history} if self.env_history is not None else {}),
+            # A table's columns (issue 22), only when the run has a table or a benchmark.
+            **({"price_column": self.price_column} if self.price_column is not None else {}),
+            **({"benchmark_column": self.benchmark_column} if self.benchmark_column is not None else {}),
+            **({"make_env_kwargs": self.make_env_kwargs} if self.make_env_kwargs else {}),
         }
 
     def _reader_config(self) -> dict[str, Any]:

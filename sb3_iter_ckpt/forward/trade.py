@@ -144,12 +144,36 @@ def _env_builder(
     return h, build
 
 
+def _same_rows(data: Any, n: int, what: str) -> Any:
+    if len(data) != n:
+        raise CheckpointError(f"{what} has {len(data)} rows, the prices {n}: give both for the same rows")
+    return data
+
+
+def _benchmark(benchmark: Any, values: np.ndarray) -> np.ndarray:
+    """Buy-and-hold's prices: ``benchmark``'s values (checked as prices), else the traded ``values``."""
+    return values if benchmark is None else _same_rows(as_prices(benchmark)[0], len(values), "benchmark")
+
+
 def _steps_error(make_env: Any, steps: int, part: tuple[int, int], rows: int, history: int) -> EnvContractError:
     who = "the built-in TradingEnv" if make_env is None else f"the env of make_env {name_of(make_env)}"
     return EnvContractError(
         f"{who} took {steps} steps over test part {part[0]}..{part[1]}, which has {rows} dated rows "
         f"(one step per row after {history} rows of history); its returns cannot be dated"
     )
+
+
+def _part_returns(
+    model: Any, build: Callable[[], Any], vecnormalize: Any, reader: StepReader, rows: np.ndarray, part: tuple
+) -> tuple[list[float], list[float]]:
+    """The returns and positions of the model trading the part's env, one step per dated row."""
+    if not rows.size:
+        return [], []
+    returns, positions = _trade(model, build(), vecnormalize, reader)
+    if len(returns) != rows.size:
+        make_env, start, stop, history = part
+        raise _steps_error(make_env, len(returns), (start, stop), rows.size, history)
+    return returns, positions
 
 
 def evaluate_forward(
@@ -166,6 +190,8 @@ def evaluate_forward(
     step_reader: StepReader | None = None,
     history: int | None = None,
     seed: int = 0,
+    table: Any = None,
+    benchmark: Any = None,
 ) -> ForwardResult:
     """Trade ``window``'s test part once with ``model``, deterministically, on the env it was trained on.
 
@@ -194,6 +220,8 @@ def evaluate_forward(
     :param history: rows ``make_env``'s env needs before the first decision (None: ``env_kwargs``'
         ``window_size`` or the built-in env's default); the built-in env always takes its ``window_size``.
     :param seed: the seed given to ``make_env``.
+    :param table: what ``make_env`` gets, sliced as ``prices`` (a DataFrame of the same rows); None: ``prices``.
+    :param benchmark: buy-and-hold's prices, same rows (the result's ``asset_returns``); None: ``prices``.
     :return: the :class:`ForwardResult`.
     :raises CheckpointError: for a window without a test part or outside the prices, a test part that starts
         before ``history`` rows, bad ``env_kwargs``, a model that does not fit the env, an env whose steps
@@ -202,15 +230,11 @@ def evaluate_forward(
     values, index = as_prices(prices)
     start, stop = check_test_part(window, len(values))
     reader = StepReader() if step_reader is None else step_reader
-    h, build = _env_builder(prices, values, (start, stop), env_kwargs, make_env, history, seed)
+    env_data = prices if table is None else _same_rows(table, len(values), "table")
+    h, build = _env_builder(env_data, values, (start, stop), env_kwargs, make_env, history, seed)
     rows = dated_rows(start, stop, len(values))
-    returns: list[float] = []
-    positions: list[float] = []
-    if rows.size:
-        returns, positions = _trade(model, build(), vecnormalize, reader)
-        if len(returns) != rows.size:
-            raise _steps_error(make_env, len(returns), (start, stop), rows.size, h)
-    prices_ = (values, index)
+    returns, positions = _part_returns(model, build, vecnormalize, reader, rows, (make_env, start, stop, h))
+    prices_ = (_benchmark(benchmark, values), index)
     return _make_result(iteration, candidate, start, stop, False, rows, prices_, returns, positions, periods_per_year)
 
 
@@ -221,6 +245,7 @@ def placeholder_forward(
     iteration: int,
     candidate: str | None = None,
     periods_per_year: float = 252,
+    benchmark: Any = None,
 ) -> ForwardResult:
     """The forward result of an iteration without a model: flat over its test part, zero return every period.
 
@@ -231,10 +256,12 @@ def placeholder_forward(
     :param iteration: the iteration number.
     :param candidate: the candidate's name (None without candidates).
     :param periods_per_year: annualization of the metrics.
+    :param benchmark: buy-and-hold's prices, as for :func:`evaluate_forward`.
     :return: a :class:`ForwardResult` with ``placeholder=True``.
     """
     values, index = as_prices(prices)
     start, stop = check_test_part(window, len(values))
     rows = dated_rows(start, stop, len(values))
     zeros = [0.0] * rows.size
-    return _make_result(iteration, candidate, start, stop, True, rows, (values, index), zeros, zeros, periods_per_year)
+    prices_ = (_benchmark(benchmark, values), index)
+    return _make_result(iteration, candidate, start, stop, True, rows, prices_, zeros, zeros, periods_per_year)

@@ -98,11 +98,17 @@ def _pin_threads(n: int | None) -> Callable[[], None]:
 
 
 def _make_env(spec: WindowSpec, segment: Any) -> Any:
-    if spec.options.make_env is not None:
-        return spec.options.make_env(segment, spec.seed)
+    make_env = spec.options.env_factory
+    if make_env is not None:
+        return make_env(segment, spec.seed)  # a table's slice, every column
     from sb3_iter_ckpt.envs.trading import TradingEnv
 
-    return TradingEnv(segment, **spec.options.trading_env_kwargs)
+    return TradingEnv(_column(segment, spec.options.price_column), **spec.options.trading_env_kwargs)
+
+
+def _column(segment: Any, column: Any) -> Any:
+    """A table's column (the traded price, the benchmark), or the segment itself when it is no table."""
+    return segment if column is None or not hasattr(segment, "columns") else segment[column]
 
 
 def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
@@ -160,29 +166,38 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     from sb3_iter_ckpt.splitter import Window
 
     ck, off = repo.get(i), spec.test_offset
+    prices = _column(spec.test_prices, opts.price_column)
+    benchmark = _column(spec.test_prices, opts.benchmark_column or opts.price_column)
     # The test part in the rows of test_prices; the result's rows are shifted back below.
     local = Window(i, 0, 0, 0, 0, test_start=w.test_start - off, test_stop=w.test_stop - off)
     if ck.has_model:
         vecnormalize = functools.partial(repo.load_vecnormalize, i) if "vecnormalize" in ck.artifacts else None
         result = trade.evaluate_forward(
             repo.load(i, device="cpu"),
-            spec.test_prices,
+            prices,
             local,
             iteration=i,
             env_kwargs=opts.trading_env_kwargs,
             vecnormalize=vecnormalize,
             periods_per_year=opts.annualization,
             candidate=spec.candidate,
-            make_env=opts.make_env,
+            make_env=opts.env_factory,
             step_reader=opts.reader,
             history=opts.history,
             seed=spec.seed,
+            table=spec.test_prices,
+            benchmark=benchmark,
         )
     elif is_pruned(ck):
         return  # its model is gone (pruned by hand): nothing can trade the test part any more
     else:
         result = trade.placeholder_forward(
-            spec.test_prices, local, iteration=i, periods_per_year=opts.annualization, candidate=spec.candidate
+            prices,
+            local,
+            iteration=i,
+            periods_per_year=opts.annualization,
+            candidate=spec.candidate,
+            benchmark=benchmark,
         )
     rows = tuple(r + off for r in result.rows)
     repo.commit_forward(dataclasses.replace(result, test_start=w.test_start, test_stop=w.test_stop, rows=rows))

@@ -1,0 +1,181 @@
+"""Data beyond one column (issue 22 item 3): a DataFrame of OHLCV and indicator columns, the traded price one of
+them, the user's env reading the features; the fingerprint covers the whole table; a bad table refused at once.
+
+Real PPO at tiny budgets. Resume is checked with a ``max_iterations`` stop and a rerun (not a killed process).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import pytest
+from gymnasium import spaces
+
+from sb3_iter_ckpt import CheckpointRepository
+from sb3_iter_ckpt.data import DataError, data_fingerprint, synthetic_prices
+from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
+from sb3_iter_ckpt.splitter import WalkForwardSplitter
+from sb3_iter_ckpt.walkforward import WalkForwardRunner
+
+HISTORY = 3
+FEATURES = ("close", "volume", "rsi", "sma_gap")
+
+
+def ohlcv_table(n: int = 330) -> pd.DataFrame:
+    close = synthetic_prices(n, seed=3)
+    frame = pd.DataFrame(
+        {
+            "open": close.shift(1).fillna(close.iloc[0]),
+            "high": close * 1.01,
+            "low": close * 0.99,
+            "close": close,
+            "volume": np.linspace(1e5, 2e5, n),
+            "rsi": np.linspace(30.0, 70.0, n),
+            "sma_gap": np.sin(np.arange(n) / 7.0),
+        },
+        index=close.index,
+    )
+    frame["benchmark"] = close * (1.0 + 0.001 * np.arange(n)) / close.iloc[0] * 50.0
+    return frame
+
+
+class FeatureEnv(gym.Env):
+    """A user's env on a table slice: observes the last rows of four feature columns, flat or long on ``close``."""
+
+    seen: list[tuple[str, ...]] = []
+
+    def __init__(self, table: pd.DataFrame):
+        assert isinstance(table, pd.DataFrame), type(table)
+        FeatureEnv.seen.append(tuple(table.columns))
+        self.features = table[list(FEATURES)].to_numpy(dtype=np.float64)
+        self.features = (self.features - self.features.mean(0)) / (self.features.std(0) + 1e-9)
+        self.price = table["close"].to_numpy(dtype=np.float64)
+        self.action_space = spaces.Discrete(2)
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(HISTORY * len(FEATURES) + 1,), dtype=np.float32)
+
+    def _obs(self):
+        rows = self.features[self.t - HISTORY + 1 : self.t + 1].reshape(-1)
+        return np.concatenate((rows, [self.position])).astype(np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.position = HISTORY, 0.0
+        return self._obs(), {"return": 0.0, "position": 0.0}
+
+    def step(self, action):
+        self.position = float(int(np.asarray(action).reshape(-1)[0]))
+        ret = self.position * (self.price[self.t + 1] / self.price[self.t] - 1.0)
+        self.t += 1
+        done = self.t >= len(self.price) - 1
+        return self._obs(), ret, done, False, {"return": ret, "position": self.position}
+
+
+def feature_env(table, seed):
+    return FeatureEnv(table)
+
+
+def _runner(table, root, **kw):
+    settings = dict(
+        total_timesteps=64,
+        algo_kwargs={"n_steps": 32, "batch_size": 32, "n_epochs": 1},
+        make_env=feature_env,
+        env_history=HISTORY,
+        seed=1,
+        progress=False,
+    )
+    settings.update(kw)
+    return WalkForwardRunner(table, WalkForwardSplitter(120, 50, test_size=50), root, **settings)
+
+
+def test_table_run_resumes_and_refuses_a_changed_feature(tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
+    table, root = ohlcv_table(), tmp_path / "exp"
+    FeatureEnv.seen.clear()
+    first = _runner(table, root).run(max_iterations=1)  # a run stopped after its first window
+    assert first.trained == [0]
+    assert FeatureEnv.seen and all(cols == tuple(table.columns) for cols in FeatureEnv.seen)
+
+    again = _runner(table, root).run()  # the rerun resumes: window 0 is skipped, the rest trained
+    assert again.skipped == [0] and again.trained == [1, 2]
+    repo = CheckpointRepository(root)
+    forward = repo.forward(1)
+    dates = table.index
+    assert forward.dates[0] == dates[forward.rows[0]].isoformat()
+    close = table["close"].to_numpy()
+    expected = close[list(forward.rows)] / close[[r - 1 for r in forward.rows]] - 1.0
+    assert np.allclose(forward.asset_returns, expected)  # buy-and-hold: the traded price column
+    assert again.forward is not None
+
+    changed = table.copy()
+    changed.iloc[200, changed.columns.get_loc("rsi")] += 1.0  # one feature value, the prices untouched
+    with pytest.raises(ConfigMismatchError, match="data_sha256"):
+        _runner(changed, root).run()
+
+
+def test_benchmark_column_gives_buy_and_hold(tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
+    table = ohlcv_table()
+    runner = _runner(table, tmp_path / "exp", benchmark_column="benchmark", make_env=None, env_history=None)
+    result = runner.run(max_iterations=1)
+    forward = CheckpointRepository(tmp_path / "exp").forward(0)
+    bench = table["benchmark"].to_numpy()
+    expected = bench[list(forward.rows)] / bench[[r - 1 for r in forward.rows]] - 1.0
+    assert np.allclose(forward.asset_returns, expected)
+    assert result.trained == [0]
+    assert runner.config()["benchmark_column"] == "benchmark"
+
+
+def test_table_fingerprint_covers_every_column_and_keeps_the_series_one():
+    table = ohlcv_table(40)
+    fp = data_fingerprint(table)
+    assert len(fp) == 64 and fp != data_fingerprint(table["close"])
+    changed = table.copy()
+    changed.iloc[5, changed.columns.get_loc("volume")] += 1.0
+    assert data_fingerprint(changed) != fp
+    assert data_fingerprint(table.rename(columns={"rsi": "rsi14"})) != fp
+    assert data_fingerprint(table[list(reversed(table.columns))]) != fp
+    assert data_fingerprint(table.copy()) == fp
+    # a Series hashes as before (the frozen fingerprints of tests/walkforward/test_options.py rely on it)
+    series = table["close"]
+    assert data_fingerprint(series) == data_fingerprint(pd.Series(series.to_numpy(), index=series.index))
+
+
+def test_series_config_is_unchanged(tmp_path):
+    prices = synthetic_prices(330, seed=3)
+    config = WalkForwardRunner(prices, WalkForwardSplitter(120, 50), tmp_path / "x", 64, progress=False).config()
+    assert "price_column" not in config and "benchmark_column" not in config and "make_env_kwargs" not in config
+
+
+@pytest.mark.parametrize(
+    ("change", "kw", "message"),
+    [
+        (lambda t: t.drop(columns="close"), {}, "price_column"),
+        (lambda t: t, {"price_column": "adj_close"}, "adj_close"),
+        (lambda t: t, {"benchmark_column": "spy"}, "spy"),
+        (lambda t: t.assign(close="x"), {}, "numeric"),
+        (lambda t: t.assign(close=-1.0), {}, "positive"),
+        (lambda t: t.iloc[:0], {}, "no rows"),
+        (lambda t: t.iloc[::-1], {}, "sorted"),
+        (lambda t: pd.concat([t.iloc[:5], t.iloc[4:]]), {}, "duplicate"),
+        (lambda t: t.rename(columns={"open": "Close"}), {}, "several columns"),
+    ],
+)
+def test_bad_table_refused_at_construction(tmp_path, change, kw, message):
+    table = change(ohlcv_table(330))
+    with pytest.raises(DataError, match=message) as info:
+        WalkForwardRunner(table, WalkForwardSplitter(120, 50), tmp_path / "x", 64, progress=False, **kw)
+    assert "\n" not in str(info.value)
+
+
+def test_column_names_need_a_table(tmp_path):
+    with pytest.raises(CheckpointError, match="DataFrame"):
+        WalkForwardRunner(synthetic_prices(330), WalkForwardSplitter(120, 50), tmp_path / "x", 64, price_column="close")
+
+
+def test_a_date_column_becomes_the_index(tmp_path):
+    table = ohlcv_table(330)
+    flat = table.reset_index()  # a "date" column and a RangeIndex
+    runner = WalkForwardRunner(flat, WalkForwardSplitter(120, 50), tmp_path / "x", 64, progress=False)
+    assert runner.windows[0].to_dict().get("train_start_time", "").startswith(str(table.index[0].date()))
+    assert runner.config()["data_sha256"] == data_fingerprint(table)
