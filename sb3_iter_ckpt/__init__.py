@@ -22,7 +22,7 @@ from sb3_iter_ckpt.errors import (
     SigningKeyError,
     UnsafePathError,
 )
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult, VerifyReport
+from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult, VerifyReport, trade_forward
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.callback import IterationCheckpointCallback
@@ -54,4 +54,5 @@ __all__ = [
     "UnsafePathError",
     "VerifyReport",
     "__version__",
+    "trade_forward",
 ]

@@ -27,7 +27,7 @@ from sb3_iter_ckpt.common.options import CommitOptions, EvaluationOptions
 from sb3_iter_ckpt.common.record import Checkpoint
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
-from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration
+from sb3_iter_ckpt.repository import CheckpointRepository, _check_iteration, trade_forward
 
 if TYPE_CHECKING:
     from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -56,6 +56,26 @@ def _episode_stats(rewards: list[float], lengths: list[float] | list[int]) -> di
         "mean_ep_length": float(np.mean(lengths)),
         "n_episodes": len(rewards),
     }
+
+
+def _trade_committed(
+    repository: CheckpointRepository, ck: Checkpoint, test_env: Any, on_error: str, errors: list[BaseException]
+) -> None:
+    """The callback's forward test: ``ck``'s kept model trades ``test_env`` (or ``test_env(iteration)``) and
+    the result is committed (``trade_forward``); a failure follows ``on_error``."""
+    try:
+        env = test_env(ck.iteration) if callable(test_env) else test_env
+        if hasattr(env, "reset") or hasattr(env, "env"):
+            trade_forward(repository, ck.iteration, env)
+        else:
+            raise CheckpointError(f"test_env gave {type(env).__name__}, not an env or a ForwardEnv")
+    except (CheckpointError, OSError) as exc:
+        if on_error == "raise":
+            raise
+        errors.append(exc)
+        warnings.warn(
+            f"iteration {ck.iteration}'s forward test on test_env failed, training goes on: {exc}", stacklevel=3
+        )
 
 
 class IterationCheckpointCallback(BaseCallback):
@@ -102,6 +122,11 @@ class IterationCheckpointCallback(BaseCallback):
         same ``CheckpointRepository`` object from other code; ``committed`` is filled when it finishes.
     :param verbose: Verbosity level: 0 no output, 1 a line per iteration, 2 a line per evaluation.
     :param selection: A ready ``SelectionRule`` instead of ``monitor``, ``mode`` and ``min_score``.
+    :param test_env: The forward (out-of-sample) test: once an iteration is committed, its kept model trades
+        this env once, deterministically, and the forward result is committed beside the record
+        (``sb3_iter_ckpt.trade_forward``): a gymnasium env, a ``sb3_iter_ckpt.forward.ForwardEnv``
+        (with the dates, prices and ``StepReader`` the env does not give), or ``callable(iteration)`` returning
+        either. A placeholder iteration is not traded. A failure follows ``on_error``.
     """
 
     def __init__(
@@ -126,6 +151,7 @@ class IterationCheckpointCallback(BaseCallback):
         verbose: int = 0,
         async_commit: bool = False,
         selection: SelectionRule | None = None,
+        test_env: Any = None,
     ) -> None:
         super().__init__(verbose=verbose)
         # Every setting is checked by the value object that holds it, before anything is opened.
@@ -143,6 +169,7 @@ class IterationCheckpointCallback(BaseCallback):
         self.eval_env = gym.make(eval_env) if isinstance(eval_env, str) else eval_env
         self.evaluator = evaluator
         self.metadata = metadata
+        self.test_env = test_env
         self._committer = Committer(
             self.repository,
             self.commit_options,
@@ -371,6 +398,8 @@ class IterationCheckpointCallback(BaseCallback):
         """Once the iteration is durable (and housekept): numbering, logging."""
         if self._current is not None and ck.iteration >= self._current:
             self._current = ck.iteration + 1  # automatic numbering moved past a number another writer took
+        if self.test_env is not None and ck.has_model:
+            _trade_committed(self.repository, ck, self.test_env, self.commit_options.on_error, self.errors)
         monitor = self.selection.monitor
         self.logger.record("checkpoint/iteration", ck.iteration)
         self.logger.record("checkpoint/has_model", int(ck.has_model))

@@ -57,6 +57,7 @@ __all__ = [
     "VerifyReport",
     "candidate_forwards",
     "checked_run_file",
+    "trade_forward",
     "versions",
 ]
 
@@ -481,3 +482,45 @@ def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[Forwa
     trials, PBO and the report's candidates chart; empty for a run without candidates. Each candidate
     folder is checked first against what the root recorded of it (``CheckpointError`` naming it)."""
     return repository._catalog.candidate_forwards()
+
+
+def trade_forward(
+    repository: CheckpointRepository, iteration: int, test_env: Any, *, candidate: str | None = None
+) -> ForwardResult:
+    """Trade committed ``iteration``'s model in ``repository`` on ``test_env`` and commit the forward result:
+    what ``IterationCheckpointCallback(..., test_env=)`` does at the end of each iteration, after the fact.
+
+    The model is loaded verified, with its ``VecNormalize`` statistics in evaluation mode; it trades one
+    whole episode deterministically (:func:`~sb3_iter_ckpt.forward.trade_env`). Its test part starts where
+    the last earlier iteration's ended, so the stitched curve is the test parts in iteration order; then
+    ``forward_returns.csv`` is written again. Trading the same iteration again gives the same result (a no-op).
+
+    :param repository: the ``CheckpointRepository`` (a hand-written loop's folder).
+    :param iteration: a committed iteration with a model.
+    :param test_env: a gymnasium env, or a :class:`~sb3_iter_ckpt.forward.ForwardEnv` (the env with its
+        dates, prices, step reader and annualization).
+    :param candidate: the candidate's name (None without candidates).
+    :raises CheckpointError: a placeholder or pruned iteration, a later iteration already traded, dates that
+        do not follow the earlier test parts', anything :func:`~sb3_iter_ckpt.forward.trade_env` refuses.
+    """
+    from sb3_iter_ckpt.forward.loop import ForwardEnv, check_follows, next_row
+    from sb3_iter_ckpt.forward.stitching import restitch
+
+    ck = repository.get(iteration)
+    if not ck.has_model:
+        raise CheckpointError(f"iteration {ck.iteration} has no model ({ck.reason}): nothing to trade")
+    env = test_env if isinstance(test_env, ForwardEnv) else ForwardEnv(test_env)
+    others = [r for r in repository.forwards() if r.iteration != ck.iteration]
+    has_vn = "vecnormalize" in ck.artifacts
+    result = env.trade(
+        repository.load(ck.iteration),
+        iteration=ck.iteration,
+        first_row=next_row(others, ck.iteration),
+        vecnormalize=functools.partial(repository.load_vecnormalize, ck.iteration) if has_vn else None,
+        candidate=candidate,
+    )
+    check_follows(others, result)
+    restitch([*others, result])  # the curve with it stitches (same annualization, no overlap)
+    repository.commit_forward(result)
+    repository.write_forward_returns(restitch(repository.forwards()))
+    return result

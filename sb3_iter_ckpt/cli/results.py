@@ -111,6 +111,9 @@ def cmd_forward(args: argparse.Namespace) -> int:
     print(f"stitched: {periods} periods, sharpe={_fmt(mine['sharpe'])} total_return={_fmt(mine['total_return'])}")
     for name in ("buy_and_hold", "flat"):
         b = base[name]
+        if b is None:
+            print(f"{name.replace('_', '-')}: not available: {base.get(name + '_reason')}")
+            continue
         print(
             f"{name.replace('_', '-')}: sharpe={_fmt(b['sharpe'])} total_return={_fmt(b['total_return'])} "
             f"excess_return={_fmt(b['excess_return'])}"

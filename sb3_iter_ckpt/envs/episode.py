@@ -7,7 +7,7 @@ and nothing else, and reads each step with a :class:`~sb3_iter_ckpt.common.steps
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,13 +39,20 @@ def _reset_info(venv: Any) -> Any:
 
 
 def run_episode(
-    model: Any, env: Any, reader: StepReader | None = None, *, deterministic: bool = True, seed: int | None = None
+    model: Any,
+    env: Any,
+    reader: StepReader | None = None,
+    *,
+    deterministic: bool = True,
+    seed: int | None = None,
+    observe: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> Episode:
     """Run ``model`` over one whole episode of ``env`` from a reset (seeded when ``seed`` is given).
 
     :param model: anything with SB3's ``predict(observation, deterministic=...) -> (action, state)``.
     :param env: a gymnasium env (or wrapper) or an SB3 ``VecEnv`` with one env (e.g. with ``VecNormalize``).
     :param reader: how a step is read (default: the built-in env's ``info["return"]``, ``info["position"]``).
+    :param observe: called with ``reset()``'s info, then with every step's (e.g. to collect dates and prices).
     :raises EnvContractError: when a step does not report what the reader reads.
     """
     from stable_baselines3.common.vec_env import VecEnv  # lazy: keeps torch out of `import ...envs`
@@ -61,6 +68,8 @@ def run_episode(
         reset_info = _reset_info(env)
     else:
         obs, reset_info = env.reset(seed=seed)
+    if observe is not None:
+        observe(reset_info)
     equity = reader.initial_equity(reset_info)
     returns: list[float] = []
     positions: list[float | None] = []
@@ -75,6 +84,8 @@ def run_episode(
             obs, reward, terminated, truncated, info = env.step(action)
             done = bool(terminated or truncated)
         total_reward += float(reward)
+        if observe is not None:
+            observe(info)
         step = reader.read(info, equity)
         equity = step.equity
         returns.append(step.ret)

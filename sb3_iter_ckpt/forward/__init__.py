@@ -18,6 +18,13 @@ Each test part starts flat: a model that holds a position across a boundary pays
 That is conservative, and it makes each window's result depend on nothing but its own model and prices,
 so re-evaluating one window gives the same bytes.
 
+A hand-written training loop has no prices and no windows, only a test env: :func:`trade_env` trades it
+once per iteration (``IterationCheckpointCallback(..., test_env=)`` and
+``sb3_iter_ckpt.trade_forward`` call it), numbering each test part's periods after the previous
+iteration's, so its curve is stitched in iteration order; dates and the prices buy-and-hold needs come from
+the env's ``info`` or a :class:`ForwardEnv` (without prices, buy-and-hold is shown as not available, with
+the reason).
+
 Nothing here reads or writes files: :meth:`ForwardResult.to_json_bytes` and
 :meth:`StitchedForward.to_csv_bytes` give the bytes, the repository stores them.
 """
@@ -25,6 +32,7 @@ Nothing here reads or writes files: :meth:`ForwardResult.to_json_bytes` and
 # The public layer: each name is defined in the module of its job (DEVELOPERS.md's module index); the
 # package's own modules import it from there.
 from sb3_iter_ckpt.forward import result
+from sb3_iter_ckpt.forward.loop import ForwardEnv, trade_env
 from sb3_iter_ckpt.forward.result import ForwardResult
 from sb3_iter_ckpt.forward.statistics import MIN_BLOCK_ROWS as MIN_BLOCK_ROWS
 from sb3_iter_ckpt.forward.statistics import forward_report, forward_statistics, pbo_partitions, selection_vs_forward
@@ -34,10 +42,12 @@ from sb3_iter_ckpt.forward.trade import evaluate_forward, placeholder_forward
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "ForwardEnv",
     "ForwardResult",
     "StitchedForward",
     "evaluate_forward",
     "placeholder_forward",
+    "trade_env",
     "stitch",
     "selection_vs_forward",
     "forward_statistics",

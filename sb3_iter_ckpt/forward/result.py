@@ -17,8 +17,9 @@ from sb3_iter_ckpt.errors import RecordError
 FORMAT = "sb3-iter-ckpt/forward"
 #: Layout version of that JSON; readers refuse newer ones. Version 2 adds ``asset_returns`` (the asset's
 #: return over each period: buy-and-hold, so that the stitched curve is derived from signed files alone);
-#: version 1 files (an earlier version's) are read without it.
-FORMAT_VERSION = 2
+#: version 1 files (an earlier version's) are read without it. Version 3 (written only when it applies) adds
+#: ``asset_returns_reason``: the result of an env that gave no prices, whose ``asset_returns`` is null.
+FORMAT_VERSION = 3
 _FIELDS_V1 = (
     "format",
     "version",
@@ -35,7 +36,8 @@ _FIELDS_V1 = (
     "metrics",
     "periods_per_year",
 )
-_FIELDS = (*_FIELDS_V1, "asset_returns")
+_FIELDS_V2 = (*_FIELDS_V1, "asset_returns")
+_FIELDS = (*_FIELDS_V2, "asset_returns_reason")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class ForwardResult:
     :param metrics: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of ``returns`` with ``positions``.
     :param periods_per_year: the annualization of ``metrics``.
     :param asset_returns: the asset's own return over each period (``p[t] / p[t - 1] - 1`` for row ``t``):
-        buy-and-hold's; None only in a result read from a version-1 file.
+        buy-and-hold's; None in a result read from a version-1 file, or with ``asset_returns_reason``.
+    :param asset_returns_reason: why the asset's returns are not known (a test env that gave no prices:
+        buy-and-hold is not available); None when they are, or in a version-1 result.
     """
 
     iteration: int
@@ -71,12 +75,25 @@ class ForwardResult:
     metrics: dict[str, Any]
     periods_per_year: float
     asset_returns: tuple[float, ...] | None = None
+    asset_returns_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.asset_returns_reason is not None and (self.asset_returns is not None or not self.asset_returns_reason):
+            raise RecordError("asset_returns_reason is a non-empty reason, given only without asset_returns")
+
+    @property
+    def version(self) -> int:
+        """The layout this result is written in: the lowest that holds it (1: no asset returns, from an
+        earlier version; 3: asset returns not available, with the reason; else 2)."""
+        if self.asset_returns_reason is not None:
+            return 3
+        return 1 if self.asset_returns is None else 2
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values, with ``format`` and ``version``."""
         out = {
             "format": FORMAT,
-            "version": FORMAT_VERSION if self.asset_returns is not None else 1,
+            "version": self.version,
             "iteration": self.iteration,
             "candidate": self.candidate,
             "test_start": self.test_start,
@@ -90,8 +107,10 @@ class ForwardResult:
             "metrics": dict(self.metrics),
             "periods_per_year": self.periods_per_year,
         }
-        if self.asset_returns is not None:  # without: exactly the version-1 layout an earlier version wrote
-            out["asset_returns"] = list(self.asset_returns)
+        if self.version > 1:  # else exactly the version-1 layout an earlier version wrote
+            out["asset_returns"] = None if self.asset_returns is None else list(self.asset_returns)
+        if self.version > 2:
+            out["asset_returns_reason"] = self.asset_returns_reason
         return out
 
     def to_json_bytes(self) -> bytes:
@@ -153,11 +172,11 @@ def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
 
 def _parse_result(raw: Any, what: str) -> ForwardResult:
     version = raw.get("version") if isinstance(raw, dict) else None
-    fields = _FIELDS_V1 if version == 1 else _FIELDS
+    fields = {1: _FIELDS_V1, 2: _FIELDS_V2}.get(version, _FIELDS) if type(version) is int else _FIELDS
     if not isinstance(raw, dict) or set(raw) != set(fields):
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise _fail(what, f"expected the fields {sorted(fields)}, found {found}")
-    if raw["format"] != FORMAT or version not in (1, FORMAT_VERSION) or isinstance(version, bool):
+    if raw["format"] != FORMAT or version not in (1, 2, FORMAT_VERSION) or isinstance(version, bool):
         raise _fail(what, f"format {raw['format']!r} version {version!r} is not {FORMAT!r} 1..{FORMAT_VERSION}")
     iteration, start, stop = (_int(raw, k, what) for k in ("iteration", "test_start", "test_stop"))
     candidate, placeholder, dates = raw["candidate"], raw["placeholder"], raw["dates"]
@@ -182,10 +201,13 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
     if isinstance(ppy, bool) or not isinstance(ppy, (int, float)) or not ppy > 0:
         raise _fail(what, f"periods_per_year must be a positive number, got {ppy!r}")
     metrics = _check_metrics(raw["metrics"], what)
-    assets = _numbers(raw, "asset_returns", what) if version != 1 else None
+    reason = raw["asset_returns_reason"] if version == 3 else None
+    if version == 3 and (not isinstance(reason, str) or not reason or raw["asset_returns"] is not None):
+        raise _fail(what, "a version-3 result has asset_returns null and asset_returns_reason a non-empty string")
+    assets = _numbers(raw, "asset_returns", what) if version == 2 else None
     if assets is not None and (len(assets) != n or any(a <= -1.0 for a in assets)):
         raise _fail(what, f"asset_returns must be {n} returns above -1 (prices stay positive)")
     return ForwardResult(
         iteration, candidate, start, stop, placeholder, tuple(rows), None if dates is None else tuple(dates),
-        returns, positions, equity, metrics, ppy, assets,
+        returns, positions, equity, metrics, ppy, assets, reason,
     )  # fmt: skip

@@ -7,7 +7,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ from sb3_iter_ckpt.forward.inputs import as_prices, check_ppy, dated_rows
 from sb3_iter_ckpt.forward.result import ForwardResult
 from sb3_iter_ckpt.stats.metrics import trading_metrics
 
+_FLOATS = ("position", "return", "equity", "asset_return")
 _CSV_COLUMNS = ("row", "date", "iteration", "candidate", "placeholder", "position", "return", "equity", "asset_return")
 
 
@@ -33,8 +34,9 @@ class StitchedForward:
     :param returns: net return of each period.
     :param equity: equity after each period, compounding across test parts from 1.0.
     :param asset_returns: the asset's return over each period, ``p[t] / p[t - 1] - 1`` for row ``t``
-        (buy-and-hold's return).
+        (buy-and-hold's return); None when a test env gave no prices (``asset_returns_reason`` says so).
     :param periods_per_year: annualization of the metrics.
+    :param asset_returns_reason: why the asset's returns are not known: buy-and-hold is not available.
     """
 
     rows: tuple[int, ...]
@@ -45,8 +47,9 @@ class StitchedForward:
     positions: tuple[float, ...]
     returns: tuple[float, ...]
     equity: tuple[float, ...]
-    asset_returns: tuple[float, ...]
+    asset_returns: tuple[float, ...] | None
     periods_per_year: float
+    asset_returns_reason: str | None = None
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -55,7 +58,7 @@ class StitchedForward:
             list(self.returns), positions=list(self.positions), periods_per_year=self.periods_per_year
         )
 
-    def baseline(self) -> dict[str, dict[str, Any]]:
+    def baseline(self) -> dict[str, Any]:
         """Buy-and-hold and flat over exactly the stitched periods, each with the strategy's excess over it.
 
         Buy-and-hold holds the asset (position 1) over every period and pays no cost: it is what the market
@@ -65,12 +68,18 @@ class StitchedForward:
         :return: ``{"buy_and_hold": {...}, "flat": {...}}``: each the baseline's trading metrics plus
             ``excess_return`` (the strategy's total return minus the baseline's) and ``sharpe_difference``
             (the strategy's annualized Sharpe minus the baseline's; None where either is undefined, always for
-            flat, whose Sharpe is undefined).
+            flat, whose Sharpe is undefined). Without the asset's returns ``buy_and_hold`` is None and
+            ``buy_and_hold_reason`` says why.
         """
         mine = self.metrics
         ppy, n = self.periods_per_year, len(self.returns)
-        out = {}
-        for name, returns, position in (("buy_and_hold", self.asset_returns, 1.0), ("flat", (0.0,) * n, 0.0)):
+        out: dict[str, Any] = {}
+        if self.asset_returns is None:
+            out["buy_and_hold"], out["buy_and_hold_reason"] = None, self.asset_returns_reason or "no prices"
+        baselines = (("buy_and_hold", self.asset_returns, 1.0), ("flat", (0.0,) * n, 0.0))
+        for name, returns, position in baselines:
+            if returns is None:
+                continue
             metrics = trading_metrics(list(returns), positions=[position] * n, periods_per_year=ppy)
             metrics["excess_return"] = _difference(mine["total_return"], metrics["total_return"])
             metrics["sharpe_difference"] = _difference(mine["sharpe"], metrics["sharpe"])
@@ -89,8 +98,8 @@ class StitchedForward:
         }
 
     def to_csv_bytes(self) -> bytes:
-        """The curve as CSV, one line per period (``date`` column only when there are dates); floats as
-        ``repr``, ``\\n`` line ends: the same bytes for the same curve."""
+        """The curve as CSV, one line per period (``date`` column only when there are dates; ``asset_return``
+        empty when not known); floats as ``repr``, ``\\n`` line ends: the same bytes for the same curve."""
         columns = [c for c in _CSV_COLUMNS if c != "date" or self.dates is not None]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -98,7 +107,8 @@ class StitchedForward:
         for k, row in enumerate(self.rows):
             line = [str(row)] + ([self.dates[k]] if self.dates is not None else [])
             line += [str(self.iterations[k]), self.candidates[k] or "", "true" if self.placeholders[k] else "false"]
-            line += [repr(self.positions[k]), repr(self.returns[k]), repr(self.equity[k]), repr(self.asset_returns[k])]
+            asset = "" if self.asset_returns is None else repr(self.asset_returns[k])
+            line += [repr(self.positions[k]), repr(self.returns[k]), repr(self.equity[k]), asset]
             writer.writerow(line)
         return buffer.getvalue().encode("utf-8")
 
@@ -118,11 +128,11 @@ def _difference(a: Any, b: Any) -> float | None:
 def _csv_fields(line: list[str], columns: list[str], what: str, k: int) -> tuple[Any, ...]:
     cells = dict(zip(columns, line, strict=True))
     try:
-        floats = tuple(float(cells[c]) for c in ("position", "return", "equity", "asset_return"))
+        floats = tuple(float(cells[c] or "nan" if c == "asset_return" else cells[c]) for c in _FLOATS)
         ints = (int(cells["row"]), int(cells["iteration"]))
     except ValueError as exc:
         raise RecordError(f"{what}: line {k + 2} has a bad number ({exc}); write the file again") from exc
-    if not all(math.isfinite(x) for x in floats) or cells["placeholder"] not in ("true", "false"):
+    if not all(math.isfinite(x) for x in floats[:3]) or cells["placeholder"] not in ("true", "false"):
         raise RecordError(f"{what}: line {k + 2} has a non-finite number or a bad placeholder flag; write it again")
     return (*ints, cells.get("date"), cells["candidate"] or None, cells["placeholder"] == "true", *floats)
 
@@ -144,9 +154,13 @@ def _parse_csv(data: bytes, ppy: float, what: str) -> StitchedForward:
     )
     if rows and list(rows) != list(range(rows[0], rows[0] + len(rows))):
         raise RecordError(f"{what}: rows are not consecutive; write the file again")
+    empty = [line[-1] == "" for line in body]  # asset_return is the last column
+    if any(empty) and not all(empty) or not all(e or math.isfinite(a) for e, a in zip(empty, assets, strict=True)):
+        raise RecordError(f"{what}: asset_return must be a finite number on every line or empty on all; write it again")
+    unknown = bool(body) and all(empty)
     return StitchedForward(
         rows, dates if "date" in columns else None, iterations, candidates, placeholders, positions, returns,
-        equity, assets, ppy,
+        equity, None if unknown else assets, ppy, _NO_PRICES if unknown else None,
     )  # fmt: skip
 
 
@@ -217,6 +231,10 @@ def _join(ordered: Sequence[ForwardResult], assets: tuple[float, ...], dated: bo
     )
 
 
+#: Why buy-and-hold is not available in a curve read back without asset returns.
+_NO_PRICES = "the test env gave no prices (info['price']) and none were given with it"
+
+
 def restitch(results: Sequence[ForwardResult], written: StitchedForward | None = None) -> StitchedForward:
     """The stitched curve recomputed from the forward results alone (no prices): what every reader shows.
 
@@ -238,7 +256,13 @@ def restitch(results: Sequence[ForwardResult], written: StitchedForward | None =
     dated = {r.dates is not None for r in ordered if r.rows}
     if len(dated) > 1:
         raise CheckpointError("some forward results have dates and others not; evaluate them on the same prices")
-    known = dict(zip(written.rows, written.asset_returns, strict=True)) if written is not None else {}
+    missing = next((r for r in ordered if r.asset_returns_reason is not None), None)
+    if missing is not None:
+        why = f"iteration {missing.iteration}: {missing.asset_returns_reason}"
+        return replace(_join(ordered, (), dated == {True}), asset_returns=None, asset_returns_reason=why)
+    known = {}
+    if written is not None and written.asset_returns is not None:
+        known = dict(zip(written.rows, written.asset_returns, strict=True))
     assets: list[float] = []
     for r in ordered:
         if r.asset_returns is not None:

@@ -75,9 +75,11 @@ def _forward_curve_figure(curve: ForwardCurve) -> Any:
         label[w.first : w.last + 1] = [_label(_window_label(w))] * (w.last - w.first + 1)
     for name, y, color, row in (
         ("forward equity (stitched test parts)", curve.equity, _STRATEGY, 1),
-        ("buy-and-hold (same periods)", curve.buy_and_hold, _BENCHMARK, 1),
+        ("buy-and-hold (same periods)", curve.buy_and_hold or [], _BENCHMARK, 1),
         ("drawdown of the forward equity", curve.drawdown, _LOSS, 2),
     ):
+        if not y:
+            continue  # buy-and-hold without the asset's prices
         kept = _kept_indices(y, MAX_LINE_POINTS)
         fig.add_trace(
             go.Scatter(
@@ -116,14 +118,19 @@ def _forward_curve_figure(curve: ForwardCurve) -> Any:
         legend={"orientation": "h", "y": -0.1},
         hovermode="x",
     )
-    low, high = min(curve.equity + curve.buy_and_hold), max(curve.equity + curve.buy_and_hold)
+    _axes(fig, curve)
+    return fig
+
+
+def _axes(fig: Any, curve: ForwardCurve) -> None:
+    both = curve.equity + (curve.buy_and_hold or [])
+    low, high = min(both), max(both)
     log = low > 0 and high / low > 20  # a long run that compounds far: ratios read right on a log scale
     fig.update_yaxes(title_text="equity (1 = start" + (", log scale)" if log else ")"), row=1, col=1)
     if log:
         fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
     fig.update_xaxes(title_text="date" if curve.dated else "row of the prices", row=2, col=1)
-    return fig
 
 
 def _growth(end: float, start: float) -> float | None:
@@ -136,12 +143,13 @@ def _windows_table(curve: ForwardCurve) -> str:
     body = ""
     for w in curve.windows:
         start = curve.equity[w.first - 1] if w.first else 1.0
-        bh_start = curve.buy_and_hold[w.first - 1] if w.first else 1.0
+        bh = curve.buy_and_hold
+        bh_return = None if bh is None else _growth(bh[w.last], bh[w.first - 1] if w.first else 1.0)
         body += (
             f"<tr><td>{w.iteration}</td><td>{_e(_traded_by(w))}</td>"
             f"<td>{_e(_when(curve.x[w.first]))} … {_e(_when(curve.x[w.last]))}</td><td>{w.last - w.first + 1}</td>"
             f"<td>{_pct(_growth(curve.equity[w.last], start))}</td>"
-            f"<td>{_pct(_growth(curve.buy_and_hold[w.last], bh_start))}</td>"
+            f"<td>{_pct(bh_return)}</td>"
             f"<td>{_num(curve.equity[w.last])}</td><td>{_pct(min(curve.drawdown[w.first : w.last + 1]))}</td></tr>"
         )
     head = "".join(
@@ -168,10 +176,15 @@ def _forward_curve_section(data: ReportData) -> str:
         if placeholders
         else ""
     )
+    no_bh = (
+        ""
+        if curve.buy_and_hold is not None
+        else _unavailable("buy-and-hold", f"not available: {curve.buy_and_hold_reason}")
+    )
     return (
         f"{title}<p>Every kept model traded the test part after its window once, on data it had not seen; the "
         f"test parts joined in time order ({len(curve.x):,} periods, {len(curve.windows)} windows, each labelled "
         "with the candidate that traded it; dotted lines mark where a window starts) against buy-and-hold and "
-        f"flat over exactly the same periods. The drawdown of the forward equity is under it.</p>{flat}"
+        f"flat over exactly the same periods. The drawdown of the forward equity is under it.</p>{flat}{no_bh}"
         f"{_chart('chart-forward', _forward_curve_figure(_labelled(curve)), _windows_table(curve))}</section>"
     )

@@ -107,15 +107,17 @@ class ForwardCurve:
     :param x: The date of every period (ISO) when the prices have dates, else its row.
     :param equity: The strategy's equity after every period (1.0 before the first).
     :param drawdown: ``equity / running peak - 1`` (0 or negative), the peak starting at 1.0.
-    :param buy_and_hold: Buy-and-hold's equity over the same periods.
+    :param buy_and_hold: Buy-and-hold's equity over the same periods; None when the asset's prices are not known.
     :param windows: The test parts in time order.
+    :param buy_and_hold_reason: Why buy-and-hold is not available (when ``buy_and_hold`` is None).
     """
 
     x: list[Any]
     equity: list[float]
     drawdown: list[float]
-    buy_and_hold: list[float]
+    buy_and_hold: list[float] | None
     windows: list[ForwardWindow]
+    buy_and_hold_reason: str | None = None
 
     @property
     def dated(self) -> bool:
@@ -150,6 +152,7 @@ def forward_curve(stitched: StitchedForward) -> ForwardCurve:
     :return: The ``ForwardCurve``.
     """
     equity = np.asarray(stitched.equity, dtype=np.float64)
+    assets = stitched.asset_returns
     peak = np.maximum.accumulate(np.concatenate([[1.0], equity]))[1:]
     windows: list[ForwardWindow] = []
     for k, it in enumerate(stitched.iterations):
@@ -162,8 +165,9 @@ def forward_curve(stitched: StitchedForward) -> ForwardCurve:
         x=list(stitched.dates) if stitched.dates is not None else list(stitched.rows),
         equity=[float(v) for v in equity],
         drawdown=[float(v) for v in equity / peak - 1.0] if equity.size else [],
-        buy_and_hold=[float(v) for v in np.cumprod(1.0 + np.asarray(stitched.asset_returns, dtype=np.float64))],
+        buy_and_hold=None if assets is None else [float(v) for v in np.cumprod(1.0 + np.asarray(assets))],
         windows=windows,
+        buy_and_hold_reason=stitched.asset_returns_reason if assets is None else None,
     )
 
 

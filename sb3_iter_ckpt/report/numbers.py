@@ -75,6 +75,7 @@ def _baseline_html(report: Mapping[str, Any]) -> str:
     mine = stitched.get("metrics") or {}
     base = report.get("baseline") or {}
     bh, flat = base.get("buy_and_hold") or {}, base.get("flat") or {}
+    no_bh = base.get("buy_and_hold") is None and bool(base.get("buy_and_hold_reason"))
     cols = (mine, bh, flat)
     body = "".join(
         f"<tr><th>{_e(label)}</th>" + "".join(f"<td>{_e(fmt(c.get(key)))}</td>" for c in cols) + "</tr>"
@@ -93,6 +94,7 @@ def _baseline_html(report: Mapping[str, Any]) -> str:
         f'<h3 id="forward-metrics">Stitched forward curve against its baselines</h3><p>Periods {_e(_when(first))} … '
         f'{_e(_when(last))}.</p><table class="stats baseline"><thead><tr><th>metric</th><th>forward (stitched)</th>'
         f"<th>buy-and-hold</th><th>flat</th></tr></thead><tbody>{body}</tbody></table>"
+        + (_unavailable("buy-and-hold", f"not available: {base['buy_and_hold_reason']}") if no_bh else "")
         + _how(
             "the forward curve is what the kept models earned on data none of them had seen; it earned its risk "
             "only if it beats buy-and-hold over the same periods (excess return and Sharpe difference above 0), "

@@ -220,7 +220,7 @@ class Catalog:
         """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
         ``forward`` command, ``analyze()``, ``checkpoint_summary.json``)."""
         if not self.forwards.listing():
-            return None, "no forward results: the run has no test part (walk-forward --test-size N)"
+            return None, self.no_forward_reason()
         storage = self.index.storage
         try:
             results = self.forward_results()
@@ -265,6 +265,25 @@ class Catalog:
                 )
             return f"{rec.forward_name(i)} has no record (deleted?), so it is left out; run verify"
         return None
+
+    def no_forward_reason(self) -> str:
+        """Why a repository without forward files has none: a walk-forward without a test part, one that
+        stopped before its forward step, or a folder of callbacks without a test env (and the call that adds it)."""
+        run, _ = self.run_file()
+        if run is None:
+            return (
+                "no forward results: written by IterationCheckpointCallback with no test part (no test_env); pass "
+                "IterationCheckpointCallback(repo, test_env=env), or trade a committed iteration after the fact: "
+                "sb3_iter_ckpt.trade_forward(repo, iteration, env)"
+            )
+        config = run.get("config")
+        splitter = config.get("splitter") if isinstance(config, dict) else None
+        if isinstance(splitter, dict) and splitter.get("test_size"):
+            return (
+                "no forward results: the run stopped before its forward step (each kept model trades its test part "
+                "once its window is committed); run the walk-forward again to complete it"
+            )
+        return "no forward results: the run has no test part (walk-forward --test-size N)"
 
     def stitched_forward(self) -> StitchedForward | None:
         """The stitched curve recomputed from the signed forward results (None when the run wrote no

@@ -272,7 +272,7 @@ def stitched(results: Sequence[ForwardResult], csv: bytes | None) -> StitchedFor
     from sb3_iter_ckpt.forward.stitching import restitch
 
     written = None
-    if csv is not None and any(r.asset_returns is None for r in results):
+    if csv is not None and any(r.version == 1 for r in results):
         written = written_curve(results, csv)
     return restitch(results, written)
 
