@@ -121,7 +121,8 @@ def _header(
     data = f"{c['n_prices']} rows" if c.get("n_prices") is not None else missing
     if c.get("data_sha256"):
         data += f", sha256 {str(c['data_sha256'])[:12]}…"
-    bounds = [_window(ck).get(k) for ck in cks for k in ("train_start_time", "val_end_time")]
+    # From the first training day to the last day a window used: its test part's when it has one.
+    bounds = [_window(ck).get(k) for ck in cks for k in ("train_start_time", "val_end_time", "test_end_time")]
     split = c.get("splitter")
     splitter = ", ".join(f"{k} {v}" for k, v in split.items() if v is not None) if isinstance(split, dict) else missing
     algos = sorted({str(ck.record["algorithm"]) for ck in cks if ck.record.get("algorithm")})

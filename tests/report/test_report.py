@@ -724,6 +724,15 @@ def test_forward_curve_by_hand():
     ]
 
 
+def test_the_header_dates_include_the_test_parts(candidates_run):
+    """The dates used by the windows run to the last test part's end, not the last validation day."""
+    root, runner, _ = candidates_run
+    first = runner.windows[0].train_start_time[:10]
+    last = max(w.test_end_time for w in runner.windows)[:10]
+    assert last > max(w.val_end_time for w in runner.windows)[:10]
+    assert dict(collect_report(root).header)["dates used by the windows"] == f"{first} … {last}"
+
+
 def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(candidates_run, tmp_path, open_page):
     """``walk-forward --algo ppo,a2c``'s repository (the conftest's run, PPO and A2C): the page reads the
     candidates' forward results and scores from the root's records and ``candidates/`` (nothing passed by hand),
