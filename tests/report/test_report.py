@@ -282,6 +282,8 @@ def test_the_header_reads_the_run_configuration(trained):
     assert header["seed"].startswith("7 ")
     assert header["algorithm(s)"].startswith("ppo")
     assert header["dates used by the windows"] == "2015-01-01 … 2016-06-29"
+    # the default annualization, estimated from the business days' dates, says so
+    assert header["periods per year"].startswith("260.7") and header["periods per year"].endswith("prices' dates")
     assert header["candidates"].startswith("not available: no forward results: the run has no test part")
 
 
