@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 
 from sb3_iter_ckpt.common.candidates import Candidate, make_candidates
-from sb3_iter_ckpt.common.options import RunOptions, config_fingerprint
+from sb3_iter_ckpt.common.options import (
+    DEFAULT_PERIODS_PER_YEAR,
+    PERIODS_PER_YEAR_SOURCES,
+    RunOptions,
+    config_fingerprint,
+)
 from sb3_iter_ckpt.common.record import FORWARD_RETURNS, Checkpoint, to_jsonable
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.repository import CheckpointRepository
@@ -53,6 +58,8 @@ class WalkForwardResult:
     :param forward_reason: Why ``forward`` is None.
     :param candidates: In a run with candidates: each candidate's own result (its repository's
         checkpoints, trained and skipped windows, its forward report), by name; else empty.
+    :param annualization: The run's ``periods_per_year`` and where it came from, in words
+        (``WalkForwardRunner.annualization``): e.g. ``"252 periods a year, assumed: the prices have no dates ..."``.
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -63,6 +70,7 @@ class WalkForwardResult:
     forward: dict[str, Any] | None = None
     forward_reason: str | None = None
     candidates: dict[str, WalkForwardResult] = field(default_factory=dict)
+    annualization: str | None = None
 
 
 class WalkForwardRunner:
@@ -119,7 +127,9 @@ class WalkForwardRunner:
         prices, self.options, self.price_series, self.benchmark_series = _table(prices, self.options)
         self.prices = prices
         self.splitter = splitter
-        self.options = _resolved(self.options, splitter, prices)
+        #: Where ``options.periods_per_year`` came from: a key of ``PERIODS_PER_YEAR_SOURCES``.
+        self.periods_per_year_source: str = "given"
+        self.options, self.periods_per_year_source = _resolved(self.options, splitter, prices)
         self.repository = (
             repository if isinstance(repository, CheckpointRepository) else CheckpointRepository(repository)
         )
@@ -149,8 +159,15 @@ class WalkForwardRunner:
             self.members[c.name] = member
 
     # -- configuration fingerprint ----------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """Everything that makes two runs comparable (the resume gate compares it)."""
+    @property
+    def annualization(self) -> str:
+        """The run's ``periods_per_year`` and where it came from, in words."""
+        ppy = self.options.annualization
+        return f"{ppy:g} periods a year, {PERIODS_PER_YEAR_SOURCES[self.periods_per_year_source]}"
+
+    def config(self, options: RunOptions | None = None) -> dict[str, Any]:
+        """Everything that makes two runs comparable (the resume gate compares it); ``options``: other
+        settings on the same data and splitter."""
         from sb3_iter_ckpt.data import data_fingerprint
 
         data = {
@@ -158,14 +175,37 @@ class WalkForwardRunner:
             "data_sha256": data_fingerprint(self.prices),
             "n_prices": len(self._values),
         }
-        return to_jsonable({**data, **self.options.to_config()})
+        return to_jsonable({**data, **(self.options if options is None else options).to_config()})
 
     def fingerprint(self) -> str:
         return config_fingerprint(self.config())
 
+    def _use_periods_per_year(self, ppy: float, source: str) -> None:
+        for runner in (self, *self.members.values()):
+            runner.options = dataclasses.replace(runner.options, periods_per_year=ppy)
+            runner.periods_per_year_source = source
+
+    def _earlier_default(self, previous: dict[str, Any] | None) -> None:
+        """A run written before the runner estimated ``periods_per_year`` recorded the default 252: with the
+        estimate instead, this run would not resume it. When the repository holds exactly that run (its
+        ``walk_forward.json``, else its records), the run goes on with 252."""
+        if self.periods_per_year_source != "estimated" or self.options.periods_per_year == DEFAULT_PERIODS_PER_YEAR:
+            return
+        earlier = config_fingerprint(
+            self.config(dataclasses.replace(self.options, periods_per_year=DEFAULT_PERIODS_PER_YEAR))
+        )
+        if previous is not None:
+            found = {previous.get("fingerprint")}
+        else:
+            found = {c.record.get("metadata", {}).get("fingerprint") for c in self.repository.list()}
+        if found == {earlier}:
+            self._use_periods_per_year(DEFAULT_PERIODS_PER_YEAR, "earlier default")
+
     def _check_resume(self) -> None:
-        config, fp = self.config(), self.fingerprint()
         previous = self.repository.read_metadata(RUN_FILE)
+        if previous is None or previous.get("fingerprint") != self.fingerprint():
+            self._earlier_default(previous)
+        config, fp = self.config(), self.fingerprint()
         if previous is None:
             foreign = [
                 c.iteration for c in self.repository.list() if c.record.get("metadata", {}).get("fingerprint") != fp
@@ -179,6 +219,9 @@ class WalkForwardRunner:
             return
         if previous.get("fingerprint") != fp:
             old = previous.get("config") or {}
+            if self.periods_per_year_source == "estimated" and old.get("periods_per_year") == DEFAULT_PERIODS_PER_YEAR:
+                # written with the earlier default: what else changed (the estimate alone would have resumed)
+                config = self.config(dataclasses.replace(self.options, periods_per_year=DEFAULT_PERIODS_PER_YEAR))
             changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
             raise ConfigMismatchError(
                 f"{self.repository.root} was written by a different walk-forward configuration "
@@ -207,6 +250,7 @@ class WalkForwardRunner:
                 "fingerprint": fingerprint,
                 "seed": seed,
                 "periods_per_year": opts.periods_per_year,
+                "periods_per_year_source": self.periods_per_year_source,
             },
             options=opts,
             warm_start_from=warm_from,
@@ -250,8 +294,9 @@ def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]
     return table, options, table[price], table[price if benchmark is None else benchmark]
 
 
-def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> RunOptions:
-    """``options`` with the splitter's test part and a number for ``periods_per_year``."""
+def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> tuple[RunOptions, str]:
+    """``options`` with the splitter's test part and a number for ``periods_per_year`` (None: estimated from
+    the prices' dates, 252 without dates), and where that number came from (``PERIODS_PER_YEAR_SOURCES``)."""
     from sb3_iter_ckpt.data import estimate_periods_per_year
 
     test = (splitter.test_size, splitter.test_gap)
@@ -260,10 +305,12 @@ def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -
             f"test_size={options.test_size}, test_gap={options.test_gap} differ from the splitter's test part "
             f"{test}; give the test part to the splitter: WalkForwardSplitter(..., test_size=, test_gap=)"
         )
-    ppy = options.periods_per_year
+    ppy, source = options.periods_per_year, "given"
     if ppy is None:
-        ppy = estimate_periods_per_year(prices) or 252
-    return dataclasses.replace(options, test_size=test[0], test_gap=test[1], periods_per_year=ppy)
+        ppy, source = estimate_periods_per_year(prices), "estimated"
+        if ppy is None:
+            ppy, source = DEFAULT_PERIODS_PER_YEAR, "assumed"
+    return dataclasses.replace(options, test_size=test[0], test_gap=test[1], periods_per_year=ppy), source
 
 
 class _Run:
@@ -322,6 +369,7 @@ class _Run:
         result.trained.sort()
         result.skipped.sort()
         result.checkpoints = [self.done[w.iteration] for w in self.windows if w.iteration in self.done]
+        result.annualization = runner.annualization
         rule = runner.options.selection
         self.stitch()
         # Once more over every iteration, also on a rerun with nothing to train: a derived file a crash left

@@ -32,6 +32,18 @@ __all__ = ["ON_ERROR", "CommitOptions", "EvaluationOptions", "RunOptions"]
 
 ON_ERROR = ("warn", "raise")
 
+#: The annualization of prices without dates, and the default ``periods_per_year`` of every version before
+#: the runner estimated it from the dates (a run those versions wrote recorded it: it resumes with it).
+DEFAULT_PERIODS_PER_YEAR = 252
+
+#: Where a run's ``periods_per_year`` came from (its records' ``metadata.periods_per_year_source``), in words.
+PERIODS_PER_YEAR_SOURCES = {
+    "given": "given",
+    "estimated": "estimated from the prices' dates",
+    "assumed": "assumed: the prices have no dates (give periods_per_year, or prices with a DatetimeIndex)",
+    "earlier default": "the default of the earlier version that wrote this run, kept so that it resumes",
+}
+
 MakeEnv = Callable[[Any, int], Any]
 MakeModel = Callable[[Any, int], Any]
 
@@ -148,8 +160,11 @@ class RunOptions:
     :param mode: ``"max"`` or ``"min"``.
     :param min_score: Acceptance rule passed to the callback (a number or ``callable(metrics) -> bool``).
     :param warm_start: Start each iteration from the previous iteration's model (recorded as lineage).
-    :param periods_per_year: Annualisation of the trading metrics (stored in each record's metadata); None:
-        estimated from the prices' dates by the runner (``data.estimate_periods_per_year``; 252 without dates).
+    :param periods_per_year: Annualisation of the trading metrics (stored in each record's metadata); None,
+        the default: estimated from the prices' dates by the runner (``data.estimate_periods_per_year``, about
+        252 for an exchange's daily bars, 6,260 for hourly FX), 252 for prices without dates, which the run
+        then says it assumed (``WalkForwardRunner.annualization``, the records' ``periods_per_year_source``).
+        A run an earlier version wrote with its default 252 resumes with 252.
     :param retention: Optional retention policy applied after each commit.
     :param verbose: Verbosity level: 0 none, 1 a line per iteration.
     :param torch_threads: Torch threads while a window trains, in every executor (default 1; None: leave
@@ -191,7 +206,7 @@ class RunOptions:
     mode: str = "max"
     min_score: MinScore = None
     warm_start: bool = False
-    periods_per_year: float | None = 252
+    periods_per_year: float | None = None
     retention: Any = None
     verbose: int = 0
     torch_threads: int | None = 1
@@ -265,7 +280,7 @@ class RunOptions:
     @property
     def annualization(self) -> float:
         """``periods_per_year`` as a number (252 while it is still to be estimated: the runner resolves it)."""
-        return 252 if self.periods_per_year is None else self.periods_per_year
+        return DEFAULT_PERIODS_PER_YEAR if self.periods_per_year is None else self.periods_per_year
 
     @property
     def trading_env_kwargs(self) -> dict[str, Any]:

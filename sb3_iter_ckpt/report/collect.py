@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_iter_ckpt.common.candidates import candidate_scores
+from sb3_iter_ckpt.common.options import PERIODS_PER_YEAR_SOURCES
 from sb3_iter_ckpt.common.record import Checkpoint, parse_record_name, utc_now
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.report.model import (
@@ -108,6 +109,19 @@ def _span(values: Sequence[Any], width: int = 100) -> str:
     return f"{found[0]} … {found[-1]}" if found else "not recorded"
 
 
+def _periods_per_year(config: dict[str, Any], cks: Sequence[Checkpoint]) -> str:
+    """The run's annualization and where it came from (the latest record that says so)."""
+    ppy = config.get("periods_per_year")
+    if ppy is None or isinstance(ppy, bool):
+        return "not recorded"
+    shown = f"{ppy:g}" if isinstance(ppy, (int, float)) else str(ppy)[:100]
+    sources = ((ck.record.get("metadata") or {}).get("periods_per_year_source") for ck in reversed(cks))
+    source = next((s for s in sources if isinstance(s, str)), None)
+    if source is None:  # written before the runner recorded it
+        return shown
+    return f"{shown}, {PERIODS_PER_YEAR_SOURCES.get(source, source[:100])}"
+
+
 def _header(
     repo: CheckpointRepository,
     config: dict[str, Any] | None,
@@ -121,7 +135,8 @@ def _header(
     data = f"{c['n_prices']} rows" if c.get("n_prices") is not None else missing
     if c.get("data_sha256"):
         data += f", sha256 {str(c['data_sha256'])[:12]}…"
-    bounds = [_window(ck).get(k) for ck in cks for k in ("train_start_time", "val_end_time")]
+    # From the first training day to the last day a window used: its test part's when it has one.
+    bounds = [_window(ck).get(k) for ck in cks for k in ("train_start_time", "val_end_time", "test_end_time")]
     split = c.get("splitter")
     splitter = ", ".join(f"{k} {v}" for k, v in split.items() if v is not None) if isinstance(split, dict) else missing
     algos = sorted({str(ck.record["algorithm"]) for ck in cks if ck.record.get("algorithm")})
@@ -139,6 +154,7 @@ def _header(
         ("candidates", _candidates_line(forward)),
         ("seed", seed),
         ("training budget", budget),
+        ("periods per year", _periods_per_year(c, cks)),
         ("selection", f"{monitor} ({mode})"),
         ("versions", ", ".join(f"{k} {v}" for k, v in sorted(latest.items())) or missing),
         ("ran (first … last commit)", _span([ck.created_at for ck in cks], 19)),

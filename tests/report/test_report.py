@@ -282,6 +282,8 @@ def test_the_header_reads_the_run_configuration(trained):
     assert header["seed"].startswith("7 ")
     assert header["algorithm(s)"].startswith("ppo")
     assert header["dates used by the windows"] == "2015-01-01 … 2016-06-29"
+    # the default annualization, estimated from the business days' dates, says so
+    assert header["periods per year"].startswith("260.7") and header["periods per year"].endswith("prices' dates")
     assert header["candidates"].startswith("not available: no forward results: the run has no test part")
 
 
@@ -722,6 +724,15 @@ def test_forward_curve_by_hand():
         (0, "a", False, 0, 1),
         (1, None, True, 2, 3),
     ]
+
+
+def test_the_header_dates_include_the_test_parts(candidates_run):
+    """The dates used by the windows run to the last test part's end, not the last validation day."""
+    root, runner, _ = candidates_run
+    first = runner.windows[0].train_start_time[:10]
+    last = max(w.test_end_time for w in runner.windows)[:10]
+    assert last > max(w.val_end_time for w in runner.windows)[:10]
+    assert dict(collect_report(root).header)["dates used by the windows"] == f"{first} … {last}"
 
 
 def test_a_real_candidates_run_reports_its_candidates_from_the_repository_alone(candidates_run, tmp_path, open_page):

@@ -13,7 +13,7 @@ from sb3_iter_ckpt.common.options import CommitOptions, EvaluationOptions, RunOp
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.data import synthetic_prices
 from sb3_iter_ckpt.envs.trading import TradingEnv
-from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.runner.algorithms import algorithm_class
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import WalkForwardRunner
@@ -67,10 +67,47 @@ def _runner(tmp_path, **kw):
     return WalkForwardRunner(prices, splitter, tmp_path / "r", progress=False, **kw)
 
 
+#: Every earlier version's default ``periods_per_year`` (the runner now estimates it from the dates).
+EARLIER = {"periods_per_year": 252}
+
+
 @pytest.mark.parametrize("name", list(KNOWN))
 def test_the_fingerprint_of_earlier_configurations_is_unchanged(tmp_path, name):
     settings, fingerprint = KNOWN[name]
-    assert _runner(tmp_path, **settings).fingerprint() == fingerprint
+    assert _runner(tmp_path, **{**EARLIER, **settings}).fingerprint() == fingerprint
+
+
+@pytest.mark.parametrize("name", [n for n, (kw, _) in KNOWN.items() if not {"periods_per_year", "prices"} & set(kw)])
+def test_a_run_written_with_the_earlier_default_resumes_with_the_defaults(tmp_path, name):
+    """The same keywords as before: the dates say about 261 periods a year, the earlier run recorded 252. The
+    run resumes with 252 (its fingerprint, its records' annualization) instead of refusing."""
+    settings, fingerprint = KNOWN[name]
+    _runner(tmp_path, **{**EARLIER, **settings})._check_resume()  # what an earlier version wrote first
+    runner = _runner(tmp_path, **settings)
+    assert runner.options.periods_per_year == pytest.approx(260.84, abs=0.01)  # business days, estimated
+    runner._check_resume()
+    assert runner.options.periods_per_year == 252 and runner.fingerprint() == fingerprint
+    assert runner.periods_per_year_source == "earlier default"
+    # anything else changed still refuses, naming only what changed
+    with pytest.raises(ConfigMismatchError, match=r"changed: seed\)"):
+        _runner(tmp_path, **{**settings, "seed": 99})._check_resume()
+    # a fresh repository gets the estimate
+    fresh = _runner(tmp_path / "fresh", **settings)
+    fresh._check_resume()
+    assert fresh.options.periods_per_year == pytest.approx(260.84, abs=0.01)
+    assert fresh.periods_per_year_source == "estimated"
+
+
+def test_periods_per_year_is_estimated_by_default_and_252_is_said_to_be_assumed(tmp_path):
+    assert RunOptions(100).periods_per_year is None
+    dated = _runner(tmp_path / "dated", total_timesteps=100)
+    assert dated.options.periods_per_year == pytest.approx(260.84, abs=0.01)
+    assert dated.periods_per_year_source == "estimated" and "estimated from the prices' dates" in dated.annualization
+    plain = _runner(tmp_path / "plain", total_timesteps=100, prices=PRICES.to_numpy())
+    assert plain.options.periods_per_year == 252 and plain.periods_per_year_source == "assumed"
+    assert plain.annualization.startswith("252 periods a year, assumed") and "no dates" in plain.annualization
+    given = _runner(tmp_path / "given", total_timesteps=100, periods_per_year=252)
+    assert given.periods_per_year_source == "given" and given.annualization == "252 periods a year, given"
 
 
 def test_a_ready_options_object_gives_the_same_run_as_the_keywords(tmp_path):

@@ -20,7 +20,10 @@ def test_every_window_committed_with_window_bounds_and_trading_metrics(sequentia
         w = meta["window"]
         assert w["iteration"] == ck.iteration
         assert w["train_stop"] <= w["val_start"] and w["val_start_time"] is not None
-        assert meta["seed"] == 7 + ck.iteration and meta["periods_per_year"] == 252
+        assert meta["seed"] == 7 + ck.iteration
+        # the default: estimated from the business days' dates, and said so
+        assert meta["periods_per_year"] == pytest.approx(260.7, abs=0.1)
+        assert meta["periods_per_year_source"] == "estimated"
         assert set(ck.metrics) >= {"validation", "train", "combined"}
         assert {"sharpe", "max_drawdown", "total_return"} <= set(ck.metrics["validation"])
         assert ck.metrics["validation"]["n_periods"] == 59  # 60 validation prices -> 59 returns

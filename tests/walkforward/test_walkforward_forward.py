@@ -69,10 +69,11 @@ def test_every_kept_model_trades_its_test_part_once(prices, forward_run):
     for window, f in zip(runner.windows, forwards, strict=True):
         ck = repo.get(window.iteration)
         assert (f.test_start, f.test_stop) == (window.test_start, window.test_stop)
-        assert f.placeholder is (not ck.has_model) and f.periods_per_year == 252
+        assert f.placeholder is (not ck.has_model) and f.periods_per_year == runner.options.periods_per_year
         assert f.dates is not None and f.dates[0] == prices.index[f.rows[0]].isoformat()
         if ck.has_model:  # the same as the kept model trading the full price series
-            alone = evaluate_forward(repo.load(window.iteration), prices, window, iteration=window.iteration)
+            i, ppy = window.iteration, runner.options.periods_per_year
+            alone = evaluate_forward(repo.load(i), prices, window, iteration=i, periods_per_year=ppy)
             assert f.to_json_bytes() == alone.to_json_bytes()
     assert repo.verify() == []
 
@@ -161,6 +162,23 @@ def test_periods_per_year_none_is_estimated_from_the_dates(repo_root, make_runne
     assert repo.forward(0).periods_per_year == runner.options.periods_per_year
     plain = make_runner(prices.to_numpy(), repo_root.parent / "plain", periods_per_year=None, **TEST)
     assert plain.options.periods_per_year == 252  # no dates: the default
+    assert plain.periods_per_year_source == "assumed" and "no dates" in plain.annualization
+
+
+def test_a_run_of_the_earlier_default_252_resumes_with_it(prices, repo_root, make_runner):
+    """A run an earlier version wrote (its default: 252 periods a year, not the dates' 261) is resumed by a
+    rerun with the defaults: the windows left train with 252, the forward results stitch as one run."""
+    make_runner(prices, repo_root, periods_per_year=252, **TEST).run(max_iterations=1)
+    runner = make_runner(prices, repo_root, **TEST)
+    assert runner.options.periods_per_year == pytest.approx(260.7, abs=0.1)
+    result = runner.run()
+    assert result.skipped == [0] and result.trained == [1, 2]
+    assert runner.options.periods_per_year == 252 and "earlier version" in (result.annualization or "")
+    repo = CheckpointRepository(repo_root)
+    assert {ck.record["metadata"]["fingerprint"] for ck in repo.list()} == {runner.fingerprint()}
+    assert [ck.record["metadata"]["periods_per_year"] for ck in repo.list()] == [252, 252, 252]
+    assert [f.periods_per_year for f in repo.forwards()] == [252, 252, 252]
+    assert result.forward is not None and repo.verify() == []
 
 
 def test_test_part_settings_are_checked(prices, repo_root, make_runner):
