@@ -24,6 +24,7 @@ SCRIPTS = [
     "bench_repository_scale.py",
     "bench_disk.py",
     "bench_forward.py",
+    "bench_env.py",
     "bench_s3.py",
     "bench_parallel.py",
 ]

@@ -2,9 +2,10 @@
 
 :func:`preflight` builds the env as a window would on the first window's train part, resets it and steps
 it a few times with sampled actions (seeded), reading each step with the run's ``StepReader``; with a test
-part and the user's ``make_env``, it runs the env over the first test part's forward segment to its end and
-counts the steps against the rows; with the default ``make_model``, it builds the algorithm on the env (SB3
-checks the spaces there). Every refusal is one ``EnvContractError`` line; nothing is written.
+part, the reader must read a position (a forward result records one per step), and with the user's
+``make_env`` the env runs over the first test part's forward segment to its end and its steps are counted
+against the rows; with the default ``make_model``, it builds the algorithm on the env (SB3 checks the
+spaces there). Every refusal is one ``EnvContractError`` line; nothing is written.
 """
 
 from __future__ import annotations
@@ -76,6 +77,18 @@ def _check_test_part(spec: WindowSpec) -> None:
         )
 
 
+def _check_position(spec: WindowSpec) -> None:
+    """A run with test parts records the position of every forward step: its reader must read one."""
+    reader, w = spec.options.reader, spec.window
+    if spec.test_prices is None or w is None or w.test_start is None or reader.position_key is not None:
+        return
+    raise EnvContractError(
+        f"the StepReader ({reader.describe()}) reads no position, and a run with test parts records the "
+        f"position of {_who(spec)} on every forward step: give the StepReader a position_key (with "
+        "position_map for positions that are not numbers), or run without test parts"
+    )
+
+
 def _check_algorithm(spec: WindowSpec, env: Any) -> None:
     opts = spec.options
     if opts.make_model is not None or spec.warm_start_from is not None:
@@ -104,6 +117,7 @@ def preflight(spec: WindowSpec) -> None:
     :param spec: the first window's unit of work (its parts, the run's options).
     :raises EnvContractError: naming the problem in one line.
     """
+    _check_position(spec)
     env = _build(spec, spec.train_prices, "train part")
     _walk(spec, env, "train part", PREFLIGHT_STEPS)
     if spec.options.make_env is not None:

@@ -267,3 +267,16 @@ def test_an_env_that_fails_its_reset_is_refused_on_one_line(prices, repo_root, m
     with pytest.raises(EnvContractError, match="not_an_env failed its reset or step .* AttributeError") as info:
         runner.run()
     assert "\n" not in str(info.value) and _model_files(repo_root) == []
+
+
+def test_a_reader_without_a_position_is_refused_before_any_model_file_when_the_run_has_test_parts(
+    prices, repo_root, make_runner
+):
+    reader = StepReader(position_key=None)
+    runner = make_runner(prices, repo_root, make_env=long_only_env, step_reader=reader, **TEST)
+    with pytest.raises(EnvContractError, match="reads no position") as info:
+        runner.run()
+    message = str(info.value)
+    assert "\n" not in message and "give the StepReader a position_key" in message
+    assert reader.describe() in message
+    assert _model_files(repo_root) == [] and CheckpointRepository(repo_root).iterations() == []
