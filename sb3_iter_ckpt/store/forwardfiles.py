@@ -173,10 +173,12 @@ class ForwardFiles:
                 existing = self.storage.read_bytes(name)
                 break
             except IntegrityError:
-                if attempt == attempts - 1:
-                    if settling or self.storage.exists(name):
-                        raise
+                if not settling:
+                    # Absent, or not readable now: the create-only publish decides. (A check of existence here
+                    # raced a winner's create: read missing, then found, and the loser failed unsettled.)
                     return False
+                if attempt == attempts - 1:
+                    raise
                 time.sleep(0.05 * 2**attempt)
         if existing != data:
             raise CheckpointExistsError(
