@@ -110,7 +110,15 @@ class Trust:
         one) and the signatures of its items signed before (by an earlier version)."""
         assert self.signer is not None
         legacy, owners = self._signatures(index.scan()[0])
-        rid = owners.most_common(1)[0][0] if owners else new_repository_id()
+        if owners:
+            rid = owners.most_common(1)[0][0]
+        elif legacy:
+            # Upgrading a repository signed by an earlier version overwrites its marker, which no create-only
+            # write can guard: the identity is derived from what it holds, so that two writers upgrading at
+            # once (which see the same items) write the same one.
+            rid = self.signer.sign({"kind": "repository id of an upgraded repository", "legacy": sorted(legacy)})[:32]
+        else:
+            rid = new_repository_id()
         data = self.signer.marker(rid, legacy)
         if replace:
             self.storage.write_atomic(MARKER, data)

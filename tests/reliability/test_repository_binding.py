@@ -162,3 +162,17 @@ def test_a_deleted_marker_does_not_let_another_experiments_record_in(two):
         json.loads((a / MARKER).read_text())["repository_id"]
         == json.loads((a / CK / "metrics_iter_0.json").read_text())["repository"]
     )
+
+
+def test_two_writers_upgrading_the_same_old_repository_agree_on_its_identity(two, tmp_path):
+    # The upgrade overwrites a format-1 marker (no create-only write can guard it): the identity is derived
+    # from the items it binds, so two writers that upgrade at once write the same marker.
+    a, _ = two
+    _as_the_previous_version_left(a)
+    copy = tmp_path / "copy"
+    shutil.copytree(a, copy)
+    CheckpointRepository(a, signing_key=KEY).commit(4, metrics={"mean_reward": 0.5}, model=b"A4")
+    CheckpointRepository(copy, signing_key=KEY).commit(4, metrics={"mean_reward": 0.6}, model=b"B4")
+    ids = [json.loads((root / MARKER).read_text())["repository_id"] for root in (a, copy)]
+    assert ids[0] == ids[1]
+    assert CheckpointRepository(a, signing_key=KEY).verify() == []
