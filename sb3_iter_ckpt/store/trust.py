@@ -77,7 +77,9 @@ class Trust:
             return not isinstance(exc.__cause__, FileNotFoundError), None
         fingerprint = marker_fingerprint(data)
         if self.signer is not None and fingerprint == self.signer.fingerprint:
-            self.signer.binding = self.signer.binding_of(data)
+            binding = self.signer.binding_of(data)
+            if binding != self.signer.binding:  # the same object while it holds: the signature checks stay cached
+                self.signer.binding = binding
         return True, fingerprint
 
     def _signatures(self, records: Mapping[int, Checkpoint]) -> tuple[list[str], Counter[str]]:
