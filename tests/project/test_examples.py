@@ -23,7 +23,11 @@ TINY = 64
 
 
 def test_there_are_examples():
-    assert [p.name for p in EXAMPLES] == ["feature_table_walk_forward.py", "gym_anytrading_walk_forward.py"]
+    assert [p.name for p in EXAMPLES] == [
+        "callback_loop_with_test_env.py",
+        "feature_table_walk_forward.py",
+        "gym_anytrading_walk_forward.py",
+    ]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
