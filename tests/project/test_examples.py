@@ -27,6 +27,7 @@ def test_there_are_examples():
         "callback_loop_with_test_env.py",
         "feature_table_walk_forward.py",
         "gym_anytrading_walk_forward.py",
+        "two_asset_portfolio.py",
     ]
 
 
