@@ -23,7 +23,12 @@ TINY = 64
 
 
 def test_there_are_examples():
-    assert [p.name for p in EXAMPLES] == ["gym_anytrading_walk_forward.py"]
+    assert [p.name for p in EXAMPLES] == [
+        "callback_loop_with_test_env.py",
+        "feature_table_walk_forward.py",
+        "gym_anytrading_walk_forward.py",
+        "two_asset_portfolio.py",
+    ]
 
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
@@ -36,8 +41,10 @@ def test_an_example_runs_and_writes_its_report(script, tmp_path):
     report = out / "report.html"
     assert report.is_file() and report.stat().st_size > 100_000  # the page, plotly.js inlined
     assert f"report: {report}" in proc.stdout
+    # a walk-forward run's root, or a hand-written loop's repository (its checkpoint summary, no candidates)
     runs = [p.parent for p in out.rglob("walk_forward.json")]
-    assert runs, "the example wrote no walk-forward run"
+    runs += [p.parent for p in out.rglob("checkpoint_summary.json") if not any(r in p.parents for r in runs)]
+    assert runs, "the example wrote no checkpoint repository"
     for root in runs:
         repo = CheckpointRepository(root)
         assert repo.iterations() and repo.verify() == []
