@@ -342,4 +342,7 @@ class RunOptions:
         }
 
     def _reader_config(self) -> dict[str, Any]:
-        return {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}
+        fields = {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}
+        if not fields["realized"]:
+            del fields["realized"]  # the field came later: readers without it keep their fingerprint
+        return fields

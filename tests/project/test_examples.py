@@ -80,3 +80,14 @@ def test_an_example_runs_and_writes_its_report(script, tmp_path, chromium):
     drawn = _drawn_charts(chromium, report)
     assert set(drawn) == CHARTS.get(script.name, WALK_FORWARD_CHARTS)
     assert all(n > 0 for n in drawn.values()), drawn
+    # gym-anytrading's returns are realized profit: the page and `forward` say so; the others' are not
+    realized = script.name == "gym_anytrading_walk_forward.py"
+    page = report.read_text(encoding="utf-8")
+    assert page.count('<p class="caveat"><strong>Mind:</strong> every return here is realized profit') == (
+        3 if realized else 0
+    )
+    if runs[0].joinpath("walk_forward.json").exists():
+        cli = [sys.executable, "-m", "sb3_iter_ckpt.cli", "forward", str(runs[0])]
+        shown = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert ("mind: every return here is realized profit" in shown.stdout) == realized
