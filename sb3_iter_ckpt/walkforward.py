@@ -281,7 +281,7 @@ def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]
     series or array as it is (the price and the benchmark)."""
     import pandas as pd
 
-    from sb3_iter_ckpt.data import check_table
+    from sb3_iter_ckpt.data import check_table, traded_prices
 
     if not isinstance(prices, pd.DataFrame):
         if options.price_column is not None or options.benchmark_column is not None:
@@ -291,7 +291,8 @@ def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]
         return prices, options, prices, prices
     table, price, benchmark = check_table(prices, options.price_column, options.benchmark_column)
     options = dataclasses.replace(options, price_column=price, benchmark_column=benchmark)
-    return table, options, table[price], table[price if benchmark is None else benchmark]
+    traded = traded_prices(table, price)
+    return table, options, traded, traded if benchmark is None else table[benchmark]
 
 
 def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> tuple[RunOptions, str]:

@@ -184,8 +184,11 @@ class RunOptions:
         run's ``algo`` and ``seed``). Not with ``make_model``.
     :param price_column: With a table (a DataFrame) for prices: the column of the traded price (the built-in
         env's prices, the forward results' rows and dates, buy-and-hold); None: the one column named close
-        (the runner resolves it). Only for a table.
-    :param benchmark_column: With a table: the column whose returns are buy-and-hold's (None: the price column).
+        (the runner resolves it). Several columns (a list) for a portfolio env (``make_env`` needed): buy-and-hold
+        is then their equal-weight portfolio (``data.equal_weight_index``) unless ``benchmark_column`` names
+        another. Only for a table.
+    :param benchmark_column: With a table: the column whose returns are buy-and-hold's (None: the price column,
+        or the price columns' equal-weight portfolio).
     :param make_env_kwargs: Keyword arguments ``make_env`` is called with (``make_env(segment, seed, **kw)``;
         values recorded in the fingerprint, unlike those of a ``functools.partial``). Needs ``make_env``.
 
@@ -215,7 +218,7 @@ class RunOptions:
     candidates: tuple[Candidate, ...] = ()
     step_reader: StepReader | None = None
     env_history: int | None = None
-    price_column: str | None = None
+    price_column: str | tuple[str, ...] | None = None
     benchmark_column: str | None = None
     make_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     selection: SelectionRule = field(init=False, repr=False, compare=False)
@@ -259,9 +262,23 @@ class RunOptions:
         )
 
     def _check_data_settings(self) -> None:
+        columns = self.price_column
+        if isinstance(columns, (list, tuple)):
+            if (
+                len(columns) < 2
+                or len(set(columns)) != len(columns)
+                or not all(isinstance(c, str) and c for c in columns)
+            ):
+                raise CheckpointError(f"several price columns are two or more distinct column names, got {columns!r}")
+            if self.make_env is None:
+                raise CheckpointError(
+                    f"price_column={list(columns)} names several prices: the built-in env trades one; give your "
+                    "portfolio env (make_env)"
+                )
+            _set(self, price_column=tuple(columns))
         for name in ("price_column", "benchmark_column"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
+            if value is not None and not isinstance(value, tuple) and (not isinstance(value, str) or not value):
                 raise CheckpointError(f"{name} must be a column name (a non-empty string) or None, got {value!r}")
         kwargs = self.make_env_kwargs
         if not isinstance(kwargs or {}, Mapping) or not all(isinstance(k, str) for k in kwargs or {}):
@@ -336,7 +353,7 @@ class RunOptions:
             **({"step_reader": self._reader_config()} if self.reader != StepReader() else {}),
             **({"env_history": self.env_history} if self.env_history is not None else {}),
             # A table's columns (issue 22), only when the run has a table or a benchmark.
-            **({"price_column": self.price_column} if self.price_column is not None else {}),
+            **({"price_column": _json_columns(self.price_column)} if self.price_column is not None else {}),
             **({"benchmark_column": self.benchmark_column} if self.benchmark_column is not None else {}),
             **({"make_env_kwargs": self.make_env_kwargs} if self.make_env_kwargs else {}),
         }
@@ -346,3 +363,7 @@ class RunOptions:
         if not fields["realized"]:
             del fields["realized"]  # the field came later: readers without it keep their fingerprint
         return fields
+
+
+def _json_columns(columns: str | tuple[str, ...]) -> str | list[str]:
+    return list(columns) if isinstance(columns, tuple) else columns

@@ -161,13 +161,14 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     i, w, opts = spec.iteration, spec.window, spec.options
     if spec.test_prices is None or w is None or w.test_start is None or repo.has_forward(i):
         return
+    from sb3_iter_ckpt.common.prices import traded_prices
     from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.retention import is_pruned
     from sb3_iter_ckpt.splitter import Window
 
     ck, off = repo.get(i), spec.test_offset
-    prices = _column(spec.test_prices, opts.price_column)
-    benchmark = _column(spec.test_prices, opts.benchmark_column or opts.price_column)
+    prices = traded_prices(spec.test_prices, opts.price_column)  # several columns: their equal-weight portfolio
+    benchmark = prices if opts.benchmark_column is None else _column(spec.test_prices, opts.benchmark_column)
     # The test part in the rows of test_prices; the result's rows are shifted back below.
     local = Window(i, 0, 0, 0, 0, test_start=w.test_start - off, test_stop=w.test_stop - off)
     if ck.has_model:
