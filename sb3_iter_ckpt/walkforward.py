@@ -383,14 +383,17 @@ class _Run:
 
     def stitch(self) -> bool:
         """With test parts: the forward results stitched into ``forward_returns.csv``; whether it changed."""
-        from sb3_iter_ckpt.forward.stitching import stitch
+        from sb3_iter_ckpt.forward.stitching import restitch, stitch
 
         repo = self.runner.repository
         results = repo.forwards() if self.runner.splitter.test_size else []
         if not results:
             return False
         try:
-            data = stitch(results, self.runner.benchmark_series).to_csv_bytes()
+            stitch(results, self.runner.benchmark_series)  # the results belong to these rows and dates
+            # Written from the signed files alone, as every reader recomputes it: an equal-weight benchmark
+            # of a slice can differ from the whole table's in the last bit.
+            data = restitch(results).to_csv_bytes()
         except CheckpointError:
             return False  # a hole (a result missing): the repository's forward_status says why
         if repo.storage.exists(FORWARD_RETURNS) and repo.storage.read_bytes(FORWARD_RETURNS) == data:

@@ -130,7 +130,8 @@ def test_several_price_columns_hold_their_equal_weight_portfolio_as_buy_and_hold
     monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
     table = ohlcv_table()
     runner = _runner(table, tmp_path / "exp", price_column=["close", "benchmark"])
-    runner.run(max_iterations=1)
+    runner.run()
+    assert CheckpointRepository(tmp_path / "exp").verify() == []  # forward_returns.csv agrees with the files
     assert runner.config()["price_column"] == ["close", "benchmark"]
     forward = CheckpointRepository(tmp_path / "exp").forward(0)
     prices = table[["close", "benchmark"]].to_numpy()
