@@ -22,7 +22,7 @@ from sb3_iter_ckpt import CheckpointRepository
 from sb3_iter_ckpt.common.candidates import Candidate
 from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.envs import TradingEnv, run_episode
-from sb3_iter_ckpt.errors import CheckpointError
+from sb3_iter_ckpt.errors import CheckpointError, EnvContractError
 from sb3_iter_ckpt.runner.policies import resolve_policy
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 
@@ -187,3 +187,22 @@ def test_a_users_policy_class_by_import_path_is_what_the_kept_model_runs(prices,
     model = CheckpointRepository(repo_root).load(0, device="cpu")
     assert type(model.policy) is WidePolicy
     assert [m.out_features for m in model.policy.mlp_extractor.policy_net if hasattr(m, "out_features")] == [7]
+
+
+class MissingKey(DictObservation):
+    """A user's env whose observations lack a key its ``Dict`` space declares: SB3 builds the model on the space;
+    only acting on an observation shows it."""
+
+    def observation(self, observation):
+        return {"returns": observation[:-1]}
+
+
+def missing_key_env(segment, seed):
+    return MissingKey(TradingEnv(segment))
+
+
+def test_a_policy_that_cannot_act_on_the_envs_observations_is_refused_before_training(prices, repo_root, make_runner):
+    runner = make_runner(prices, repo_root, make_env=missing_key_env)
+    with pytest.raises(EnvContractError, match="ppo does not fit the env of make_env .*missing_key_env.*'position'"):
+        runner.run()
+    assert not (repo_root / "checkpoints").exists() or not any((repo_root / "checkpoints").glob("*.zip"))
