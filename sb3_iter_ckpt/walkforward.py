@@ -91,7 +91,7 @@ class WalkForwardRunner:
     :param total_timesteps: Training timesteps per iteration.
     :param settings: The run's other settings, as keyword arguments of
         :class:`~sb3_iter_ckpt.common.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
-        ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
+        ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``, ``policy``,
         ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads``, ``candidates`` (see there). With
         ``candidates``, each trains every window into ``candidates/<name>/`` (in parallel on the executor) and
         the root keeps a copy of each window's chosen one (``sb3_iter_ckpt.runner.ensemble``). With a test part in the

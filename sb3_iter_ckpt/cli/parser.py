@@ -257,6 +257,12 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
         help="ppo, a2c or dqn, or several comma-separated (ppo,a2c): each a candidate per window, the one with "
         "the best validation score chosen (default: ppo)",
     )
+    p.add_argument(
+        "--policy",
+        help="the policy every candidate is built with: an alias of its algorithm (MlpPolicy, MlpLstmPolicy...) or a "
+        "class's import path (package.module:Class); default: MlpPolicy, MultiInputPolicy for a Dict observation, "
+        "a recurrent algorithm's own (MlpLstmPolicy)",
+    )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument(
         "--seeds",

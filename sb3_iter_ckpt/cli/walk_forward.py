@@ -75,11 +75,26 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     from sb3_iter_ckpt.runner.algorithms import algorithm_class
 
     try:
-        for algo in algos:
-            algorithm_class(algo)
+        classes = [algorithm_class(algo) for algo in algos]
         _candidates(args)  # duplicate names (--algo ppo,ppo)
     except CheckpointError as exc:
         raise UsageError(f"--algo: {exc}") from None
+    _check_policy(args, classes)
+
+
+def _check_policy(args: argparse.Namespace, classes: list[Any]) -> None:
+    """``--policy``: an import path imports, an alias is one of every algorithm's (before anything is loaded)."""
+    from sb3_iter_ckpt.common.candidates import check_policy
+    from sb3_iter_ckpt.runner.policies import resolve_policy
+
+    if args.policy is None:
+        return
+    try:
+        check_policy(args.policy, "policy")
+        for cls in classes:
+            resolve_policy(cls, args.policy, None)
+    except CheckpointError as exc:
+        raise UsageError(f"--policy: {exc}") from None
 
 
 def _check_env_args(args: argparse.Namespace) -> None:
@@ -243,6 +258,7 @@ def _run_options(args: argparse.Namespace) -> Any:
         price_column=_price_column(args) if table else None,
         benchmark_column=args.benchmark_column,
         step_reader=step_reader(args),
+        policy=args.policy,
     )
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
+from sb3_iter_ckpt.common.candidates import Candidate, check_candidates, check_policy, policy_config
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.common.steps import StepReader
 from sb3_iter_ckpt.errors import CheckpointError
@@ -151,7 +151,7 @@ class RunOptions:
     :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
     :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
     :param make_model: ``callable(vec_env, seed) -> model``;
-        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
+        default: ``algo(policy, env, seed=seed, **algo_kwargs)``.
     :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...);
         the run's ``periods_per_year`` is added unless given here.
     :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
@@ -191,6 +191,12 @@ class RunOptions:
         or the price columns' equal-weight portfolio).
     :param make_env_kwargs: Keyword arguments ``make_env`` is called with (``make_env(segment, seed, **kw)``;
         values recorded in the fingerprint, unlike those of a ``functools.partial``). Needs ``make_env``.
+    :param policy: The policy the default ``make_model`` builds: an alias of the algorithm (``"MlpPolicy"``...),
+        a policy class or its import path (``"package.module:Class"`` or ``"package.module.Class"``); None, the
+        default: ``"MlpPolicy"``, ``"MultiInputPolicy"`` for a gymnasium ``Dict`` observation, a recurrent
+        algorithm's own alias (``RecurrentPPO``: ``"MlpLstmPolicy"``, ``"MultiInputLstmPolicy"``), chosen per
+        algorithm when the model is built. Recorded in the fingerprint only when given (and not ``"MlpPolicy"``,
+        which every earlier version built). Not with ``make_model``.
 
     ``selection`` is the :class:`~sb3_iter_ckpt.common.selection.SelectionRule` of ``monitor``, ``mode`` and
     ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
@@ -221,6 +227,7 @@ class RunOptions:
     price_column: str | tuple[str, ...] | None = None
     benchmark_column: str | None = None
     make_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    policy: str | type | None = None
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -248,6 +255,9 @@ class RunOptions:
         candidates = check_candidates(self.candidates or ())
         if candidates and self.make_model is not None:
             raise CheckpointError("candidates name their own algorithm and seed: drop make_model, or the candidates")
+        check_policy(self.policy, "policy")
+        if self.policy is not None and self.make_model is not None:
+            raise CheckpointError("policy is what the default make_model builds: drop make_model, or the policy")
         _set(
             self,
             total_timesteps=total,
@@ -323,8 +333,15 @@ class RunOptions:
         Its windows run no retention: the driver prunes once the chosen models are copied to the root.
         """
         kwargs = self.algo_kwargs if candidate.algo_kwargs is None else candidate.algo_kwargs
+        policy = self.policy if candidate.policy is None else candidate.policy
         return dataclasses.replace(
-            self, algo=candidate.algo, seed=candidate.seed, algo_kwargs=kwargs, candidates=(), retention=None
+            self,
+            algo=candidate.algo,
+            seed=candidate.seed,
+            algo_kwargs=kwargs,
+            policy=policy,
+            candidates=(),
+            retention=None,
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -356,6 +373,8 @@ class RunOptions:
             **({"price_column": _json_columns(self.price_column)} if self.price_column is not None else {}),
             **({"benchmark_column": self.benchmark_column} if self.benchmark_column is not None else {}),
             **({"make_env_kwargs": self.make_env_kwargs} if self.make_env_kwargs else {}),
+            # The policy (issue 23), only when given: the automatic choice follows from the algorithm and the env.
+            **policy_config(self.policy),
         }
 
     def _reader_config(self) -> dict[str, Any]:

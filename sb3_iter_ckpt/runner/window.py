@@ -117,10 +117,17 @@ def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
         return repo.load(spec.warm_start_from, env=venv, seed=spec.seed)
     if opts.make_model is not None:
         return opts.make_model(venv, spec.seed)
+    return build_model(opts, venv, spec.seed)
+
+
+def build_model(opts: RunOptions, venv: Any, seed: int) -> Any:
+    """The default model: the run's algorithm with its policy (named, or chosen for the env's observations)."""
     from sb3_iter_ckpt.runner.algorithms import algorithm_class
+    from sb3_iter_ckpt.runner.policies import resolve_policy
 
     cls = algorithm_class(opts.algo)
-    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **opts.algo_kwargs})
+    policy = resolve_policy(cls, opts.policy, venv.observation_space)
+    return cls(policy, venv, seed=seed, **{"device": "cpu", **opts.algo_kwargs})
 
 
 def _evaluator(train_env: Any, ppy: float, reader: Any) -> Callable[[Any, Any], dict[str, Any]]:
