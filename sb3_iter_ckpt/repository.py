@@ -338,9 +338,11 @@ class CheckpointRepository:
         """What ``sb3-iter-ckpt forward --json`` prints, or None without complete forward data."""
         return self._catalog.forward_status()[0]
 
-    def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
-        """``(forward report, None)``, or ``(None, why there is none)``."""
-        return self._catalog.forward_status()
+    def forward_status(
+        self, n_trials: int | None = None, trials_variance: float | None = None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)`` or ``(None, why)``; the trials named: see ``forward.forward_statistics``."""
+        return self._catalog.forward_status(n_trials, trials_variance)
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.runner.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:

@@ -199,10 +199,10 @@ def _candidates_line(forward: ForwardData | None) -> str:
     return f"{', '.join(names)}: the best by selection on each window trades its test part"
 
 
-def _kept_forward(repo: CheckpointRepository) -> ForwardData:
+def _kept_forward(repo: CheckpointRepository, trials: tuple[int | None, float | None]) -> ForwardData:
     """The forward data a walk-forward run left in the repository, or the reason there is none."""
     try:
-        report, reason = repo.forward_status()
+        report, reason = repo.forward_status(*trials)
         stitched = repo.stitched_forward() if report is not None else None
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
@@ -219,7 +219,11 @@ def _kept_forward(repo: CheckpointRepository) -> ForwardData:
 
 
 def collect_report(
-    repository: CheckpointRepository | str | os.PathLike[str], forward: ForwardData | None = None
+    repository: CheckpointRepository | str | os.PathLike[str],
+    forward: ForwardData | None = None,
+    *,
+    n_trials: int | None = None,
+    trials_variance: float | None = None,
 ) -> ReportData:
     """Read a repository into the page's data model, running ``verify()`` on the way.
 
@@ -230,12 +234,15 @@ def collect_report(
     :param forward: The run's forward (out-of-sample) data (``forward_data`` or ``forward_data_from_results``);
         None: what the repository keeps (its forward results and ``forward_returns.csv``), or the reason
         it has none.
+    :param n_trials: The trials compared to find this strategy, when more than the run's candidates (a
+        hand-written loop's configurations tried): the DSR deflates by them (``forward_status``), and
+        ``trials_variance`` the variance of their per-period Sharpe ratios.
     :return: The ``ReportData``.
     """
     repo = _open(repository)
     problems, problem_lines = _verify(repo)
     if forward is None:
-        forward = _kept_forward(repo)
+        forward = _kept_forward(repo, (n_trials, trials_variance))
     notes: list[str] = []
     config = _run_config(repo, notes)
     with warnings.catch_warnings():
