@@ -365,6 +365,15 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             "checkpoints": checkpoints,
             "forward": result.forward,
             "forward_reason": result.forward_reason,
+            "outcomes": _outcomes(result),
         }
     )
     return EXIT_OK
+
+
+def _outcomes(result: Any) -> list[dict[str, Any]]:
+    """What the worker of each window trained by this call reported (``pid``, ``host``, on Ray ``node_id``),
+    with its candidate (None in a run without candidates), in iteration order."""
+    runs = list(result.candidates.items()) or [(None, result)]
+    rows = [{**outcome, "candidate": name} for name, run in runs for outcome in run.outcomes.values()]
+    return sorted(rows, key=lambda row: row["iteration"])

@@ -18,7 +18,8 @@ result is :func:`train_window`'s outcome dict), ``workers`` (how many windows ma
 * :class:`RayExecutor` (``"ray"``, the ``[ray]`` extra): one Ray task per window (``num_cpus=1``),
   retried up to ``max_retries`` times when its worker process or node is lost. Without ``address``
   it starts a local Ray instance on the loopback address; with one it joins that cluster (every
-  node must see the same repository, e.g. a shared file system or object storage).
+  node must see the same repository, e.g. a shared file system or object storage). Its outcomes
+  also name the Ray node each window ran on (``node_id``).
 
 A retried or duplicated window is committed exactly once: the record is published create-only, and
 ``train_window`` returns the existing record when its iteration is already committed.
@@ -178,6 +179,18 @@ class ProcessExecutor(Executor):
             self._pool = None
 
 
+def _train_on_ray(spec: WindowSpec) -> dict[str, Any]:
+    """:func:`train_window` as a Ray task: its outcome also names the node it ran on (``node_id``, hex).
+
+    Of the attempt that returned: a window retried after its node died names the node of the retry.
+    """
+    import ray
+
+    outcome = train_window(spec)
+    outcome["node_id"] = ray.get_runtime_context().get_node_id()
+    return outcome
+
+
 class RayExecutor(Executor):
     """One Ray task per window, retried when its worker or node is lost (``pip install sb3-iter-ckpt[ray]``).
 
@@ -245,7 +258,7 @@ class RayExecutor(Executor):
         if self._requested is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
-        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(train_window)
+        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_train_on_ray)
         return self
 
     def submit(self, spec: WindowSpec) -> cf.Future:

@@ -117,6 +117,9 @@ def test_ray_gives_the_sequential_records(prices, tmp_path, ray_cluster, make_ru
     assert ray.is_initialized()
     assert par.trained == [0, 1, 2]
     assert {o["pid"] for o in par.outcomes.values()}.isdisjoint({os.getpid()})
+    # where each window ran: the instance's one node (the cluster test sees two), nothing of it outside Ray
+    assert {o["node_id"] for o in par.outcomes.values()} == {ray.get_runtime_context().get_node_id()}
+    assert not any("node_id" in o for o in seq.outcomes.values())
     assert _metrics(tmp_path / "ray") == _metrics(tmp_path / "seq")
     assert par.best.iteration == seq.best.iteration
     assert par.best.metrics == seq.best.metrics
