@@ -28,6 +28,7 @@ A retried or duplicated window is committed exactly once: the record is publishe
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import os
 import pickle
 import sys
@@ -263,7 +264,31 @@ class RayExecutor(Executor):
 
     def submit(self, spec: WindowSpec) -> cf.Future:
         self.start()
-        return self._remote.remote(spec).future()
+        attempts = self._remote.remote(spec).future()
+        window: cf.Future = cf.Future()
+        attempts.add_done_callback(functools.partial(self._settle, spec, window))
+        return window
+
+    def _settle(self, spec: WindowSpec, window: cf.Future, attempts: cf.Future) -> None:
+        """The window's future from Ray's: a Python error of the window as it is, a lost window (its
+        worker or node died on every attempt) as a ``CheckpointError`` that says what to do."""
+        if attempts.cancelled():
+            window.cancel()
+            return
+        exc = attempts.exception()
+        if exc is None:
+            window.set_result(attempts.result())
+            return
+        errors = self._ray.exceptions
+        if isinstance(exc, errors.RayError) and not isinstance(exc, errors.RayTaskError):
+            who = f" of candidate {spec.candidate}" if spec.candidate else ""
+            first = (str(exc).strip().splitlines() or [""])[0]
+            exc = CheckpointError(
+                f"window {spec.iteration}{who} was lost by Ray after {self.max_retries} retries "
+                f"({type(exc).__name__}: {first}); the windows committed so far are kept: run again to train "
+                "only the missing ones"
+            )
+        window.set_exception(exc)
 
     def close(self) -> None:
         if self._started and self._ray is not None:
