@@ -322,19 +322,22 @@ def test_a_two_node_cluster_runs_the_candidates_on_both_nodes_with_the_sequentia
     assert _results(endpoint, root) == _results(endpoint, sequential)
 
 
-def _committed(endpoint: str, aws: dict[str, str], prefix: str) -> bool:
-    """Whether any window of the run under ``prefix`` has committed its record (straight from the server)."""
+def _committed(endpoint: str, aws: dict[str, str], prefix: str):
+    """A check whether any window of the run under ``prefix`` has committed its record (asks the server)."""
     import boto3
 
     client = boto3.client("s3", endpoint_url=endpoint, **_boto(aws))
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")
-    return any(
-        re.search(r"/checkpoints/(metrics|no_model)_iter_\d+\.json$", o["Key"]) for o in listed.get("Contents", [])
-    )
+    record = re.compile(r"/checkpoints/(metrics|no_model)_iter_\d+\.json$")
+
+    def check() -> bool:
+        listed = client.list_objects_v2(Bucket=BUCKET, Prefix=f"{prefix}/")
+        return any(record.search(o["Key"]) for o in listed.get("Contents", []))
+
+    return check
 
 
 def _kill_raylet_while_it_trains(node: RayNode, committed, run: subprocess.Popen) -> None:
-    """SIGKILL the node's raylet once a window is committed and this node is running another one."""
+    """SIGKILL the node's raylet once a window is committed (anywhere) and this node is running a window."""
     pid, _ = node.raylet()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -362,7 +365,7 @@ def test_a_worker_node_killed_mid_run_loses_nothing(s3, base_env, head, worker, 
     with out.open("w") as stdout_file, err.open("w") as stderr_file:
         run = subprocess.Popen(argv, env=base_env, cwd=tmp_path, stdout=stdout_file, stderr=stderr_file)
     try:
-        _kill_raylet_while_it_trains(worker, lambda: _committed(endpoint, aws, prefix), run)
+        _kill_raylet_while_it_trains(worker, _committed(endpoint, aws, prefix), run)
         run.wait(timeout=600)
     finally:
         run.kill()
