@@ -12,14 +12,18 @@ Ray retries the window on the head, and a rerun finds nothing to train and nothi
 Network: moto listens on 127.0.0.1; Ray runs without the dashboard and with its usage statistics off.
 A second node needs ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1``, and with it Ray (2.60) replaces 127.0.0.1
 by the machine's own address (``services.resolve_ip_for_localhost``) and its servers listen on every
-interface (only a node whose address is exactly 127.0.0.1 listens on loopback alone): the test checks
-that each node's address is this machine's, and closes the cluster with Ray's token authentication,
-a fresh random token per module. Linux only (``/proc``).
+interface; a node whose address is exactly 127.0.0.1 listens on loopback alone. So every Python process
+of the test imports ``loopback/sitecustomize.py``, which keeps 127.0.0.1 as given, and both nodes are
+started with ``--node-ip-address=127.0.0.1``: the test checks each node's address, and that every TCP
+socket its nodes, their task workers and the driver listen on is on 127.0.0.1 (``/proc/net/tcp``). The
+cluster also uses Ray's token authentication (as docs/cluster.md asks), a fresh random token per module.
+Linux only (``/proc``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +50,7 @@ from sb3_iter_ckpt import CheckpointRepository  # noqa: E402
 from sb3_iter_ckpt.repository import candidate_forwards  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+LOOPBACK = Path(__file__).with_name("loopback")  # its sitecustomize.py keeps Ray's nodes on 127.0.0.1
 RAY = str(Path(sys.executable).with_name("ray"))
 BUCKET = "cluster"
 KEY = b"cluster-test-signing-key"
@@ -66,16 +71,6 @@ def _short_dir(tmp_path_factory, name: str) -> Path:
     folder = tmp_path_factory.mktemp(name)
     assert len(str(folder)) <= 50, f"pytest's temp folder {folder} is too long for Ray's sockets"
     return folder
-
-
-def _is_own_address(address: str) -> bool:
-    """Whether ``address`` is one of this machine's (only those can be bound)."""
-    with socket.socket() as s:
-        try:
-            s.bind((address, 0))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -103,6 +98,55 @@ def _table() -> dict[int, Proc]:
             cmd = cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
             out[int(entry)] = Proc(int(entry), int(fields[1]), int(fields[2]), int(fields[19]), cmd)
     return out
+
+
+def _descendants(table: dict[int, Proc], roots: set[int]) -> set[int]:
+    """``roots`` (those alive) and every live descendant of theirs."""
+    mine = roots & table.keys()
+    todo = list(mine)
+    while todo:
+        parent = todo.pop()
+        for child in (p.pid for p in table.values() if p.ppid == parent and p.pid not in mine):
+            mine.add(child)
+            todo.append(child)
+    return mine
+
+
+def _tcp_listeners() -> dict[str, tuple[str, int]]:
+    """Every listening TCP socket of this network namespace: its inode -> (address, port), an IPv4-mapped
+    IPv6 address written as IPv4 (``::`` stays: every interface)."""
+    out = {}
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            host, port = fields[1].split(":")
+            raw = bytes.fromhex(host)  # 32-bit words, each printed in the machine's byte order
+            if sys.byteorder == "little":
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            ip = ipaddress.ip_address(raw)
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            out[fields[9]] = (str(ip), int(port, 16))
+    return out
+
+
+def _assert_listening_on_loopback_only(processes: dict[int, str]) -> set[tuple[str, int]]:
+    """Every TCP address that ``processes`` (pid -> command) listen on, each checked to be on 127.0.0.1."""
+    sockets = _tcp_listeners()
+    listening: dict[int, set[tuple[str, int]]] = {}
+    for pid in processes:
+        with contextlib.suppress(OSError):  # a process that just ended
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    inode = os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").removesuffix("]")
+                    if inode in sockets:
+                        listening.setdefault(pid, set()).add(sockets[inode])
+    exposed = {f"{pid} {processes[pid][:80]}": addresses for pid, addresses in listening.items() if any(
+        host != "127.0.0.1" for host, _ in addresses)}  # fmt: skip
+    assert not exposed, f"listening beyond 127.0.0.1: {exposed}"
+    return {address for addresses in listening.values() for address in addresses}
 
 
 @dataclass
@@ -138,12 +182,7 @@ class RayNode:
         table = _table()
         mine = {p.pid for p in table.values() if p.pgid == self.proc.pid}
         mine |= {pid for pid, started in self.seen if pid in table and table[pid].started == started}
-        todo = list(mine)
-        while todo:  # descendants
-            parent = todo.pop()
-            for child in (p.pid for p in table.values() if p.ppid == parent and p.pid not in mine):
-                mine.add(child)
-                todo.append(child)
+        mine = _descendants(table, mine)
         self.seen |= {(pid, table[pid].started) for pid in mine}
         return {pid: table[pid].cmd for pid in mine}
 
@@ -214,7 +253,7 @@ def base_env(s3, tmp_path_factory):
         RAY_USAGE_STATS_ENABLED="0",
         RAY_AUTH_MODE="token",
         RAY_AUTH_TOKEN=secrets.token_hex(32),
-        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        PYTHONPATH=os.pathsep.join(p for p in (str(LOOPBACK), str(ROOT), os.environ.get("PYTHONPATH")) if p),
         SB3_LOGDIR=str(tmp_path_factory.mktemp("sb3log")),
     )
     return env
@@ -239,7 +278,9 @@ def head(base_env, tmp_path_factory):
 def worker(head, base_env, tmp_path_factory):
     """A second node joining the head, stopped after the test."""
     _, address = head
-    node = RayNode.start([f"--address={address}"], base_env, _short_dir(tmp_path_factory, "rw"))
+    node = RayNode.start(
+        [f"--address={address}", "--node-ip-address=127.0.0.1"], base_env, _short_dir(tmp_path_factory, "rw")
+    )
     try:
         yield node
     finally:
@@ -306,7 +347,9 @@ def test_a_two_node_cluster_runs_the_candidates_on_both_nodes_with_the_sequentia
     endpoint, _ = s3
     head_node, address = head
     raylets = [node.raylet()[1] for node in (head_node, worker)]
-    assert all(_is_own_address(r["node_ip_address"]) for r in raylets), "a node is not on this machine"
+    assert [r["node_ip_address"] for r in raylets] == ["127.0.0.1", "127.0.0.1"]
+    gcs_port = int(address.rsplit(":", 1)[1])
+    assert ("127.0.0.1", gcs_port) in _assert_listening_on_loopback_only(head_node.processes() | worker.processes())
     results = f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
     argv = _walk_forward(endpoint, results, key_file, "--executor", "ray", "--ray-address", address)
     out = _run([*argv, "--workers", "2"], base_env, tmp_path)
@@ -336,13 +379,18 @@ def _committed(endpoint: str, aws: dict[str, str], prefix: str):
     return check
 
 
-def _kill_raylet_while_it_trains(node: RayNode, committed, run: subprocess.Popen) -> None:
-    """SIGKILL the node's raylet once a window is committed (anywhere) and this node is running a window."""
+def _kill_raylet_while_it_trains(node: RayNode, head: RayNode, committed, run: subprocess.Popen) -> None:
+    """SIGKILL the node's raylet once a window is committed (anywhere) and this node is running a window;
+    just before, every process of the cluster and the run (its task workers too) listens on 127.0.0.1 only."""
     pid, _ = node.raylet()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         assert run.poll() is None, "the run ended before the worker node could be killed mid-window"
-        if any(cmd.startswith(TASK_TITLE) for cmd in node.processes().values()) and committed():
+        processes = node.processes()
+        if any(cmd.startswith(TASK_TITLE) for cmd in processes.values()) and committed():
+            table = _table()
+            processes |= head.processes() | {p: table[p].cmd for p in _descendants(table, {run.pid})}
+            _assert_listening_on_loopback_only(processes)
             os.kill(pid, signal.SIGKILL)
             break
         time.sleep(0.2)
@@ -365,7 +413,7 @@ def test_a_worker_node_killed_mid_run_loses_nothing(s3, base_env, head, worker, 
     with out.open("w") as stdout_file, err.open("w") as stderr_file:
         run = subprocess.Popen(argv, env=base_env, cwd=tmp_path, stdout=stdout_file, stderr=stderr_file)
     try:
-        _kill_raylet_while_it_trains(worker, _committed(endpoint, aws, prefix), run)
+        _kill_raylet_while_it_trains(worker, head_node, _committed(endpoint, aws, prefix), run)
         run.wait(timeout=600)
     finally:
         run.kill()
