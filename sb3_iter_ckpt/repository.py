@@ -57,6 +57,7 @@ __all__ = [
     "VerifyReport",
     "candidate_forwards",
     "checked_run_file",
+    "pbo_logits",
     "trade_forward",
     "versions",
 ]
@@ -338,9 +339,9 @@ class CheckpointRepository:
         """What ``sb3-iter-ckpt forward --json`` prints, or None without complete forward data."""
         return self._catalog.forward_status()[0]
 
-    def forward_status(self) -> tuple[dict[str, Any] | None, str | None]:
-        """``(forward report, None)``, or ``(None, why there is none)``."""
-        return self._catalog.forward_status()
+    def forward_status(self, logits: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)``, or ``(None, why there is none)``; ``logits``: every CSCV logit in ``pbo``."""
+        return self._catalog.forward_status(logits)
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.runner.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:
@@ -482,6 +483,20 @@ def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[Forwa
     trials, PBO and the report's candidates chart; empty for a run without candidates. Each candidate
     folder is checked first against what the root recorded of it (``CheckpointError`` naming it)."""
     return repository._catalog.candidate_forwards()
+
+
+def pbo_logits(repository: CheckpointRepository) -> builtins.list[float] | None:
+    """Every CSCV logit of the run's PBO, in ``itertools.combinations`` order, recomputed from the (signed)
+    forward files: what the forward report, ``analyze()`` and ``checkpoint_summary.json`` keep only as
+    ``pbo.logit_summary`` (count, quantiles, histogram); ``sb3-iter-ckpt forward --json --logits`` prints them.
+
+    :param repository: the run's ``CheckpointRepository`` (its root, with candidates).
+    :return: the logits; None when the run has no PBO (no forward data, or fewer than two candidates: the
+        forward report's ``pbo_reason`` says why).
+    """
+    report = repository.forward_status(logits=True)[0]
+    pbo = report.get("pbo") if report is not None else None
+    return list(pbo["logits"]) if pbo is not None else None
 
 
 def trade_forward(

@@ -152,7 +152,13 @@ def _forward_parser(sub: Subparsers) -> None:
         "the out-of-sample result: each kept model's forward (test part) figures, the stitched curve against "
         "buy-and-hold and flat, the deflated Sharpe ratio and PBO (exit 3 without forward data)"
     )
-    _repo_parser(sub, "forward", help_, cmd_forward)
+    p = _repo_parser(sub, "forward", help_, cmd_forward)
+    p.add_argument(
+        "--logits",
+        action="store_true",
+        help="with --json: every CSCV logit of PBO too (pbo.logits; 12,870 numbers with 16 blocks), "
+        "beside their count, quantiles and histogram (pbo.logit_summary)",
+    )
 
 
 def _plot_parser(sub: Subparsers) -> None:

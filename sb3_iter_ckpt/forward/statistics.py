@@ -108,6 +108,7 @@ def forward_statistics(
     candidate_returns: Mapping[str, Sequence[float] | np.ndarray],
     *,
     n_partitions: int = 16,
+    logits: bool = False,
 ) -> dict[str, Any]:
     """The deflated Sharpe ratio of the stitched forward curve and the PBO of the candidates.
 
@@ -124,10 +125,12 @@ def forward_statistics(
     :param chosen_returns: the stitched forward returns of the chosen models.
     :param candidate_returns: candidate name -> its stitched forward returns over the same periods.
     :param n_partitions: the most CSCV blocks.
+    :param logits: keep every CSCV logit in ``pbo`` (``logits``, 12,870 numbers with 16 blocks); without it
+        ``pbo`` holds their count, quantiles and histogram (``logit_summary``).
     :return: JSON-ready: ``deflated_sharpe`` (a probability or None) with ``deflated_sharpe_reason`` (None
         when computed), ``n_trials``, ``trials_variance``, ``candidate_sharpes``, ``pbo`` (the
-        :class:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting` as a dict: ``pbo``, ``logits``,
-        ``n_partitions``...; or None) with ``pbo_reason``.
+        :class:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting` as a dict: ``pbo``, ``n_partitions``,
+        ``logit_summary``...; or None) with ``pbo_reason``.
     :raises CheckpointError: when the candidates' series differ in length (they must cover the same periods).
     """
     series = {name: np.asarray(r, dtype=np.float64) for name, r in candidate_returns.items()}
@@ -144,7 +147,7 @@ def forward_statistics(
             dsr_reason = "the forward returns have zero variance (always flat?): no Sharpe ratio to deflate"
     except CheckpointError as exc:
         dsr_reason = str(exc)
-    pbo, pbo_reason = _pbo(series, n_partitions)
+    pbo, pbo_reason = _pbo(series, n_partitions, logits)
     return {
         "deflated_sharpe": dsr,
         "deflated_sharpe_reason": dsr_reason,
@@ -163,7 +166,7 @@ def _sharpe_or_none(returns: np.ndarray) -> float | None:
         return None
 
 
-def _pbo(series: Mapping[str, np.ndarray], n_partitions: int) -> tuple[dict[str, Any] | None, str | None]:
+def _pbo(series: Mapping[str, np.ndarray], n_partitions: int, logits: bool) -> tuple[dict[str, Any] | None, str | None]:
     if len(series) < 2:
         return None, f"PBO compares candidates: it needs at least 2, this run has {len(series)}"
     n_rows = len(next(iter(series.values())))
@@ -171,7 +174,7 @@ def _pbo(series: Mapping[str, np.ndarray], n_partitions: int) -> tuple[dict[str,
     if blocks == 0:
         return None, f"{n_rows} forward periods are too few for PBO: it needs at least {2 * MIN_BLOCK_ROWS}"
     matrix = np.column_stack(list(series.values()))
-    return probability_of_backtest_overfitting(matrix, blocks).to_dict(), None
+    return probability_of_backtest_overfitting(matrix, blocks).to_dict(logits), None
 
 
 def _joined(parts: Sequence[ForwardResult], prices: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -193,6 +196,7 @@ def forward_report(
     candidate_results: Mapping[str, Sequence[ForwardResult]] | None = None,
     stitched: StitchedForward | None = None,
     n_partitions: int = 16,
+    logits: bool = False,
 ) -> dict[str, Any]:
     """Everything the ``forward`` command shows, as JSON-ready values.
 
@@ -204,6 +208,7 @@ def forward_report(
         trials and PBO); None: the chosen curve is the only trial.
     :param stitched: the already stitched ``results`` (saves stitching them again).
     :param n_partitions: the most CSCV blocks for PBO.
+    :param logits: keep every CSCV logit in ``pbo`` (see :func:`forward_statistics`).
     :return: ``iterations``, ``overall`` (walk-forward efficiency), ``stitched`` (its summary),
         ``baseline`` (``buy_and_hold`` and ``flat``), ``deflated_sharpe``, ``pbo`` and the rest of
         :func:`forward_statistics`'s keys.
@@ -219,7 +224,9 @@ def forward_report(
                 f"candidate {name!r}'s forward periods differ from the chosen curve's; evaluate it on every window"
             )
         candidates[name] = returns
-    statistics = forward_statistics(curve.returns, candidates or {"chosen": curve.returns}, n_partitions=n_partitions)
+    statistics = forward_statistics(
+        curve.returns, candidates or {"chosen": curve.returns}, n_partitions=n_partitions, logits=logits
+    )
     summary = curve.to_dict()
     baseline = summary.pop("baseline")
     return {**comparison, "stitched": summary, "baseline": baseline, **statistics}

@@ -213,6 +213,7 @@ def report(
     candidates: Mapping[str, Sequence[ForwardResult]] | None = None,
     candidate_names: Sequence[str] = (),
     candidates_problem: str | None = None,
+    logits: bool = False,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The forward report of a repository (``forward.forward_report``) from its forward results and its
     ``forward_returns.csv`` (the stitched curve with the asset's returns, written at the end of a run), or
@@ -225,6 +226,7 @@ def report(
     :param candidate_names: the candidates the root's records name (the DSR's trials).
     :param candidates_problem: why ``candidates`` could not be read; then, as when they do not cover the
         chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
+    :param logits: keep every CSCV logit in the report's ``pbo`` (``forward.forward_statistics``).
     """
     from sb3_iter_ckpt.forward.statistics import forward_report
 
@@ -245,7 +247,12 @@ def report(
     ordered = sorted(results, key=lambda r: r.test_start)
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
-    kwargs: dict[str, Any] = {"selection_scores": scores, "selection_returns": returns, "stitched": curve}
+    kwargs: dict[str, Any] = {
+        "selection_scores": scores,
+        "selection_returns": returns,
+        "stitched": curve,
+        "logits": logits,
+    }
     try:
         if candidates_problem is None:
             try:

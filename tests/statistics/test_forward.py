@@ -494,8 +494,11 @@ def test_statistics_match_direct_calls_of_the_papers_functions():
     assert out["n_trials"] == 3 and out["trials_variance"] == pytest.approx(variance, rel=1e-12)
     assert out["deflated_sharpe"] == pytest.approx(deflated_sharpe_ratio(chosen, 3, variance), rel=1e-12)
     assert out["candidate_sharpes"] == pytest.approx(dict(zip(cands, sharpes, strict=True)))
-    expected = probability_of_backtest_overfitting(np.column_stack(list(cands.values())), 16).to_dict()
+    pbo = probability_of_backtest_overfitting(np.column_stack(list(cands.values())), 16)
+    expected = pbo.to_dict()
     assert out["pbo"] == expected and out["pbo"]["n_partitions"] == 16
+    assert "logits" not in out["pbo"] and out["pbo"]["logit_summary"]["count"] == 12_870
+    assert forward_statistics(chosen, cands, logits=True)["pbo"] == {**expected, "logits": list(pbo.logits)}
     assert out["deflated_sharpe_reason"] is None and out["pbo_reason"] is None
     assert record.loads(record.dumps(out), "statistics") == json.loads(json.dumps(record.to_jsonable(out)))
 
