@@ -86,7 +86,7 @@ def read(name: str, data: bytes, iteration: int, signer: Signer | None) -> tuple
         raise IntegrityError(f"{name}: the forward result does not match its recorded sha256 (edited?); {_AGAIN}")
     if signer is not None:
         signer.check(raw, iteration)
-    result = ForwardResult.from_json_bytes(payload, name)
+    result = ForwardResult.from_dict(raw["forward"], name)  # parsed strictly with the envelope: not again
     if result.iteration != iteration:
         raise RecordError(f"{name}: holds the result of iteration {result.iteration}; {_AGAIN}")
     return result, raw
