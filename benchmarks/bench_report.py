@@ -28,6 +28,21 @@ import _common as c  # noqa: E402
 GOAL_SECONDS, GOAL_MB = 5.0, 6.0  # issue 24: at 100 iterations x 4 candidates
 
 
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``sb3-iter-ckpt ARGS`` in a new process, on the package this process imported: ``python -m`` puts the
+    current folder first on the path (a checkout there would answer instead), so it runs in ``cwd`` with the
+    package's parent first on ``PYTHONPATH``."""
+    import sb3_iter_ckpt
+
+    parent = str(Path(sb3_iter_ckpt.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (parent, os.environ.get("PYTHONPATH"))))}
+    command = [sys.executable, "-m", "sb3_iter_ckpt.cli", *args]
+    proc = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"sb3-iter-ckpt {args[0]} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
 def build(results: Path, quick: bool) -> Path:
     """The walk-forward of the module's docstring (``--quick``: 3 windows of 40 rows, 2 candidates)."""
     windows, test, algo = (3, 40, "ppo") if quick else (100, 125, "ppo,a2c")
@@ -36,10 +51,7 @@ def build(results: Path, quick: bool) -> Path:
     flags += ["--n-prices", str(150 + windows * test), "--results-dir", str(results)]
     parallel = not quick and (os.cpu_count() or 1) > 1  # a process pool starts in seconds: not worth it for 6 units
     flags += ["--executor", "process" if parallel else "sequential"]
-    command = [sys.executable, "-m", "sb3_iter_ckpt.cli", "walk-forward", "--experiment-id", "report", *flags]
-    proc = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"the walk-forward failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    _cli(["walk-forward", "--experiment-id", "report", *flags], cwd=results)
     return results / "report"
 
 
@@ -58,8 +70,7 @@ def cli_report(root: Path, out: Path) -> tuple[float, float]:
     """``sb3-iter-ckpt report ROOT --out OUT`` in a new process: (wall s, CPU s of that process)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "sb3_iter_ckpt.cli", "report", str(root), "--out", str(out)]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    _cli(["report", str(root), "--out", str(out)], cwd=out.parent)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
