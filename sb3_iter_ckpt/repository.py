@@ -340,9 +340,11 @@ class CheckpointRepository:
         """What ``sb3-iter-ckpt forward --json`` prints, or None without complete forward data."""
         return self._catalog.forward_status()[0]
 
-    def forward_status(self, logits: bool = False) -> tuple[dict[str, Any] | None, str | None]:
-        """``(forward report, None)``, or ``(None, why there is none)``; ``logits``: every CSCV logit in ``pbo``."""
-        return self._catalog.forward_status(logits)
+    def forward_status(
+        self, n_trials: int | None = None, trials_variance: float | None = None, logits: bool = False
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """``(forward report, None)`` or ``(None, why)``; the trials named, ``logits``: ``forward_statistics``."""
+        return self._catalog.forward_status(n_trials, trials_variance, logits)
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.runner.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:

@@ -160,6 +160,24 @@ def _forward_parser(sub: Subparsers) -> None:
         help="with --json: every CSCV logit of PBO too (pbo.logits; 12,870 numbers with 16 blocks), "
         "beside their count, quantiles and histogram (pbo.logit_summary)",
     )
+    _trials_flag(p)
+
+
+def _trials_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trials",
+        type=int,
+        metavar="N",
+        help="the trials you compared to find this strategy, when more than the run's candidates (e.g. the "
+        "configurations a hand-written loop tried): the deflated Sharpe ratio deflates by them (default: the "
+        "candidates, at least 1); give their Sharpe ratios' variance with --trials-variance",
+    )
+    p.add_argument(
+        "--trials-variance",
+        type=float,
+        metavar="V",
+        help="the variance of the --trials' per-period (not annualized) Sharpe ratios (default: the candidates')",
+    )
 
 
 def _plot_parser(sub: Subparsers) -> None:
@@ -174,6 +192,7 @@ def _report_parser(sub: Subparsers) -> None:
     p = _repo_parser(sub, "report", help_, cmd_report)
     p.add_argument("--out", help="the HTML file to write (default: PATH/report.html; ./ID-report.html for a URL)")
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
+    _trials_flag(p)
 
 
 def _data_flags(p: argparse.ArgumentParser) -> None:

@@ -64,8 +64,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out} is a folder; give an HTML file name, e.g. {Path(args.out) / 'report.html'}")
     if args.out is not None and any(p.exists() and not p.is_dir() for p in Path(args.out).parents):
         raise UsageError(f"--out {args.out}: a folder in that path is a file; choose a writable path")
+    trials = _trials(args)
     repo = _open_repo(args)
-    data = collect_report(repo)
+    data = collect_report(repo, n_trials=trials[0], trials_variance=trials[1])
     try:
         out = write_report(data, args.out or default_report_path(repo))
     except OSError as exc:
@@ -91,7 +92,7 @@ def cmd_forward(args: argparse.Namespace) -> int:
         raise UsageError("--logits adds every CSCV logit to the JSON output: pass --json too")
     repo = _open_repo(args)
     repo.forwards()  # a damaged forward file: an integrity problem (exit 4), not "no forward data"
-    report, reason = repo.forward_status(logits=args.logits)
+    report, reason = repo.forward_status(*_trials(args), logits=args.logits)
     if report is None:
         raise CheckpointNotFound(f"no forward data in {repo.root}: {reason}")
     if args.json:
@@ -123,7 +124,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
         )
     print(f"walk-forward efficiency: {_fmt(report['overall']['efficiency'])}")
     dsr, pbo = report["deflated_sharpe"], report["pbo"]
-    print(f"deflated Sharpe ratio: {_fmt(dsr) if dsr is not None else report['deflated_sharpe_reason']}")
+    trials = f" ({report['n_trials']} trial(s){', as named' if report.get('trials_named') else ''})"
+    print(f"deflated Sharpe ratio: {_fmt(dsr) + trials if dsr is not None else report['deflated_sharpe_reason']}")
     print(f"PBO: {_fmt(pbo['pbo']) if pbo is not None else report['pbo_reason']}")
     caveat = _caveat(repo)
     if caveat:
@@ -139,3 +141,18 @@ def _caveat(repo: Any) -> str | None:
 
     run, problem = checked_run_file(repo)
     return None if run is None or problem else realized_caveat(run["config"].get("step_reader"))
+
+
+def _trials(args: argparse.Namespace) -> tuple[int | None, float | None]:
+    """``--trials N`` and ``--trials-variance V`` checked before the repository is opened (the candidates are
+    checked against them later)."""
+    import math
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials {args.trials}: the trials compared are 1 or more")
+    variance = args.trials_variance
+    if variance is not None and not (math.isfinite(variance) and variance >= 0):
+        raise UsageError(f"--trials-variance {variance}: a variance of Sharpe ratios is a finite number >= 0")
+    if variance is not None and args.trials is None:
+        raise UsageError("--trials-variance is the variance of the --trials' Sharpe ratios: give --trials too")
+    return args.trials, variance

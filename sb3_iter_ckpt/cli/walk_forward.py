@@ -5,7 +5,9 @@ the splitter and ``RunOptions``; the run; its lines (or JSON), the forward summa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -375,10 +377,13 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             f"{_algo_line(runner.options)}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
             f"{runner.options.periods_per_year:g} periods a year, results in {root}"
         )
-    try:
-        result = runner.run()
-    finally:
-        executor.close()
+    # With --json, stdout carries the JSON document alone: what is printed while the run goes (Ray's messages
+    # about its nodes and workers, a user's env) goes to stderr, until Ray is shut down.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        try:
+            result = runner.run()
+        finally:
+            executor.close()
     if not args.json:
         _print_walk_forward(args, repo, result)
         return EXIT_OK
@@ -393,6 +398,15 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             "checkpoints": checkpoints,
             "forward": result.forward,
             "forward_reason": result.forward_reason,
+            "outcomes": _outcomes(result),
         }
     )
     return EXIT_OK
+
+
+def _outcomes(result: Any) -> list[dict[str, Any]]:
+    """What the worker of each window trained by this call reported (``pid``, ``host``, on Ray ``node_id``),
+    with its candidate (None in a run without candidates), in iteration order."""
+    runs = list(result.candidates.items()) or [(None, result)]
+    rows = [{**outcome, "candidate": name} for name, run in runs for outcome in run.outcomes.values()]
+    return sorted(rows, key=lambda row: row["iteration"])

@@ -379,8 +379,9 @@ class RunOptions:
 
     def _reader_config(self) -> dict[str, Any]:
         fields = {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}
-        if not fields["realized"]:
-            del fields["realized"]  # the field came later: readers without it keep their fingerprint
+        for later in ("realized", "weights_key"):  # fields that came later: readers without them keep their fingerprint
+            if not fields[later]:
+                del fields[later]
         return fields
 
 

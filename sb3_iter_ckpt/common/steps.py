@@ -22,17 +22,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from sb3_iter_ckpt.errors import EnvContractError
 
 __all__ = ["REALIZED", "StepRead", "StepReader", "realized_caveat"]
 
 
 class StepRead(NamedTuple):
-    """One step as read: its return, the env's position (None: the rule reads none), the equity (equity rules)."""
+    """One step as read: its return, the env's position (None: the rule reads none), the equity (equity rules),
+    the per-asset weights as ``(asset, weight)`` pairs (None: the reader reads none)."""
 
     ret: float
     position: float | None
     equity: float | None
+    weights: tuple[tuple[str, float], ...] | None = None
 
 
 def _finite(value: Any, what: str) -> float:
@@ -82,6 +86,9 @@ class StepReader:
         its ``.value``); None: the env reports none.
     :param position_map: ``(value, position)`` pairs translating ``info[position_key]`` (or its ``.value``)
         into a number, e.g. gym-anytrading's ``((0, -1.0), (1, 1.0))``; a mapping is accepted too.
+    :param weights_key: ``info[weights_key]`` is the portfolio's weight per asset over the step, a mapping
+        ``{asset: weight}`` (or a sequence, its assets then numbered ``"0"``, ``"1"``...): a portfolio env's
+        forward results record them; None (the default): none read.
     :param realized: True when the equity changes only as trades close (realized profit, not marked to
         market, e.g. gym-anytrading's ``total_profit``): every place that shows the returns says so.
     """
@@ -92,6 +99,7 @@ class StepReader:
     position_key: str | None = "position"
     position_map: tuple[tuple[Any, float], ...] | None = None
     realized: bool = False
+    weights_key: str | None = None
 
     def __post_init__(self) -> None:
         rules = [name for name in ("return_key", "equity_key", "return_fn") if getattr(self, name) is not None]
@@ -99,7 +107,7 @@ class StepReader:
             raise EnvContractError(f"a StepReader reads the return by one rule, got {', '.join(rules)}")
         if not rules:
             object.__setattr__(self, "return_key", "return")
-        for name in ("return_key", "equity_key", "position_key"):
+        for name in ("return_key", "equity_key", "position_key", "weights_key"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise EnvContractError(f"StepReader {name} must be a non-empty string or None, got {value!r}")
@@ -190,7 +198,24 @@ class StepReader:
         else:
             assert self.return_key is not None
             ret = _finite(_key(info, self.return_key, "step"), f"step info[{self.return_key!r}]")
-        return StepRead(ret, self._position(info), equity)
+        return StepRead(ret, self._position(info), equity, self._weights(info))
+
+    def _weights(self, info: Mapping[str, Any]) -> tuple[tuple[str, float], ...] | None:
+        if self.weights_key is None:
+            return None
+        raw = _key(info, self.weights_key, "step")
+        what = f"step info[{self.weights_key!r}]"
+        if isinstance(raw, Mapping):
+            pairs = [(str(asset), _finite(w, f"{what}[{asset!r}]")) for asset, w in raw.items()]
+        else:
+            try:
+                values = [float(w) for w in np.asarray(raw, dtype=np.float64).reshape(-1)]
+            except (TypeError, ValueError):
+                raise EnvContractError(f"{what} is {raw!r}: give a mapping asset -> weight or a sequence") from None
+            pairs = [(str(k), _finite(w, f"{what}[{k}]")) for k, w in enumerate(values)]
+        if not pairs or len({a for a, _ in pairs}) != len(pairs):
+            raise EnvContractError(f"{what} is {raw!r}: it must name one weight per asset, at least one")
+        return tuple(pairs)
 
     def _position(self, info: Mapping[str, Any]) -> float | None:
         if self.position_key is None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sb3_iter_ckpt.common.steps import StepReader
+from sb3_iter_ckpt.errors import EnvContractError
 from sb3_iter_ckpt.stats.metrics import trading_metrics
 
 __all__ = ["Episode", "episode_metrics", "predictor", "run_episode"]
@@ -25,11 +26,25 @@ __all__ = ["Episode", "episode_metrics", "predictor", "run_episode"]
 @dataclass(frozen=True)
 class Episode:
     """What one episode gave: every step's return, the env's positions (None: the reader reads none), the
-    summed reward."""
+    summed reward, and with a reader of weights the assets and every step's weight of each."""
 
     returns: tuple[float, ...]
     positions: tuple[float, ...] | None
     reward: float
+    assets: tuple[str, ...] | None = None
+    weights: tuple[tuple[float, ...], ...] | None = None
+
+
+def _weights(reads: list[tuple[tuple[str, float], ...] | None]) -> tuple[Any, Any]:
+    """``(assets, weights per step)`` of the steps' ``(asset, weight)`` pairs; the same assets every step."""
+    if not reads or reads[0] is None:
+        return None, None
+    assets = tuple(a for a, _ in reads[0])
+    for k, pairs in enumerate(reads):
+        if pairs is None or tuple(a for a, _ in pairs) != assets:
+            found = None if pairs is None else [a for a, _ in pairs]
+            raise EnvContractError(f"step {k} reports the weights of {found}, the first step of {list(assets)}")
+    return assets, tuple(tuple(w for _, w in pairs) for pairs in reads if pairs is not None)
 
 
 def _reset_info(venv: Any) -> Any:
@@ -108,6 +123,7 @@ def run_episode(
     equity = reader.initial_equity(reset_info)
     returns: list[float] = []
     positions: list[float | None] = []
+    weights: list[tuple[tuple[str, float], ...] | None] = []
     total_reward, done = 0.0, False
     act = predictor(model, deterministic=deterministic)
     while not done:
@@ -126,8 +142,9 @@ def run_episode(
         equity = step.equity
         returns.append(step.ret)
         positions.append(step.position)
+        weights.append(step.weights)
     known = None if reader.position_key is None else tuple(float(p) for p in positions if p is not None)
-    return Episode(tuple(returns), known, total_reward)
+    return Episode(tuple(returns), known, total_reward, *_weights(weights))
 
 
 def episode_metrics(episodes: Sequence[Episode], periods_per_year: float) -> dict[str, Any]:

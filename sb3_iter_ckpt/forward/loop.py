@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_iter_ckpt.common.steps import StepReader
-from sb3_iter_ckpt.envs.episode import run_episode
+from sb3_iter_ckpt.envs.episode import Episode, run_episode
 from sb3_iter_ckpt.errors import CheckpointError, EnvContractError
 from sb3_iter_ckpt.forward.inputs import check_candidate, check_ppy
 from sb3_iter_ckpt.forward.result import ForwardResult
@@ -177,7 +177,8 @@ def trade_env(
     def observe(info: Mapping[str, Any]) -> None:
         seen.append((info.get(date_key), info.get(price_key)) if isinstance(info, Mapping) else (None, None))
 
-    returns, positions = _episode(model, env, step_reader, vecnormalize, observe)
+    episode = _episode(model, env, step_reader, vecnormalize, observe)
+    returns, positions = (tuple(float(x) for x in seq) for seq in (episode.returns, episode.positions or ()))
     n, start = len(returns), int(first_row)
     assets, why = _asset_returns(prices, [p for _, p in seen], n, price_key)
     equity = tuple(float(x) for x in np.cumprod(1.0 + np.asarray(returns, dtype=np.float64)))
@@ -186,14 +187,12 @@ def trade_env(
     rows = tuple(range(start + 1, start + n + 1))
     return ForwardResult(
         int(iteration), name, start, start + n, False, rows, step_dates, returns, positions, equity, metrics, ppy,
-        assets, why,
+        assets, why, episode.assets, episode.weights,
     )  # fmt: skip
 
 
-def _episode(
-    model: Any, env: Any, step_reader: StepReader | None, vecnormalize: Any, observe: Any
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """One deterministic episode of ``model`` on ``env`` (never closed): every step's return and position."""
+def _episode(model: Any, env: Any, step_reader: StepReader | None, vecnormalize: Any, observe: Any) -> Episode:
+    """One deterministic episode of ``model`` on ``env`` (never closed)."""
     from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
     reader = StepReader() if step_reader is None else step_reader
@@ -212,7 +211,7 @@ def _episode(
         raise CheckpointError(
             f"the model cannot act on the test env ({exc}); give it the env it was trained on"
         ) from exc
-    return tuple(float(x) for x in episode.returns), tuple(float(x) for x in episode.positions or ())
+    return episode
 
 
 def next_row(results: Sequence[ForwardResult], iteration: int) -> int:

@@ -19,7 +19,9 @@ FORMAT = "sb3-iter-ckpt/forward"
 #: return over each period: buy-and-hold, so that the stitched curve is derived from signed files alone);
 #: version 1 files (an earlier version's) are read without it. Version 3 (written only when it applies) adds
 #: ``asset_returns_reason``: the result of an env that gave no prices, whose ``asset_returns`` is null.
-FORMAT_VERSION = 3
+#: Version 4 (written only when it applies) adds ``assets`` and ``weights``: a portfolio env's weight of each
+#: asset over each period; its ``asset_returns_reason`` is null when ``asset_returns`` are known.
+FORMAT_VERSION = 4
 _FIELDS_V1 = (
     "format",
     "version",
@@ -37,7 +39,8 @@ _FIELDS_V1 = (
     "periods_per_year",
 )
 _FIELDS_V2 = (*_FIELDS_V1, "asset_returns")
-_FIELDS = (*_FIELDS_V2, "asset_returns_reason")
+_FIELDS_V3 = (*_FIELDS_V2, "asset_returns_reason")
+_FIELDS = (*_FIELDS_V3, "assets", "weights")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class ForwardResult:
         buy-and-hold's; None in a result read from a version-1 file, or with ``asset_returns_reason``.
     :param asset_returns_reason: why the asset's returns are not known (a test env that gave no prices:
         buy-and-hold is not available); None when they are, or in a version-1 result.
+    :param assets: a portfolio env's assets, as its ``StepReader.weights_key`` names them; None: not read.
+    :param weights: each period's weight of each of ``assets`` (one tuple per row); None with ``assets``.
     """
 
     iteration: int
@@ -76,15 +81,21 @@ class ForwardResult:
     periods_per_year: float
     asset_returns: tuple[float, ...] | None = None
     asset_returns_reason: str | None = None
+    assets: tuple[str, ...] | None = None
+    weights: tuple[tuple[float, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         if self.asset_returns_reason is not None and (self.asset_returns is not None or not self.asset_returns_reason):
             raise RecordError("asset_returns_reason is a non-empty reason, given only without asset_returns")
+        if (self.assets is None) != (self.weights is None):
+            raise RecordError("assets and weights are given together")
 
     @property
     def version(self) -> int:
         """The layout this result is written in: the lowest that holds it (1: no asset returns, from an
         earlier version; 3: asset returns not available, with the reason; else 2)."""
+        if self.assets is not None:
+            return 4
         if self.asset_returns_reason is not None:
             return 3
         return 1 if self.asset_returns is None else 2
@@ -111,6 +122,9 @@ class ForwardResult:
             out["asset_returns"] = None if self.asset_returns is None else list(self.asset_returns)
         if self.version > 2:
             out["asset_returns_reason"] = self.asset_returns_reason
+        if self.version > 3:
+            out["assets"] = None if self.assets is None else list(self.assets)
+            out["weights"] = None if self.weights is None else [list(w) for w in self.weights]
         return out
 
     def to_json_bytes(self) -> bytes:
@@ -182,11 +196,11 @@ def _check_metrics(metrics: Any, what: str) -> dict[str, Any]:
 
 def _parse_result(raw: Any, what: str) -> ForwardResult:
     version = raw.get("version") if isinstance(raw, dict) else None
-    fields = {1: _FIELDS_V1, 2: _FIELDS_V2}.get(version, _FIELDS) if type(version) is int else _FIELDS
+    fields = {1: _FIELDS_V1, 2: _FIELDS_V2, 3: _FIELDS_V3}.get(version, _FIELDS) if type(version) is int else _FIELDS
     if not isinstance(raw, dict) or set(raw) != set(fields):
         found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
         raise _fail(what, f"expected the fields {sorted(fields)}, found {found}")
-    if raw["format"] != FORMAT or version not in (1, 2, FORMAT_VERSION) or isinstance(version, bool):
+    if raw["format"] != FORMAT or version not in (1, 2, 3, FORMAT_VERSION) or isinstance(version, bool):
         raise _fail(what, f"format {raw['format']!r} version {version!r} is not {FORMAT!r} 1..{FORMAT_VERSION}")
     iteration, start, stop = (_int(raw, k, what) for k in ("iteration", "test_start", "test_stop"))
     candidate, placeholder, dates = raw["candidate"], raw["placeholder"], raw["dates"]
@@ -211,13 +225,39 @@ def _parse_result(raw: Any, what: str) -> ForwardResult:
     if isinstance(ppy, bool) or not isinstance(ppy, (int, float)) or not ppy > 0:
         raise _fail(what, f"periods_per_year must be a positive number, got {ppy!r}")
     metrics = _check_metrics(raw["metrics"], what)
-    reason = raw["asset_returns_reason"] if version == 3 else None
-    if version == 3 and (not isinstance(reason, str) or not reason or raw["asset_returns"] is not None):
-        raise _fail(what, "a version-3 result has asset_returns null and asset_returns_reason a non-empty string")
+    reason, assets = _asset_returns(raw, version, n, what)
+    names, weights = _weights(raw, n, what) if version == 4 else (None, None)
+    return ForwardResult(
+        iteration, candidate, start, stop, placeholder, tuple(rows), None if dates is None else tuple(dates),
+        returns, positions, equity, metrics, ppy, assets, reason, names, weights,
+    )  # fmt: skip
+
+
+def _asset_returns(raw: Mapping[str, Any], version: int, n: int, what: str) -> tuple[Any, Any]:
+    """``(asset_returns_reason, asset_returns)``: version 3 has the reason, version 4 either, 2 the returns."""
+    reason = raw["asset_returns_reason"] if version >= 3 else None
+    if version == 4 and reason is None:
+        version = 2  # the returns are known
+    if version >= 3 and (not isinstance(reason, str) or not reason or raw["asset_returns"] is not None):
+        raise _fail(what, "a result without asset_returns has asset_returns null and a non-empty asset_returns_reason")
     assets = _numbers(raw, "asset_returns", what) if version == 2 else None
     if assets is not None and (len(assets) != n or any(a <= -1.0 for a in assets)):
         raise _fail(what, f"asset_returns must be {n} returns above -1 (prices stay positive)")
-    return ForwardResult(
-        iteration, candidate, start, stop, placeholder, tuple(rows), None if dates is None else tuple(dates),
-        returns, positions, equity, metrics, ppy, assets, reason,
-    )  # fmt: skip
+    return reason, assets
+
+
+def _weights(raw: Mapping[str, Any], n: int, what: str) -> tuple[tuple[str, ...], tuple[tuple[float, ...], ...]]:
+    names, rows = raw["assets"], raw["weights"]
+    if (
+        not isinstance(names, list)
+        or not names
+        or not all(_is_text(a) and a for a in names)
+        or len(set(names)) < len(names)
+    ):
+        raise _fail(what, "assets must be a list of distinct non-empty names")
+    ok = isinstance(rows, list) and len(rows) == n and all(isinstance(r, list) and len(r) == len(names) for r in rows)
+    if not ok or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) for r in rows for w in r
+    ):
+        raise _fail(what, f"weights must be {n} rows of {len(names)} finite numbers, one per asset")
+    return tuple(names), tuple(tuple(float(w) for w in r) for r in rows)

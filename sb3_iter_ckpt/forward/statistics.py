@@ -108,6 +108,8 @@ def forward_statistics(
     candidate_returns: Mapping[str, Sequence[float] | np.ndarray],
     *,
     n_partitions: int = 16,
+    n_trials: int | None = None,
+    trials_variance: float | None = None,
     logits: bool = False,
 ) -> dict[str, Any]:
     """The deflated Sharpe ratio of the stitched forward curve and the PBO of the candidates.
@@ -125,10 +127,17 @@ def forward_statistics(
     :param chosen_returns: the stitched forward returns of the chosen models.
     :param candidate_returns: candidate name -> its stitched forward returns over the same periods.
     :param n_partitions: the most CSCV blocks.
+    :param n_trials: the trials you compared to find this strategy, when they were more than the candidates
+        given (a hand-written loop's configurations tried by hand, say): the DSR deflates by them. None: the
+        candidates given (at least 1).
+    :param trials_variance: the variance of those trials' per-period (not annualized) Sharpe ratios, which
+        the DSR's expected maximum scales with (Bailey & López de Prado 2014); None: the candidates'. Naming
+        more trials than two candidates with a Sharpe ratio needs it: without it the DSR is not computed.
     :param logits: keep every CSCV logit in ``pbo`` (``logits``, 12,870 numbers with 16 blocks); without it
         ``pbo`` holds their count, quantiles and histogram (``logit_summary``).
     :return: JSON-ready: ``deflated_sharpe`` (a probability or None) with ``deflated_sharpe_reason`` (None
-        when computed), ``n_trials``, ``trials_variance``, ``candidate_sharpes``, ``pbo`` (the
+        when computed), ``n_trials``, ``trials_named`` (True when ``n_trials`` was given), ``trials_variance``,
+        ``candidate_sharpes``, ``pbo`` (the
         :class:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting` as a dict: ``pbo``, ``n_partitions``,
         ``logit_summary``...; or None) with ``pbo_reason``.
     :raises CheckpointError: when the candidates' series differ in length (they must cover the same periods).
@@ -138,25 +147,59 @@ def forward_statistics(
         raise CheckpointError("the candidates' forward returns cover different periods; stitch them over the same rows")
     sharpes = {name: _sharpe_or_none(r) for name, r in series.items()}
     defined = [s for s in sharpes.values() if s is not None]
-    n_trials = max(1, len(series))
+    trials_named = n_trials is not None
+    n_trials = max(1, len(series)) if n_trials is None else _named_trials(n_trials, len(series))
     variance = float(np.var(defined, ddof=1)) if len(defined) >= 2 else 0.0
-    dsr, dsr_reason = None, None
-    try:
-        dsr = deflated_sharpe_ratio(np.asarray(chosen_returns, dtype=np.float64), n_trials, variance)
-        if dsr is None:
-            dsr_reason = "the forward returns have zero variance (always flat?): no Sharpe ratio to deflate"
-    except CheckpointError as exc:
-        dsr_reason = str(exc)
+    if trials_variance is not None:
+        variance = _named_variance(trials_variance)
+    missing = trials_named and trials_variance is None and n_trials > 1 and len(defined) < 2
+    dsr, dsr_reason = _dsr(chosen_returns, n_trials, variance, len(defined) if missing else None)
     pbo, pbo_reason = _pbo(series, n_partitions, logits)
     return {
         "deflated_sharpe": dsr,
         "deflated_sharpe_reason": dsr_reason,
         "n_trials": n_trials,
+        "trials_named": trials_named,
         "trials_variance": variance,
         "candidate_sharpes": sharpes,
         "pbo": pbo,
         "pbo_reason": pbo_reason,
     }
+
+
+def _dsr(
+    chosen_returns: Any, n_trials: int, variance: float, no_variance_from: int | None
+) -> tuple[float | None, str | None]:
+    """The DSR or why not; ``no_variance_from``: the candidates that could not estimate the named trials' variance."""
+    if no_variance_from is not None:
+        return None, (
+            f"{n_trials} trials were named, but not the variance of their Sharpe ratios (trials_variance), which "
+            f"the deflation scales with; {no_variance_from} candidate(s) with a Sharpe ratio cannot estimate it"
+        )
+    try:
+        dsr = deflated_sharpe_ratio(np.asarray(chosen_returns, dtype=np.float64), n_trials, variance)
+    except CheckpointError as exc:
+        return None, str(exc)
+    if dsr is None:
+        return None, "the forward returns have zero variance (always flat?): no Sharpe ratio to deflate"
+    return dsr, None
+
+
+def _named_variance(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < math.inf:
+        raise CheckpointError(
+            f"trials_variance must be a finite number >= 0 (a variance of Sharpe ratios), got {value!r}"
+        )
+    return float(value)
+
+
+def _named_trials(n_trials: Any, n_candidates: int) -> int:
+    if isinstance(n_trials, bool) or not isinstance(n_trials, numbers.Integral) or n_trials < max(1, n_candidates):
+        raise CheckpointError(
+            f"n_trials must be an integer >= {max(1, n_candidates)} (the trials compared, the {n_candidates} "
+            f"candidate(s) here among them), got {n_trials!r}"
+        )
+    return int(n_trials)
 
 
 def _sharpe_or_none(returns: np.ndarray) -> float | None:
@@ -196,6 +239,8 @@ def forward_report(
     candidate_results: Mapping[str, Sequence[ForwardResult]] | None = None,
     stitched: StitchedForward | None = None,
     n_partitions: int = 16,
+    n_trials: int | None = None,
+    trials_variance: float | None = None,
     logits: bool = False,
 ) -> dict[str, Any]:
     """Everything the ``forward`` command shows, as JSON-ready values.
@@ -208,6 +253,8 @@ def forward_report(
         trials and PBO); None: the chosen curve is the only trial.
     :param stitched: the already stitched ``results`` (saves stitching them again).
     :param n_partitions: the most CSCV blocks for PBO.
+    :param n_trials: the trials compared, when more than the candidates (see :func:`forward_statistics`).
+    :param trials_variance: the variance of those trials' per-period Sharpe ratios (idem).
     :param logits: keep every CSCV logit in ``pbo`` (see :func:`forward_statistics`).
     :return: ``iterations``, ``overall`` (walk-forward efficiency), ``stitched`` (its summary),
         ``baseline`` (``buy_and_hold`` and ``flat``), ``deflated_sharpe``, ``pbo`` and the rest of
@@ -225,7 +272,12 @@ def forward_report(
             )
         candidates[name] = returns
     statistics = forward_statistics(
-        curve.returns, candidates or {"chosen": curve.returns}, n_partitions=n_partitions, logits=logits
+        curve.returns,
+        candidates or {"chosen": curve.returns},
+        n_partitions=n_partitions,
+        n_trials=n_trials,
+        trials_variance=trials_variance,
+        logits=logits,
     )
     summary = curve.to_dict()
     baseline = summary.pop("baseline")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import pandas as pd
 
 from sb3_iter_ckpt.common.options import name_of
 from sb3_iter_ckpt.common.steps import StepReader
-from sb3_iter_ckpt.envs.episode import run_episode
+from sb3_iter_ckpt.envs.episode import Episode, run_episode
 from sb3_iter_ckpt.envs.trading import TradingEnv
 from sb3_iter_ckpt.errors import CheckpointError, EnvContractError
 from sb3_iter_ckpt.forward.inputs import as_prices, check_candidate, check_ppy, check_test_part, dated_rows
@@ -35,14 +35,13 @@ def _make_result(
     placeholder: bool,
     rows: np.ndarray,
     prices: tuple[np.ndarray, pd.DatetimeIndex | None],
-    returns: Sequence[float],
-    positions: Sequence[float],
+    episode: Episode,
     periods_per_year: float,
 ) -> ForwardResult:
     if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral) or iteration < 0:
         raise CheckpointError(f"iteration must be an integer >= 0, got {iteration!r}")
     ppy = check_ppy(periods_per_year)
-    r = np.asarray(returns, dtype=np.float64)
+    r, positions = np.asarray(episode.returns, dtype=np.float64), list(episode.positions or ())
     values, index = prices
     return ForwardResult(
         iteration=int(iteration),
@@ -59,6 +58,8 @@ def _make_result(
         periods_per_year=ppy,
         # buy-and-hold's return over each period, signed with the result (the stitched CSV is derived)
         asset_returns=tuple(float(x) for x in values[rows] / values[rows - 1] - 1.0),
+        assets=episode.assets,
+        weights=episode.weights,
     )
 
 
@@ -82,7 +83,7 @@ def _normalizer(vecnormalize: Any, venv: Any) -> Any:
     return vn
 
 
-def _trade(model: Any, env: Any, vecnormalize: Any, reader: StepReader) -> tuple[list[float], list[float]]:
+def _trade(model: Any, env: Any, vecnormalize: Any, reader: StepReader) -> Episode:
     """Run ``model`` deterministically over the whole env once; the net return and position of every step."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
@@ -103,7 +104,7 @@ def _trade(model: Any, env: Any, vecnormalize: Any, reader: StepReader) -> tuple
         ) from exc
     finally:
         venv.close()
-    return list(episode.returns), list(episode.positions or ())
+    return episode
 
 
 def _check_history(history: Any, start: int) -> int:
@@ -165,15 +166,15 @@ def _steps_error(make_env: Any, steps: int, part: tuple[int, int], rows: int, hi
 
 def _part_returns(
     model: Any, build: Callable[[], Any], vecnormalize: Any, reader: StepReader, rows: np.ndarray, part: tuple
-) -> tuple[list[float], list[float]]:
-    """The returns and positions of the model trading the part's env, one step per dated row."""
+) -> Episode:
+    """The model trading the part's env, one step per dated row."""
     if not rows.size:
-        return [], []
-    returns, positions = _trade(model, build(), vecnormalize, reader)
-    if len(returns) != rows.size:
+        return Episode((), (), 0.0)
+    episode = _trade(model, build(), vecnormalize, reader)
+    if len(episode.returns) != rows.size:
         make_env, start, stop, history = part
-        raise _steps_error(make_env, len(returns), (start, stop), rows.size, history)
-    return returns, positions
+        raise _steps_error(make_env, len(episode.returns), (start, stop), rows.size, history)
+    return episode
 
 
 def evaluate_forward(
@@ -233,9 +234,9 @@ def evaluate_forward(
     env_data = prices if table is None else _same_rows(table, len(values), "table")
     h, build = _env_builder(env_data, values, (start, stop), env_kwargs, make_env, history, seed)
     rows = dated_rows(start, stop, len(values))
-    returns, positions = _part_returns(model, build, vecnormalize, reader, rows, (make_env, start, stop, h))
+    episode = _part_returns(model, build, vecnormalize, reader, rows, (make_env, start, stop, h))
     prices_ = (_benchmark(benchmark, values), index)
-    return _make_result(iteration, candidate, start, stop, False, rows, prices_, returns, positions, periods_per_year)
+    return _make_result(iteration, candidate, start, stop, False, rows, prices_, episode, periods_per_year)
 
 
 def placeholder_forward(
@@ -262,6 +263,7 @@ def placeholder_forward(
     values, index = as_prices(prices)
     start, stop = check_test_part(window, len(values))
     rows = dated_rows(start, stop, len(values))
-    zeros = [0.0] * rows.size
+    zeros = (0.0,) * rows.size
     prices_ = (_benchmark(benchmark, values), index)
-    return _make_result(iteration, candidate, start, stop, True, rows, prices_, zeros, zeros, periods_per_year)
+    flat = Episode(zeros, zeros, 0.0)
+    return _make_result(iteration, candidate, start, stop, True, rows, prices_, flat, periods_per_year)

@@ -205,14 +205,17 @@ def _candidates_line(forward: ForwardData | None) -> str:
     return f"{', '.join(names)}: the best by selection on each window trades its test part"
 
 
-def _kept_forward(repo: CheckpointRepository, analysis: dict[str, Any] | None) -> ForwardData:
+def _kept_forward(
+    repo: CheckpointRepository, trials: tuple[int | None, float | None], analysis: dict[str, Any] | None
+) -> ForwardData:
     """The forward data a walk-forward run left in the repository, or the reason there is none (the forward
-    report of ``analysis``, ``repo.analyze()``'s, when there is one: computing it is most of a report's work)."""
+    report of ``analysis``, ``repo.analyze()``'s, when it has one and no trials are named: computing it is
+    most of a report's work)."""
     try:
-        if analysis is not None:
+        if analysis is not None and trials == (None, None):
             report, reason = analysis["forward"], analysis["forward_reason"]
         else:
-            report, reason = repo.forward_status()
+            report, reason = repo.forward_status(*trials)
         stitched = repo.stitched_forward() if report is not None else None
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
@@ -229,7 +232,11 @@ def _kept_forward(repo: CheckpointRepository, analysis: dict[str, Any] | None) -
 
 
 def collect_report(
-    repository: CheckpointRepository | str | os.PathLike[str], forward: ForwardData | None = None
+    repository: CheckpointRepository | str | os.PathLike[str],
+    forward: ForwardData | None = None,
+    *,
+    n_trials: int | None = None,
+    trials_variance: float | None = None,
 ) -> ReportData:
     """Read a repository into the page's data model, running ``verify()`` on the way.
 
@@ -240,14 +247,19 @@ def collect_report(
     :param forward: The run's forward (out-of-sample) data (``forward_data`` or ``forward_data_from_results``);
         None: what the repository keeps (its forward results and ``forward_returns.csv``), or the reason
         it has none.
+    :param n_trials: The trials compared to find this strategy, when more than the run's candidates (a
+        hand-written loop's configurations tried): the DSR deflates by them (``forward_status``), and
+        ``trials_variance`` the variance of their per-period Sharpe ratios.
     :return: The ``ReportData``.
     """
     repo = _open(repository)
     with one_reading(repo):  # verify, the forward report and the candidates' chart read the candidates once
-        return _collect(repo, forward)
+        return _collect(repo, forward, (n_trials, trials_variance))
 
 
-def _collect(repo: CheckpointRepository, forward: ForwardData | None) -> ReportData:
+def _collect(
+    repo: CheckpointRepository, forward: ForwardData | None, trials: tuple[int | None, float | None]
+) -> ReportData:
     problems, problem_lines = _verify(repo)
     notes: list[str] = []
     config = _run_config(repo, notes)
@@ -263,7 +275,7 @@ def _collect(repo: CheckpointRepository, forward: ForwardData | None) -> ReportD
             except (CheckpointError, OSError) as exc:
                 notes.append(f"the analysis could not run: {exc}")
     if forward is None:
-        forward = _kept_forward(repo, analysis)
+        forward = _kept_forward(repo, trials, analysis)
     rows = _rows(cks, problems, monitor, best.iteration if best else None)
     scores = _forward_scores(forward, monitor)
     rows = [replace(r, forward_score=scores.get(r.iteration)) for r in rows]

@@ -158,6 +158,10 @@ def _efficiency_html(data: ReportData, report: Mapping[str, Any]) -> str:
     )
 
 
+def _trials_source(report: Mapping[str, Any]) -> str:
+    return "the trials compared, as named" if report.get("trials_named") else "the candidates compared"
+
+
 def _dsr_html(report: Mapping[str, Any]) -> str:
     dsr = _finite(report.get("deflated_sharpe"))
     if dsr is None:
@@ -165,7 +169,7 @@ def _dsr_html(report: Mapping[str, Any]) -> str:
     else:
         trials, var = report.get("n_trials"), _finite(report.get("trials_variance"))
         value = (
-            f"<p><strong>{dsr:.3f}</strong> with {_e(trials)} trial(s) (the candidates compared), variance of "
+            f"<p><strong>{dsr:.3f}</strong> with {_e(trials)} trial(s) ({_e(_trials_source(report))}), variance of "
             f"their per-period Sharpe ratios {_e(_num(var))}.</p>"
         )
     return f'<h3 id="deflated-sharpe">Deflated Sharpe ratio</h3>{value}' + _how(

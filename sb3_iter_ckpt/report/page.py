@@ -100,6 +100,9 @@ def write_report(
     repository: CheckpointRepository | ReportData | str | os.PathLike[str],
     path: str | os.PathLike[str],
     forward: ForwardData | None = None,
+    *,
+    n_trials: int | None = None,
+    trials_variance: float | None = None,
 ) -> Path:
     """Write the experiment's report page to the local file ``path`` (also for an ``s3://`` repository).
 
@@ -109,10 +112,16 @@ def write_report(
     :param path: Where to write the HTML file; its folder is created.
     :param forward: The run's forward data for the forward sections (see ``collect_report``); ignored when
         ``repository`` is a ``ReportData``.
+    :param n_trials: The trials compared, when more than the run's candidates, and ``trials_variance`` their
+        Sharpe ratios' variance (see ``collect_report``).
     :return: The path written.
     """
     _plotly()  # the clear message before any work
-    data = repository if isinstance(repository, ReportData) else collect_report(repository, forward)
+    data = (
+        repository
+        if isinstance(repository, ReportData)
+        else collect_report(repository, forward, n_trials=n_trials, trials_variance=trials_variance)
+    )
     page = render_report(data).encode("utf-8")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,8 @@ result is :func:`train_window`'s outcome dict), ``workers`` (how many windows ma
 * :class:`RayExecutor` (``"ray"``, the ``[ray]`` extra): one Ray task per window (``num_cpus=1``),
   retried up to ``max_retries`` times when its worker process or node is lost. Without ``address``
   it starts a local Ray instance on the loopback address; with one it joins that cluster (every
-  node must see the same repository, e.g. a shared file system or object storage).
+  node must see the same repository, e.g. a shared file system or object storage). Its outcomes
+  also name the Ray node each window ran on (``node_id``).
 
 A retried or duplicated window is committed exactly once: the record is published create-only, and
 ``train_window`` returns the existing record when its iteration is already committed.
@@ -27,6 +28,7 @@ A retried or duplicated window is committed exactly once: the record is publishe
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import os
 import pickle
 import sys
@@ -178,6 +180,18 @@ class ProcessExecutor(Executor):
             self._pool = None
 
 
+def _train_on_ray(spec: WindowSpec) -> dict[str, Any]:
+    """:func:`train_window` as a Ray task: its outcome also names the node it ran on (``node_id``, hex).
+
+    Of the attempt that returned: a window retried after its node died names the node of the retry.
+    """
+    import ray
+
+    outcome = train_window(spec)
+    outcome["node_id"] = ray.get_runtime_context().get_node_id()
+    return outcome
+
+
 class RayExecutor(Executor):
     """One Ray task per window, retried when its worker or node is lost (``pip install sb3-iter-ckpt[ray]``).
 
@@ -245,12 +259,36 @@ class RayExecutor(Executor):
         if self._requested is None:
             self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
         self._ray = ray
-        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(train_window)
+        self._remote = ray.remote(num_cpus=1, max_retries=self.max_retries, retry_exceptions=False)(_train_on_ray)
         return self
 
     def submit(self, spec: WindowSpec) -> cf.Future:
         self.start()
-        return self._remote.remote(spec).future()
+        attempts = self._remote.remote(spec).future()
+        window: cf.Future = cf.Future()
+        attempts.add_done_callback(functools.partial(self._settle, spec, window))
+        return window
+
+    def _settle(self, spec: WindowSpec, window: cf.Future, attempts: cf.Future) -> None:
+        """The window's future from Ray's: a Python error of the window as it is, a lost window (its
+        worker or node died on every attempt) as a ``CheckpointError`` that says what to do."""
+        if attempts.cancelled():
+            window.cancel()
+            return
+        exc = attempts.exception()
+        if exc is None:
+            window.set_result(attempts.result())
+            return
+        errors = self._ray.exceptions
+        if isinstance(exc, errors.RayError) and not isinstance(exc, errors.RayTaskError):
+            who = f" of candidate {spec.candidate}" if spec.candidate else ""
+            first = (str(exc).strip().splitlines() or [""])[0]
+            exc = CheckpointError(
+                f"window {spec.iteration}{who} was lost by Ray after {self.max_retries} retries "
+                f"({type(exc).__name__}: {first}); the windows committed so far are kept: run again to train "
+                "only the missing ones"
+            )
+        window.set_exception(exc)
 
     def close(self) -> None:
         if self._started and self._ray is not None:

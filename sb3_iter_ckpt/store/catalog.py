@@ -242,9 +242,13 @@ class Catalog:
             return self.forwards.read(iteration)  # the not-found error, with its advice
         return self.forwards.read(iteration, ck=self.get(iteration))
 
-    def forward_status(self, logits: bool = False) -> tuple[dict[str, Any] | None, str | None]:
+    def forward_status(
+        self, n_trials: int | None = None, trials_variance: float | None = None, logits: bool = False
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
-        ``forward`` command, ``analyze()``, ``checkpoint_summary.json``); ``logits``: with every CSCV logit."""
+        ``forward`` command, ``analyze()``, ``checkpoint_summary.json``); ``n_trials`` and ``trials_variance``: the
+        trials compared, when the user names more than the candidates (``forward_statistics``); ``logits``: with
+        every CSCV logit."""
         if not self.forwards.listing():
             return None, self.no_forward_reason()
         storage = self.index.storage
@@ -261,7 +265,7 @@ class Catalog:
                 members = self.candidate_forwards()
             except CheckpointError as exc:
                 problem = str(exc)
-        out, why = report(results, cks, csv, members or None, names, problem, logits)
+        out, why = report(results, cks, csv, members or None, names, problem, (n_trials, trials_variance), logits)
         return out, why if out is not None else self._left_out() or why
 
     def _left_out(self) -> str | None:

@@ -213,6 +213,7 @@ def report(
     candidates: Mapping[str, Sequence[ForwardResult]] | None = None,
     candidate_names: Sequence[str] = (),
     candidates_problem: str | None = None,
+    trials: tuple[int | None, float | None] = (None, None),
     logits: bool = False,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The forward report of a repository (``forward.forward_report``) from its forward results and its
@@ -226,6 +227,7 @@ def report(
     :param candidate_names: the candidates the root's records name (the DSR's trials).
     :param candidates_problem: why ``candidates`` could not be read; then, as when they do not cover the
         chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
+    :param trials: ``(n_trials, trials_variance)`` named by the user (``forward_statistics``), or Nones.
     :param logits: keep every CSCV logit in the report's ``pbo`` (``forward.forward_statistics``).
     """
     from sb3_iter_ckpt.forward.statistics import forward_report
@@ -251,6 +253,8 @@ def report(
         "selection_scores": scores,
         "selection_returns": returns,
         "stitched": curve,
+        "n_trials": trials[0],
+        "trials_variance": trials[1],
         "logits": logits,
     }
     try:

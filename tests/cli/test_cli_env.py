@@ -232,3 +232,16 @@ def test_help_shows_an_example(capsys):
     # the contract: what the env reports, one step per row, the dating, the preflight
     for words in ('info["return"]', 'info["position"]', "one step per row", "dated", "preflight", "--position-key"):
         assert words in text
+
+
+def test_json_stays_one_document_when_the_run_prints(setup, capsys):
+    """What the run prints (a user's env here; Ray's messages about its nodes) goes to stderr, not into the JSON."""
+    chatty = "from user_envs import make_env as _make\n\n\ndef make_env(table, seed):\n    print('env built')\n"
+    (setup / "chatty_envs.py").write_text(chatty + "    return _make(table, seed)\n")
+    try:
+        assert main(_walk("--env", "chatty_envs:make_env", "--history", "3", "--json")) == 0
+    finally:
+        sys.modules.pop("chatty_envs", None)
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["trained"] == [0, 1]
+    assert "env built" in captured.err

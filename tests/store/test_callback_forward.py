@@ -21,6 +21,7 @@ from sb3_iter_ckpt.envs.trading import TradingEnv
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.forward import ForwardEnv, trade_env
 from sb3_iter_ckpt.report import collect_report, render_report
+from sb3_iter_ckpt.stats.overfitting import deflated_sharpe_ratio
 
 PRICES = synthetic_prices(520, seed=3)
 HISTORY = 10  # TradingEnv's default window_size
@@ -109,6 +110,31 @@ def test_the_forward_command_and_the_report_page_work_for_a_callback_folder(date
     page = render_report(collect_report(dated))
     assert 'id="forward-metrics"' in page and "Stitched forward equity curve" in page
     assert "not available: no forward" not in page
+
+
+def test_a_hand_written_loop_names_the_trials_it_compared(dated, capsys):
+    """DSR over one trial unless the user names the trials compared (and their Sharpe ratios' variance):
+    the API, the ``forward`` command and the report page deflate by what was named."""
+    curve = np.asarray(dated.stitched_forward().returns)
+    one, _ = dated.forward_status()
+    named, why = dated.forward_status(10, 0.01)
+    assert why is None and named["trials_named"] and not one["trials_named"]
+    assert one["deflated_sharpe"] == pytest.approx(deflated_sharpe_ratio(curve, 1, 0.0), abs=1e-15)
+    assert named["deflated_sharpe"] == pytest.approx(deflated_sharpe_ratio(curve, 10, 0.01), abs=1e-15)
+    assert (named["n_trials"], named["trials_variance"]) == (10, 0.01)
+    assert named["deflated_sharpe"] < one["deflated_sharpe"]  # ten tries: a haircut
+    # naming more trials without their variance: not a DSR of one trial passed off as ten, but the reason
+    unknown, _ = dated.forward_status(10)
+    assert unknown["deflated_sharpe"] is None and "trials_variance" in unknown["deflated_sharpe_reason"]
+    assert "n_trials must be an integer >= 1" in dated.forward_status(0)[1]
+    assert "trials_variance must be a finite number" in dated.forward_status(10, -1.0)[1]
+
+    assert main(["forward", str(dated.root), "--trials", "10", "--trials-variance", "0.01"]) == 0
+    assert f"{named['deflated_sharpe']:.4f}" in capsys.readouterr().out.replace("(10 trial(s), as named)", "")
+    assert main(["forward", str(dated.root), "--trials-variance", "0.01"]) == 2
+    assert "--trials" in capsys.readouterr().err
+    page = render_report(collect_report(dated, n_trials=10, trials_variance=0.01))
+    assert f"<strong>{named['deflated_sharpe']:.3f}</strong> with 10 trial(s) (the trials compared, as named)" in page
 
 
 def test_trading_after_the_fact_gives_the_callbacks_result(dated, tmp_path):

@@ -21,7 +21,7 @@ RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"
 os.environ.update(RAY_ENV)
 ray = pytest.importorskip("ray")
 
-from sb3_iter_ckpt import CheckpointRepository  # noqa: E402
+from sb3_iter_ckpt import CheckpointError, CheckpointRepository  # noqa: E402
 from sb3_iter_ckpt.envs.trading import TradingEnv  # noqa: E402
 from sb3_iter_ckpt.runner.executors import RayExecutor  # noqa: E402
 
@@ -117,6 +117,9 @@ def test_ray_gives_the_sequential_records(prices, tmp_path, ray_cluster, make_ru
     assert ray.is_initialized()
     assert par.trained == [0, 1, 2]
     assert {o["pid"] for o in par.outcomes.values()}.isdisjoint({os.getpid()})
+    # where each window ran: the instance's one node (the cluster test sees two), nothing of it outside Ray
+    assert {o["node_id"] for o in par.outcomes.values()} == {ray.get_runtime_context().get_node_id()}
+    assert not any("node_id" in o for o in seq.outcomes.values())
     assert _metrics(tmp_path / "ray") == _metrics(tmp_path / "seq")
     assert par.best.iteration == seq.best.iteration
     assert par.best.metrics == seq.best.metrics
@@ -163,3 +166,18 @@ def test_killed_worker_is_retried_once_and_resume_trains_only_missing(prices, tm
     assert len(records) == 4, records  # one record per iteration: nothing lost, nothing duplicated
     assert not [p.name for p in ckdir.iterdir() if ".tmp" in p.name], "leftovers of the killed attempt"
     assert repo.verify() == []
+
+
+def test_a_window_lost_on_every_attempt_stops_the_run_with_what_to_do(prices, tmp_path, ray_cluster, make_runner):
+    """No retry left: the run stops with a ``CheckpointError`` in words, not Ray's own error; a rerun completes."""
+    marker = tmp_path / "killed"
+    make_env = functools.partial(dying_env, marker=str(marker), kill_seed=7 + 1)  # dies in iteration 1
+    root = tmp_path / "run"
+    lost = r"window 1 was lost by Ray after 0 retries \(WorkerCrashedError: .*\); .* run again to train only the"
+    with pytest.raises(CheckpointError, match=lost):
+        make_runner(prices, root, make_env=make_env, executor=RayExecutor(2, max_retries=0)).run(max_iterations=2)
+    assert marker.exists(), "the worker was not killed"
+    again = make_runner(prices, root, make_env=make_env, executor=RayExecutor(2)).run(max_iterations=2)
+    assert 1 in again.trained and sorted(again.trained + again.skipped) == [0, 1]
+    repo = CheckpointRepository(root)
+    assert repo.iterations() == [0, 1] and repo.verify() == []

@@ -6,6 +6,8 @@ Real PPO at tiny budgets. Resume is checked with a ``max_iterations`` stop and a
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pandas as pd
@@ -13,8 +15,11 @@ import pytest
 from gymnasium import spaces
 
 from sb3_iter_ckpt import CheckpointRepository
+from sb3_iter_ckpt.common.options import RunOptions
 from sb3_iter_ckpt.data import DataError, data_fingerprint, equal_weight_index, synthetic_prices
-from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
+from sb3_iter_ckpt.envs import StepReader
+from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError, RecordError
+from sb3_iter_ckpt.forward import ForwardResult
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
@@ -143,6 +148,59 @@ def test_several_price_columns_hold_their_equal_weight_portfolio_as_buy_and_hold
     index = equal_weight_index(table, ["close", "benchmark"])
     assert index.iloc[0] == 1.0 and index.index.equals(table.index)
     assert np.allclose(index.pct_change().iloc[1:], (prices[1:] / prices[:-1] - 1.0).mean(axis=1), atol=1e-12)
+
+
+class WeightsEnv(FeatureEnv):
+    """FeatureEnv reporting its portfolio's weight per asset: all of it in close when long, nothing otherwise."""
+
+    def step(self, action):
+        obs, reward, done, truncated, info = super().step(action)
+        return obs, reward, done, truncated, {**info, "weights": {"close": self.position, "benchmark": 0.0}}
+
+
+def weights_env(table, seed):
+    return WeightsEnv(table)
+
+
+def test_a_portfolio_envs_weights_per_asset_are_in_its_forward_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
+    reader = StepReader(weights_key="weights")
+    runner = _runner(ohlcv_table(), tmp_path / "exp", make_env=weights_env, step_reader=reader)
+    runner.run()
+    repo = CheckpointRepository(tmp_path / "exp")
+    assert repo.verify() == [] and runner.config()["step_reader"]["weights_key"] == "weights"
+    for forward in repo.forwards():
+        assert forward.version == 4 and forward.assets == ("close", "benchmark")
+        assert forward.weights == tuple((p, 0.0) for p in forward.positions)  # the env's own, every period
+        raw = json.loads(forward.to_json_bytes())
+        assert raw["weights"] == [[p, 0.0] for p in forward.positions] and raw["assets"] == ["close", "benchmark"]
+        assert ForwardResult.from_json_bytes(forward.to_json_bytes()) == forward
+    assert "weights_key" not in RunOptions(100, step_reader=StepReader()).to_config().get("step_reader", {})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(weights=r["weights"][:-1]), "weights must be"),
+        (lambda r: r.update(assets=["close", "close"]), "distinct"),
+        (lambda r: r.update(assets=[]), "distinct"),
+        (lambda r: r["weights"][0].append(1.0), "weights must be"),
+        (lambda r: r["weights"][0].__setitem__(0, True), "weights must be"),
+        (lambda r: r.update(asset_returns=None), "asset_returns must be"),
+        (lambda r: r.pop("assets"), "expected the fields"),
+    ],
+)
+def test_a_forward_file_with_bad_weights_is_refused(change, message):
+    rows = (11, 12)
+    result = ForwardResult(
+        0, None, 10, 12, False, rows, None, (0.01, -0.02), (1.0, 0.5), (1.01, 1.01 * 0.98), {}, 252.0,
+        (0.01, -0.01), None, ("a", "b"), ((1.0, 0.0), (0.5, 0.5)),
+    )  # fmt: skip
+    raw = json.loads(result.to_json_bytes())
+    assert raw["version"] == 4 and ForwardResult.from_json_bytes(result.to_json_bytes()) == result
+    change(raw)
+    with pytest.raises(RecordError, match=message):
+        ForwardResult.from_json_bytes(json.dumps(raw).encode())
 
 
 @pytest.mark.parametrize(
