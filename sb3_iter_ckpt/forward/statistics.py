@@ -133,13 +133,11 @@ def forward_statistics(
     :param trials_variance: the variance of those trials' per-period (not annualized) Sharpe ratios, which
         the DSR's expected maximum scales with (Bailey & López de Prado 2014); None: the candidates'. Naming
         more trials than two candidates with a Sharpe ratio needs it: without it the DSR is not computed.
-    :param logits: keep every CSCV logit in ``pbo`` (``logits``, 12,870 numbers with 16 blocks); without it
-        ``pbo`` holds their count, quantiles and histogram (``logit_summary``).
+    :param logits: ``pbo`` with every CSCV logit too (``logits``: 12,870 with 16 blocks), not only ``logit_summary``.
     :return: JSON-ready: ``deflated_sharpe`` (a probability or None) with ``deflated_sharpe_reason`` (None
         when computed), ``n_trials``, ``trials_named`` (True when ``n_trials`` was given), ``trials_variance``,
-        ``candidate_sharpes``, ``pbo`` (the
-        :class:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting` as a dict: ``pbo``, ``n_partitions``,
-        ``logit_summary``...; or None) with ``pbo_reason``.
+        ``candidate_sharpes``, ``pbo`` (:meth:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting.to_dict`:
+        ``pbo``, ``n_partitions``, ``logit_summary``...; or None) with ``pbo_reason``.
     :raises CheckpointError: when the candidates' series differ in length (they must cover the same periods).
     """
     series = {name: np.asarray(r, dtype=np.float64) for name, r in candidate_returns.items()}

@@ -249,14 +249,8 @@ def report(
     ordered = sorted(results, key=lambda r: r.test_start)
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
-    kwargs: dict[str, Any] = {
-        "selection_scores": scores,
-        "selection_returns": returns,
-        "stitched": curve,
-        "n_trials": trials[0],
-        "trials_variance": trials[1],
-        "logits": logits,
-    }
+    kwargs: dict[str, Any] = {"selection_scores": scores, "selection_returns": returns, "stitched": curve}
+    kwargs.update(n_trials=trials[0], trials_variance=trials[1], logits=logits)
     try:
         if candidates_problem is None:
             try:
