@@ -503,6 +503,16 @@ def test_statistics_match_direct_calls_of_the_papers_functions():
     assert record.loads(record.dumps(out), "statistics") == json.loads(json.dumps(record.to_jsonable(out)))
 
 
+def test_the_serializer_passes_a_plain_series_as_it_is_and_converts_any_other():
+    """A forward result's series go to JSON without a conversion per number; anything else as before."""
+    assert record.to_jsonable((1.5, -2.0)) == [1.5, -2.0] and record.to_jsonable((3, 4)) == [3, 4]
+    assert record.to_jsonable([1e308, 1e308]) == [1e308, 1e308]  # finite, though their sum is not
+    assert record.to_jsonable([1.0, math.nan, -math.inf]) == [1.0, None, None]
+    out = record.to_jsonable([np.float64(0.5), 1.0, True, 2])
+    assert out == [0.5, 1.0, True, 2] and [type(x) for x in out] == [float, float, bool, int]
+    assert [type(x) for x in record.to_jsonable((np.float64(0.5), np.float64(1.0)))] == [float, float]
+
+
 def test_one_candidate_gives_the_psr_against_zero_and_no_pbo():
     cands = _candidates(200, 1, seed=3)
     out = forward_statistics(cands["c0"], cands)
