@@ -27,6 +27,7 @@ SCRIPTS = [
     "bench_env.py",
     "bench_s3.py",
     "bench_parallel.py",
+    "bench_report.py",
 ]
 
 

@@ -22,7 +22,14 @@ from sb3_iter_ckpt.errors import (
     SigningKeyError,
     UnsafePathError,
 )
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem, PruneResult, VerifyReport, trade_forward
+from sb3_iter_ckpt.repository import (
+    CheckpointRepository,
+    Problem,
+    PruneResult,
+    VerifyReport,
+    pbo_logits,
+    trade_forward,
+)
 
 if TYPE_CHECKING:
     from sb3_iter_ckpt.callback import IterationCheckpointCallback
@@ -54,5 +61,6 @@ __all__ = [
     "UnsafePathError",
     "VerifyReport",
     "__version__",
+    "pbo_logits",
     "trade_forward",
 ]

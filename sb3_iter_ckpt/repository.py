@@ -6,6 +6,7 @@ It never touches a file itself: every read, write, rename and delete goes throug
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import io
 import os
@@ -57,6 +58,7 @@ __all__ = [
     "VerifyReport",
     "candidate_forwards",
     "checked_run_file",
+    "pbo_logits",
     "trade_forward",
     "versions",
 ]
@@ -339,10 +341,10 @@ class CheckpointRepository:
         return self._catalog.forward_status()[0]
 
     def forward_status(
-        self, n_trials: int | None = None, trials_variance: float | None = None
+        self, n_trials: int | None = None, trials_variance: float | None = None, logits: bool = False
     ) -> tuple[dict[str, Any] | None, str | None]:
-        """``(forward report, None)`` or ``(None, why)``; the trials named: see ``forward.forward_statistics``."""
-        return self._catalog.forward_status(n_trials, trials_variance)
+        """``(forward report, None)`` or ``(None, why)``; the trials named, ``logits``: ``forward_statistics``."""
+        return self._catalog.forward_status(n_trials, trials_variance, logits)
 
     # -- a run's candidates (``candidates/<name>/``, see ``sb3_iter_ckpt.runner.ensemble``) --------------------------
     def candidate(self, name: str, sweep: bool = True) -> CheckpointRepository:
@@ -484,6 +486,29 @@ def candidate_forwards(repository: CheckpointRepository) -> dict[str, list[Forwa
     trials, PBO and the report's candidates chart; empty for a run without candidates. Each candidate
     folder is checked first against what the root recorded of it (``CheckpointError`` naming it)."""
     return repository._catalog.candidate_forwards()
+
+
+def pbo_logits(repository: CheckpointRepository) -> builtins.list[float] | None:
+    """Every CSCV logit of the run's PBO, in ``itertools.combinations`` order, recomputed from the (signed)
+    forward files: what the forward report, ``analyze()`` and ``checkpoint_summary.json`` keep only as
+    ``pbo.logit_summary`` (count, quantiles, histogram); ``sb3-iter-ckpt forward --json --logits`` prints them.
+
+    :param repository: the run's ``CheckpointRepository`` (its root, with candidates).
+    :return: the logits; None when the run has no PBO (no forward data, or fewer than two candidates: the
+        forward report's ``pbo_reason`` says why).
+    """
+    report = repository.forward_status(logits=True)[0]
+    pbo = report.get("pbo") if report is not None else None
+    return list(pbo["logits"]) if pbo is not None else None
+
+
+@contextlib.contextmanager
+def one_reading(repository: CheckpointRepository) -> Iterator[None]:
+    """Within it, the reads of ``repository`` that reach its candidates (``verify``, the forward report,
+    ``candidate_forwards``) open each candidate's repository once and share what was read of it (each read
+    still checks the candidates against the root): a report's reads, at a third of the cost."""
+    with repository._catalog.reading():
+        yield
 
 
 def trade_forward(

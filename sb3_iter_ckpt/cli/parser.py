@@ -154,6 +154,12 @@ def _forward_parser(sub: Subparsers) -> None:
         "buy-and-hold and flat, the deflated Sharpe ratio and PBO (exit 3 without forward data)"
     )
     p = _repo_parser(sub, "forward", help_, cmd_forward)
+    p.add_argument(
+        "--logits",
+        action="store_true",
+        help="with --json: every CSCV logit of PBO too (pbo.logits; 12,870 numbers with 16 blocks), "
+        "beside their count, quantiles and histogram (pbo.logit_summary)",
+    )
     _trials_flag(p)
 
 

@@ -88,9 +88,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_forward(args: argparse.Namespace) -> int:
+    if args.logits and not args.json:
+        raise UsageError("--logits adds every CSCV logit to the JSON output: pass --json too")
     repo = _open_repo(args)
     repo.forwards()  # a damaged forward file: an integrity problem (exit 4), not "no forward data"
-    report, reason = repo.forward_status(*_trials(args))
+    report, reason = repo.forward_status(*_trials(args), logits=args.logits)
     if report is None:
         raise CheckpointNotFound(f"no forward data in {repo.root}: {reason}")
     if args.json:

@@ -140,7 +140,17 @@ class ForwardResult:
         :raises RecordError: for anything that is not such a result (bad JSON, a missing, unknown or
             wrongly typed field, inconsistent lengths, rows or equity).
         """
-        return _parse_result(record.loads(data, what), what)
+        return cls.from_dict(record.loads(data, what), what)
+
+    @classmethod
+    def from_dict(cls, raw: Any, what: str = "forward result") -> ForwardResult:
+        """Read :meth:`to_dict`'s output back (strict JSON already parsed), checking every field.
+
+        :param raw: the parsed JSON.
+        :param what: how to name its file in error messages.
+        :raises RecordError: as :meth:`from_json_bytes`.
+        """
+        return _parse_result(raw, what)
 
 
 # -- reading a result back ------------------------------------------------------------------------------------

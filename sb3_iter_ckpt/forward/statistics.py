@@ -110,6 +110,7 @@ def forward_statistics(
     n_partitions: int = 16,
     n_trials: int | None = None,
     trials_variance: float | None = None,
+    logits: bool = False,
 ) -> dict[str, Any]:
     """The deflated Sharpe ratio of the stitched forward curve and the PBO of the candidates.
 
@@ -132,11 +133,11 @@ def forward_statistics(
     :param trials_variance: the variance of those trials' per-period (not annualized) Sharpe ratios, which
         the DSR's expected maximum scales with (Bailey & López de Prado 2014); None: the candidates'. Naming
         more trials than two candidates with a Sharpe ratio needs it: without it the DSR is not computed.
+    :param logits: ``pbo`` with every CSCV logit too (``logits``: 12,870 with 16 blocks), not only ``logit_summary``.
     :return: JSON-ready: ``deflated_sharpe`` (a probability or None) with ``deflated_sharpe_reason`` (None
         when computed), ``n_trials``, ``trials_named`` (True when ``n_trials`` was given), ``trials_variance``,
-        ``candidate_sharpes``, ``pbo`` (the
-        :class:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting` as a dict: ``pbo``, ``logits``,
-        ``n_partitions``...; or None) with ``pbo_reason``.
+        ``candidate_sharpes``, ``pbo`` (:meth:`~sb3_iter_ckpt.stats.overfitting.BacktestOverfitting.to_dict`:
+        ``pbo``, ``n_partitions``, ``logit_summary``...; or None) with ``pbo_reason``.
     :raises CheckpointError: when the candidates' series differ in length (they must cover the same periods).
     """
     series = {name: np.asarray(r, dtype=np.float64) for name, r in candidate_returns.items()}
@@ -151,7 +152,7 @@ def forward_statistics(
         variance = _named_variance(trials_variance)
     missing = trials_named and trials_variance is None and n_trials > 1 and len(defined) < 2
     dsr, dsr_reason = _dsr(chosen_returns, n_trials, variance, len(defined) if missing else None)
-    pbo, pbo_reason = _pbo(series, n_partitions)
+    pbo, pbo_reason = _pbo(series, n_partitions, logits)
     return {
         "deflated_sharpe": dsr,
         "deflated_sharpe_reason": dsr_reason,
@@ -206,7 +207,7 @@ def _sharpe_or_none(returns: np.ndarray) -> float | None:
         return None
 
 
-def _pbo(series: Mapping[str, np.ndarray], n_partitions: int) -> tuple[dict[str, Any] | None, str | None]:
+def _pbo(series: Mapping[str, np.ndarray], n_partitions: int, logits: bool) -> tuple[dict[str, Any] | None, str | None]:
     if len(series) < 2:
         return None, f"PBO compares candidates: it needs at least 2, this run has {len(series)}"
     n_rows = len(next(iter(series.values())))
@@ -214,7 +215,7 @@ def _pbo(series: Mapping[str, np.ndarray], n_partitions: int) -> tuple[dict[str,
     if blocks == 0:
         return None, f"{n_rows} forward periods are too few for PBO: it needs at least {2 * MIN_BLOCK_ROWS}"
     matrix = np.column_stack(list(series.values()))
-    return probability_of_backtest_overfitting(matrix, blocks).to_dict(), None
+    return probability_of_backtest_overfitting(matrix, blocks).to_dict(logits), None
 
 
 def _joined(parts: Sequence[ForwardResult], prices: Any) -> tuple[tuple[int, ...], tuple[float, ...]]:
@@ -238,6 +239,7 @@ def forward_report(
     n_partitions: int = 16,
     n_trials: int | None = None,
     trials_variance: float | None = None,
+    logits: bool = False,
 ) -> dict[str, Any]:
     """Everything the ``forward`` command shows, as JSON-ready values.
 
@@ -251,6 +253,7 @@ def forward_report(
     :param n_partitions: the most CSCV blocks for PBO.
     :param n_trials: the trials compared, when more than the candidates (see :func:`forward_statistics`).
     :param trials_variance: the variance of those trials' per-period Sharpe ratios (idem).
+    :param logits: keep every CSCV logit in ``pbo`` (see :func:`forward_statistics`).
     :return: ``iterations``, ``overall`` (walk-forward efficiency), ``stitched`` (its summary),
         ``baseline`` (``buy_and_hold`` and ``flat``), ``deflated_sharpe``, ``pbo`` and the rest of
         :func:`forward_statistics`'s keys.
@@ -272,6 +275,7 @@ def forward_report(
         n_partitions=n_partitions,
         n_trials=n_trials,
         trials_variance=trials_variance,
+        logits=logits,
     )
     summary = curve.to_dict()
     baseline = summary.pop("baseline")

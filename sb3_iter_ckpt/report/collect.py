@@ -27,7 +27,13 @@ from sb3_iter_ckpt.report.model import (
     forward_data,
     forward_metric,
 )
-from sb3_iter_ckpt.repository import CheckpointRepository, Problem, candidate_forwards, checked_run_file
+from sb3_iter_ckpt.repository import (
+    CheckpointRepository,
+    Problem,
+    candidate_forwards,
+    checked_run_file,
+    one_reading,
+)
 from sb3_iter_ckpt.retention import is_pruned
 
 #: The walk-forward runner's configuration file at the repository root.
@@ -199,10 +205,17 @@ def _candidates_line(forward: ForwardData | None) -> str:
     return f"{', '.join(names)}: the best by selection on each window trades its test part"
 
 
-def _kept_forward(repo: CheckpointRepository, trials: tuple[int | None, float | None]) -> ForwardData:
-    """The forward data a walk-forward run left in the repository, or the reason there is none."""
+def _kept_forward(
+    repo: CheckpointRepository, trials: tuple[int | None, float | None], analysis: dict[str, Any] | None
+) -> ForwardData:
+    """The forward data a walk-forward run left in the repository, or the reason there is none (the forward
+    report of ``analysis``, ``repo.analyze()``'s, when it has one and no trials are named: computing it is
+    most of a report's work)."""
     try:
-        report, reason = repo.forward_status(*trials)
+        if analysis is not None and trials == (None, None):
+            report, reason = analysis["forward"], analysis["forward_reason"]
+        else:
+            report, reason = repo.forward_status(*trials)
         stitched = repo.stitched_forward() if report is not None else None
     except CheckpointError as exc:  # a damaged forward file: verify reports it, the page says why
         return forward_data(None, reason=f"the forward data cannot be read: {exc}")
@@ -240,9 +253,14 @@ def collect_report(
     :return: The ``ReportData``.
     """
     repo = _open(repository)
+    with one_reading(repo):  # verify, the forward report and the candidates' chart read the candidates once
+        return _collect(repo, forward, (n_trials, trials_variance))
+
+
+def _collect(
+    repo: CheckpointRepository, forward: ForwardData | None, trials: tuple[int | None, float | None]
+) -> ReportData:
     problems, problem_lines = _verify(repo)
-    if forward is None:
-        forward = _kept_forward(repo, (n_trials, trials_variance))
     notes: list[str] = []
     config = _run_config(repo, notes)
     with warnings.catch_warnings():
@@ -256,6 +274,8 @@ def collect_report(
                 analysis = repo.analyze()
             except (CheckpointError, OSError) as exc:
                 notes.append(f"the analysis could not run: {exc}")
+    if forward is None:
+        forward = _kept_forward(repo, trials, analysis)
     rows = _rows(cks, problems, monitor, best.iteration if best else None)
     scores = _forward_scores(forward, monitor)
     rows = [replace(r, forward_score=scores.get(r.iteration)) for r in rows]

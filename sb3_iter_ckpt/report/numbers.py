@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from sb3_iter_ckpt.report.bundle import _plotly
 from sb3_iter_ckpt.report.charts import _GAIN, _LOSS, _chart
 from sb3_iter_ckpt.report.markup import (
@@ -23,9 +21,10 @@ from sb3_iter_ckpt.report.markup import (
     _when,
 )
 from sb3_iter_ckpt.report.model import ReportData, _finite, _forward_value, forward_metric
+from sb3_iter_ckpt.stats.overfitting import LOGIT_HISTOGRAM_BINS, logit_histogram
 
 #: Bars of the CSCV logit histogram at most (the logits are pre-binned: up to 12,870 values).
-MAX_HISTOGRAM_BINS = 40
+MAX_HISTOGRAM_BINS = LOGIT_HISTOGRAM_BINS
 
 
 def _stats_table(stats: Mapping[str, Any], keys: Sequence[str]) -> str:
@@ -191,15 +190,15 @@ def _pbo_html(report: Mapping[str, Any]) -> str:
     if not isinstance(pbo, Mapping) or _finite(pbo.get("pbo")) is None:
         reason = report.get("pbo_reason") or "no reason recorded"
         return f"{title}{_unavailable(text=f'not computed: {reason}')}{_how(text)}"
-    logits = pbo.get("logits") or []
+    bins = _logit_bins(pbo)
     value = (
-        f"<p><strong>{float(pbo['pbo']):.3f}</strong> over {_e(pbo.get('n_combinations', len(logits)))} "
+        f"<p><strong>{float(pbo['pbo']):.3f}</strong> over {_e(pbo.get('n_combinations'))} "
         f"combinations of {_e(pbo.get('n_partitions'))} blocks, {_e(pbo.get('n_strategies'))} candidates.</p>"
     )
     hist = (
         f"<p>The logits λ of those combinations (pre-binned): red bars are the overfit ones.</p>"
-        f"{_chart('chart-logits', _logit_figure(pbo))}"
-        if logits
+        f"{_chart('chart-logits', _logit_figure(bins))}"
+        if bins
         else ""
     )
     return f"{title}{value}{_how(text)}{hist}"
@@ -224,7 +223,8 @@ def _forward_numbers(data: ReportData) -> str:
 
 
 def bin_logits(logits: Sequence[float], max_bins: int = MAX_HISTOGRAM_BINS) -> list[tuple[float, float, int]]:
-    """Pre-bin the CSCV logits for the histogram: ``(left, right, count)`` per bin, bins ``(left, right]``.
+    """Pre-bin the CSCV logits for the histogram: ``(left, right, count)`` per bin, bins ``(left, right]``
+    (:func:`~sb3_iter_ckpt.overfitting.logit_histogram`, the bins a forward report's ``logit_summary`` holds).
 
     Up to ``max_bins`` distinct values get a bin each (``left == right``, the exact value); more are
     counted in ``max_bins`` equal bins symmetric around 0, so 0 is an edge and a bin lies wholly on the
@@ -234,22 +234,20 @@ def bin_logits(logits: Sequence[float], max_bins: int = MAX_HISTOGRAM_BINS) -> l
     :param max_bins: The most bins (even).
     :return: The bins in increasing order; empty for no logits.
     """
-    values = np.asarray(logits, dtype=np.float64)
-    values = values[np.isfinite(values)]
-    distinct, counts = np.unique(values, return_counts=True)
-    if distinct.size <= max_bins:
-        return [(float(v), float(v), int(c)) for v, c in zip(distinct, counts, strict=True)]
-    half = max_bins // 2
-    top = float(np.max(np.abs(values)))
-    edges = np.linspace(-top, top, 2 * half + 1)
-    index = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, 2 * half - 1)
-    binned = np.bincount(index, minlength=2 * half)
-    return [(float(edges[k]), float(edges[k + 1]), int(binned[k])) for k in range(2 * half)]
+    return logit_histogram(logits, max_bins)
 
 
-def _logit_figure(pbo: Mapping[str, Any]) -> Any:
+def _logit_bins(pbo: Mapping[str, Any]) -> list[tuple[float, float, int]]:
+    """The histogram's bins: from the report's ``logit_summary``, or binned here from the raw ``logits`` of a
+    forward report written before the summary held them binned."""
+    hist = (pbo.get("logit_summary") or {}).get("histogram")
+    if isinstance(hist, Mapping):
+        return [(float(lo), float(hi), int(n)) for (lo, hi), n in zip(hist["edges"], hist["counts"], strict=True)]
+    return bin_logits(pbo.get("logits") or [])
+
+
+def _logit_figure(bins: Sequence[tuple[float, float, int]]) -> Any:
     go = _plotly()
-    bins = bin_logits(pbo.get("logits") or [])
     exact = all(lo == hi for lo, hi, _ in bins)
     gaps = [b[0] - a[0] for a, b in zip(bins[:-1], bins[1:], strict=True)]
     span = max(1.0, bins[-1][0] - bins[0][0]) if bins else 1.0

@@ -35,9 +35,13 @@ from sb3_iter_ckpt.stats.metrics import as_1d, is_constant
 
 __all__ = [
     "EULER_GAMMA",
+    "LOGIT_HISTOGRAM_BINS",
+    "LOGIT_QUANTILES",
     "BacktestOverfitting",
     "deflated_sharpe_ratio",
     "expected_max_sharpe_ratio",
+    "logit_histogram",
+    "logit_summary",
     "probabilistic_sharpe_ratio",
     "probability_of_backtest_overfitting",
     "sharpe_ratio",
@@ -50,6 +54,12 @@ EULER_GAMMA = 0.5772156649015329
 #: Combinations above this many are refused: CSCV would run for minutes and hold gigabytes
 #: (16 partitions give 12,870; 22 give 705,432; 24 would give 2,704,156).
 MAX_COMBINATIONS = 1_000_000
+
+#: Bins of the CSCV logit histogram at most (:func:`logit_histogram`; 16 partitions give 12,870 logits).
+LOGIT_HISTOGRAM_BINS = 40
+
+#: The quantiles of the CSCV logits a summary gives (:func:`logit_summary`).
+LOGIT_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 # Same rule as sb3_iter_ckpt.stats.metrics: a series whose spread is within 1e-12 of its magnitude is constant
 # (rounding would otherwise turn a flat series into a Sharpe ratio of 1e15).
@@ -231,16 +241,69 @@ class BacktestOverfitting:
     n_strategies: int
     rows_used: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly: ``pbo``, ``logits`` (a list) and the sizes."""
-        return {
+    def to_dict(self, logits: bool = False) -> dict[str, Any]:
+        """JSON-friendly: ``pbo``, the sizes and ``logit_summary`` (:func:`logit_summary`: what a reader of the
+        logits looks at, a few hundred bytes where the logits themselves are 12,870 numbers with 16 partitions).
+
+        :param logits: add ``logits``, the list of every combination's logit, too.
+        """
+        out: dict[str, Any] = {
             "pbo": self.pbo,
-            "logits": list(self.logits),
             "n_combinations": self.n_combinations,
             "n_partitions": self.n_partitions,
             "n_strategies": self.n_strategies,
             "rows_used": self.rows_used,
+            "logit_summary": logit_summary(self.logits),
         }
+        if logits:
+            out["logits"] = list(self.logits)
+        return out
+
+
+def logit_histogram(logits: Any, max_bins: int = LOGIT_HISTOGRAM_BINS) -> list[tuple[float, float, int]]:
+    """The CSCV logits counted into bins: ``(left, right, count)`` per bin, bins ``(left, right]``.
+
+    Up to ``max_bins`` distinct values get a bin each (``left == right``: exactly that value; with ``N``
+    strategies the logits take at most ``2N - 1`` values, so this is the usual case); more are counted in
+    ``max_bins`` equal bins symmetric around 0, so 0 is an edge and a bin lies wholly on the overfit side
+    (``λ ≤ 0``) or wholly on the other. Values that are not finite are left out.
+
+    :param logits: The logits (up to 12,870 with 16 partitions).
+    :param max_bins: The most bins (even).
+    :return: The bins in increasing order; empty for no logits.
+    """
+    values = np.asarray(logits, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    distinct, counts = np.unique(values, return_counts=True)
+    if distinct.size <= max_bins:
+        return [(float(v), float(v), int(c)) for v, c in zip(distinct, counts, strict=True)]
+    half = max_bins // 2
+    top = float(np.max(np.abs(values)))
+    edges = np.linspace(-top, top, 2 * half + 1)
+    index = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, 2 * half - 1)
+    binned = np.bincount(index, minlength=2 * half)
+    return [(float(edges[k]), float(edges[k + 1]), int(binned[k])) for k in range(2 * half)]
+
+
+def logit_summary(logits: Any) -> dict[str, Any]:
+    """What a summary keeps of the CSCV logits instead of the logits themselves.
+
+    :param logits: The logits.
+    :return: ``count`` (the logits), ``quantiles`` (``p05``, ``p25``, ``p50``, ``p75``, ``p95``: the percentiles
+        of :data:`LOGIT_QUANTILES`, numpy's linear interpolation; None without logits) and ``histogram``:
+        ``edges`` (``[left, right]`` per bin) and ``counts``, the bins of :func:`logit_histogram`.
+    """
+    values = np.asarray(logits, dtype=np.float64)
+    bins = logit_histogram(values)
+    points = np.quantile(values, LOGIT_QUANTILES) if values.size else [None] * len(LOGIT_QUANTILES)
+    return {
+        "count": int(values.size),
+        "quantiles": {
+            f"p{round(q * 100):02d}": None if x is None else float(x)
+            for q, x in zip(LOGIT_QUANTILES, points, strict=True)
+        },
+        "histogram": {"edges": [[lo, hi] for lo, hi, _ in bins], "counts": [n for _, _, n in bins]},
+    }
 
 
 def _matrix(matrix: Any) -> np.ndarray:

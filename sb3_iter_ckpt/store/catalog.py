@@ -8,8 +8,9 @@ the trust and the forward files.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sb3_iter_ckpt.common import record as rec
@@ -58,6 +59,31 @@ class Catalog:
         self.forwards = forwards
         self.where = where
         self.members = members
+        self._opened: Mapping[str, Member] | None = None  # the candidates opened once, within reading()
+        self._reading = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Within it the candidates' repositories are opened once, so that the reads of one moment (a report's
+        verify, forward report and candidates chart) share what they read of them (each still checks them
+        against the root); outside it every read opens them afresh."""
+        if self._reading:
+            yield
+            return
+        self._reading = True
+        try:
+            yield
+        finally:
+            self._reading, self._opened = False, None
+
+    def _members(self) -> Mapping[str, Member]:
+        if self.members is None:
+            return {}
+        if not self._reading:
+            return self.members()
+        if self._opened is None:
+            self._opened = self.members()
+        return self._opened
 
     def trusted(self) -> dict[int, Checkpoint]:
         """The readable records that count, by iteration (no warning)."""
@@ -178,7 +204,7 @@ class Catalog:
         if self.members is None or not candidate_scores(good.values()):
             return []
         try:
-            members = self.members()
+            members = self._members()
         except CheckpointError as exc:
             return [integrity.Problem(None, CANDIDATES_DIR, f"the candidates cannot be opened: {exc}")]
         problems = member_problems(good, members)
@@ -193,7 +219,7 @@ class Catalog:
         good = self.trusted()
         if self.members is None or not candidate_scores(good.values()):
             return {}
-        members = self.members()
+        members = self._members()
         check_members(good, members)
         out: dict[str, list[ForwardResult]] = {}
         for name, member in members.items():
@@ -217,11 +243,12 @@ class Catalog:
         return self.forwards.read(iteration, ck=self.get(iteration))
 
     def forward_status(
-        self, n_trials: int | None = None, trials_variance: float | None = None
+        self, n_trials: int | None = None, trials_variance: float | None = None, logits: bool = False
     ) -> tuple[dict[str, Any] | None, str | None]:
         """``(forward report, None)``, or ``(None, why there is none)``: the same for every caller (the
         ``forward`` command, ``analyze()``, ``checkpoint_summary.json``); ``n_trials`` and ``trials_variance``: the
-        trials compared, when the user names more than the candidates (``forward_statistics``)."""
+        trials compared, when the user names more than the candidates (``forward_statistics``); ``logits``: with
+        every CSCV logit."""
         if not self.forwards.listing():
             return None, self.no_forward_reason()
         storage = self.index.storage
@@ -238,7 +265,7 @@ class Catalog:
                 members = self.candidate_forwards()
             except CheckpointError as exc:
                 problem = str(exc)
-        out, why = report(results, cks, csv, members or None, names, problem, (n_trials, trials_variance))
+        out, why = report(results, cks, csv, members or None, names, problem, (n_trials, trials_variance), logits)
         return out, why if out is not None else self._left_out() or why
 
     def _left_out(self) -> str | None:

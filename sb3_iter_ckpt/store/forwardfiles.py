@@ -86,7 +86,7 @@ def read(name: str, data: bytes, iteration: int, signer: Signer | None) -> tuple
         raise IntegrityError(f"{name}: the forward result does not match its recorded sha256 (edited?); {_AGAIN}")
     if signer is not None:
         signer.check(raw, iteration)
-    result = ForwardResult.from_json_bytes(payload, name)
+    result = ForwardResult.from_dict(raw["forward"], name)  # parsed strictly with the envelope: not again
     if result.iteration != iteration:
         raise RecordError(f"{name}: holds the result of iteration {result.iteration}; {_AGAIN}")
     return result, raw
@@ -214,6 +214,7 @@ def report(
     candidate_names: Sequence[str] = (),
     candidates_problem: str | None = None,
     trials: tuple[int | None, float | None] = (None, None),
+    logits: bool = False,
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The forward report of a repository (``forward.forward_report``) from its forward results and its
     ``forward_returns.csv`` (the stitched curve with the asset's returns, written at the end of a run), or
@@ -227,6 +228,7 @@ def report(
     :param candidates_problem: why ``candidates`` could not be read; then, as when they do not cover the
         chosen curve's periods, the report stands without the DSR and PBO (never a DSR of one trial).
     :param trials: ``(n_trials, trials_variance)`` named by the user (``forward_statistics``), or Nones.
+    :param logits: keep every CSCV logit in the report's ``pbo`` (``forward.forward_statistics``).
     """
     from sb3_iter_ckpt.forward.statistics import forward_report
 
@@ -247,13 +249,8 @@ def report(
     ordered = sorted(results, key=lambda r: r.test_start)
     scores = {i: rec.as_score(ck.selection.get("score")) for i, ck in cks.items()}
     returns = {i: ck.score("validation.cagr") for i, ck in cks.items()}
-    kwargs: dict[str, Any] = {
-        "selection_scores": scores,
-        "selection_returns": returns,
-        "stitched": curve,
-        "n_trials": trials[0],
-        "trials_variance": trials[1],
-    }
+    kwargs: dict[str, Any] = {"selection_scores": scores, "selection_returns": returns, "stitched": curve}
+    kwargs.update(n_trials=trials[0], trials_variance=trials[1], logits=logits)
     try:
         if candidates_problem is None:
             try:

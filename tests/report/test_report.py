@@ -549,13 +549,13 @@ def test_the_forward_sections_draw_real_forward_data_in_a_real_browser(traded, o
     assert f"{bh['total_return']:.2%}" in page.inner_text("#numbers table.baseline")
     assert f"{report['deflated_sharpe']:.3f}" in page.inner_text("#numbers")
     pbo = report["pbo"]
-    assert pbo is not None and len(pbo["logits"]) == pbo["n_combinations"] == 12_870
+    assert pbo is not None and pbo["logit_summary"]["count"] == pbo["n_combinations"] == 12_870
     assert f"{pbo['pbo']:.3f} over 12870 combinations" in numbers
     hist = _figure(page, "#chart-logits")
     bars = [t for t in hist["traces"] if t["type"] == "bar"]
     assert len(bars) == 2 and sum(len(t["x"]) for t in bars) <= MAX_HISTOGRAM_BINS
-    assert sum(sum(t["y"]) for t in bars) == len(pbo["logits"])
-    assert sum(_by_name(hist)[bars[0]["name"]]["y"]) / len(pbo["logits"]) == pytest.approx(pbo["pbo"])
+    assert sum(sum(t["y"]) for t in bars) == 12_870
+    assert sum(_by_name(hist)[bars[0]["name"]]["y"]) / 12_870 == pytest.approx(pbo["pbo"])
     assert page.locator("#forward-iterations tbody tr").count() == len(its)
 
     # the header names the candidates; the checkpoint table has the forward score
@@ -581,7 +581,7 @@ def test_with_javascript_off_the_forward_charts_are_tables(traded, open_page, tm
     assert f"{traded.chosen[0].metrics['total_return']:.2%}" in windows.locator("tbody tr").first.inner_text()
     logits = page.locator("#numbers table.fallback")  # the histogram's bins
     assert logits.count() == 1
-    assert logits.locator("tbody tr").count() == len(bin_logits(fwd.report["pbo"]["logits"]))
+    assert logits.locator("tbody tr").count() == len(fwd.report["pbo"]["logit_summary"]["histogram"]["counts"])
 
 
 def test_without_forward_data_each_forward_section_says_why(traded, open_page, tmp_path):
@@ -678,7 +678,7 @@ def test_the_page_at_100_iterations_with_forward_data_is_under_6_mb_and_binned(h
     path, fwd = hundred_forward
     assert path.stat().st_size < 6_000_000
     # 100 test parts of 125 rows, the last one period short (it ends on the last row of the data)
-    assert len(fwd.curve.x) == 12_499 and len(fwd.report["pbo"]["logits"]) == 12_870
+    assert len(fwd.curve.x) == 12_499 and fwd.report["pbo"]["logit_summary"]["count"] == 12_870
     opened = open_page(path)
     page = opened.page
     curve = _figure(page, FORWARD)
@@ -703,6 +703,30 @@ def test_bin_logits_keeps_distinct_values_and_bins_many_with_zero_on_the_overfit
     overfit = sum(count for _, hi, count in bins if hi <= 0)
     assert overfit == int(np.sum(logits <= 0))
     assert bin_logits([]) == []
+
+
+def test_the_logit_histogram_is_drawn_the_same_from_the_summary_as_from_the_raw_logits(candidates_run):
+    """The forward report keeps the CSCV logits binned (``pbo.logit_summary``); a report of the previous form
+    (``pbo.logits``, every logit) draws the same page, with a few distinct logits (two candidates) or many."""
+    from sb3_iter_ckpt import pbo_logits
+    from sb3_iter_ckpt.stats.overfitting import logit_summary
+
+    root = candidates_run[0]
+    data = collect_report(root)
+    report = data.forward.report
+    raw = {k: v for k, v in report["pbo"].items() if k != "logit_summary"}
+    raw["logits"] = pbo_logits(CheckpointRepository(root))
+
+    def page(pbo):
+        forward = dataclasses.replace(data.forward, report={**report, "pbo": pbo})
+        return render_report(dataclasses.replace(data, forward=forward))
+
+    assert "chart-logits" in page(report["pbo"]) and page(raw) == page(report["pbo"])
+    many = np.random.default_rng(1).normal(0.2, 1.0, 12_870)  # more distinct values than bars: binned
+    binned = {**raw, "logits": list(many)}
+    summarized = {**raw, "logit_summary": logit_summary(many)}
+    del summarized["logits"]
+    assert page(binned) == page(summarized) != page(raw)
 
 
 def test_forward_curve_by_hand():

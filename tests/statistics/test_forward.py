@@ -494,10 +494,23 @@ def test_statistics_match_direct_calls_of_the_papers_functions():
     assert out["n_trials"] == 3 and out["trials_variance"] == pytest.approx(variance, rel=1e-12)
     assert out["deflated_sharpe"] == pytest.approx(deflated_sharpe_ratio(chosen, 3, variance), rel=1e-12)
     assert out["candidate_sharpes"] == pytest.approx(dict(zip(cands, sharpes, strict=True)))
-    expected = probability_of_backtest_overfitting(np.column_stack(list(cands.values())), 16).to_dict()
+    pbo = probability_of_backtest_overfitting(np.column_stack(list(cands.values())), 16)
+    expected = pbo.to_dict()
     assert out["pbo"] == expected and out["pbo"]["n_partitions"] == 16
+    assert "logits" not in out["pbo"] and out["pbo"]["logit_summary"]["count"] == 12_870
+    assert forward_statistics(chosen, cands, logits=True)["pbo"] == {**expected, "logits": list(pbo.logits)}
     assert out["deflated_sharpe_reason"] is None and out["pbo_reason"] is None
     assert record.loads(record.dumps(out), "statistics") == json.loads(json.dumps(record.to_jsonable(out)))
+
+
+def test_the_serializer_passes_a_plain_series_as_it_is_and_converts_any_other():
+    """A forward result's series go to JSON without a conversion per number; anything else as before."""
+    assert record.to_jsonable((1.5, -2.0)) == [1.5, -2.0] and record.to_jsonable((3, 4)) == [3, 4]
+    assert record.to_jsonable([1e308, 1e308]) == [1e308, 1e308]  # finite, though their sum is not
+    assert record.to_jsonable([1.0, math.nan, -math.inf]) == [1.0, None, None]
+    out = record.to_jsonable([np.float64(0.5), 1.0, True, 2])
+    assert out == [0.5, 1.0, True, 2] and [type(x) for x in out] == [float, float, bool, int]
+    assert [type(x) for x in record.to_jsonable((np.float64(0.5), np.float64(1.0)))] == [float, float]
 
 
 def test_one_candidate_gives_the_psr_against_zero_and_no_pbo():

@@ -158,14 +158,17 @@ def test_pbo_hand_computed_cscv():
     # the leftover rows (10 % 4 = 2) are dropped, not spread
     padded = np.vstack([HAND_MATRIX, [[100, -100, 5], [-100, 100, 7]]])
     assert probability_of_backtest_overfitting(padded, n_partitions=4).logits == result.logits
-    assert result.to_dict() == {
-        "pbo": result.pbo,
-        "logits": list(result.logits),
-        "n_combinations": 6,
-        "n_partitions": 4,
-        "n_strategies": 3,
-        "rows_used": 8,
-    }
+    ln3 = math.log(3)
+    out = result.to_dict()
+    sizes = {"n_combinations": 6, "n_partitions": 4, "n_strategies": 3, "rows_used": 8}
+    assert {k: v for k, v in out.items() if k != "logit_summary"} == {"pbo": result.pbo, **sizes}
+    summary = out["logit_summary"]
+    assert summary["count"] == 6 and summary["histogram"]["counts"] == [2, 4]  # -ln 3 twice, ln 3 four times
+    assert sum(summary["histogram"]["edges"], []) == pytest.approx([-ln3, -ln3, ln3, ln3])
+    # the quantile q of the 6 sorted logits sits at position 5q, between its neighbours linearly
+    expected_q = {"p05": -ln3, "p25": -ln3 + 0.25 * 2 * ln3, "p50": ln3, "p75": ln3, "p95": ln3}
+    assert summary["quantiles"] == pytest.approx(expected_q)
+    assert result.to_dict(logits=True) == {**result.to_dict(), "logits": list(result.logits)}
 
 
 def test_pbo_ties_first_strategy_wins_and_ranks_average():
