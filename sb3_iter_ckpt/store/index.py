@@ -118,13 +118,18 @@ class RecordIndex:
 
     def scan_records(self) -> Scan:
         """Parse every record (cached by size/mtime/inode)."""
-        listing = self.records_listing()
-        for stale in set(self._cache) - set(listing):
-            del self._cache[stale]
-        todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
-        if len(todo) > 1:  # a cold open: read them in one go (one folder check instead of one per file)
-            read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
-            self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
+        if not self._cache:  # a cold open: list and read in one pass
+            both = self.storage.read_listing(_CK, RECORD_PREFIXES)
+            listing = {n: st for n, (st, _) in both.items() if rec.parse_record_name(n) is not None}
+            self._prefetched = {n: both[n][1] for n in listing}
+        else:
+            listing = self.records_listing()
+            for stale in set(self._cache) - set(listing):
+                del self._cache[stale]
+            todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
+            if len(todo) > 1:  # many changed: read them in one go (one folder check instead of one per file)
+                read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
+                self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
         good: dict[int, Checkpoint] = {}
         bad: dict[str, CheckpointError] = {}
         dups: dict[int, list[str]] = {}

@@ -208,6 +208,43 @@ def test_listdir_of_a_file_is_a_clear_error(tmp_path):
     assert LocalStorage(tmp_path / "absent").listdir(CK) == {}
 
 
+def _as_listed(st: LocalStorage, folder: str, prefixes: tuple[str, ...]) -> dict:
+    """What ``read_listing`` must answer: ``listdir``'s stats and ``read_bytes``'s bytes, or its error's type."""
+    out = {}
+    for name, stat in st.listdir(folder, prefixes=prefixes).items():
+        try:
+            out[name] = (stat, stat.links, st.read_bytes(f"{folder}/{name}"))
+        except CheckpointError as exc:
+            out[name] = (stat, stat.links, type(exc))
+    return out
+
+
+def test_read_listing_is_listdir_and_read_bytes_in_one_pass(tmp_path):
+    """The cold scan's one pass sees what a listing and one read per file would: symlinks, odd entries included."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_bytes(b"outside")
+    root = tmp_path / "repo"
+    st = LocalStorage(root)
+    for i in range(3):
+        _commit(st, i)
+    ck = root / CK
+    (ck / "metrics_iter_7.json").symlink_to(ck / "metrics_iter_0.json")  # inward: read through it
+    (ck / "metrics_iter_8.json").symlink_to(outside / "secret.json")  # outward: its error, never its bytes
+    (ck / "metrics_iter_9.json").symlink_to(ck / "absent.json")  # dangling
+    (ck / "metrics_iter_10.json").mkdir()  # a folder holding a record's name: not a file
+    os.mkfifo(ck / "metrics_iter_11.json")  # opened, a FIFO would block: never opened
+    os.link(ck / "metrics_iter_1.json", ck / "metrics_iter_12.json")  # a second link: links counted
+    (ck / "metrics_iter_13.json").write_bytes(b"x" * 200_000)  # more than one read
+    prefixes = ("metrics_iter_", "no_model_iter_")
+    got = {n: (stat, stat.links, b if isinstance(b, bytes) else type(b)) for n, (stat, b) in
+           st.read_listing(CK, prefixes).items()}  # fmt: skip
+    assert got == _as_listed(st, CK, prefixes)
+    assert got["metrics_iter_8.json"][2] is UnsafePathError and got["metrics_iter_12.json"][1] == 2
+    assert "metrics_iter_11.json" not in got and "model_iter_0.zip" not in got
+    assert LocalStorage(tmp_path / "absent").read_listing(CK, prefixes) == {}
+
+
 # -- symlinks ------------------------------------------------------------------------------------
 def test_outward_symlinks_are_not_followed(tmp_path):
     outside = tmp_path / "outside"

@@ -221,6 +221,16 @@ class Storage(ABC):
                 out[name] = exc
         return out
 
+    def read_listing(self, folder: str, prefixes: tuple[str, ...]) -> dict[str, tuple[FileStat, bytes | Exception]]:
+        """``listdir(folder, prefixes)`` with each file's bytes (a failure in their place): a cold scan.
+
+        Default: the listing, then ``read_many`` of what it found. Local storage does both in one pass.
+        """
+        listing = self.listdir(folder, prefixes=prefixes)
+        prefix = f"{folder}/" if folder not in ("", ".") else ""
+        read = self.read_many([prefix + n for n in listing])
+        return {n: (st, read[prefix + n]) for n, st in listing.items()}
+
     @abstractmethod
     def hash_file(self, name: str) -> tuple[str, int]:
         """``(sha256, size)`` of a stored file, streamed."""

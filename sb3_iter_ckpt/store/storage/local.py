@@ -153,12 +153,8 @@ class LocalStorage(Storage):
                 for entry in it:
                     if prefixes is not None and not entry.name.startswith(prefixes):
                         continue  # no stat for files the caller does not want (artifacts next to records)
-                    try:
-                        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                            st = entry.stat(follow_symlinks=False)
-                            out[entry.name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
-                    except FileNotFoundError:
-                        continue  # removed while listing
+                    if (found := _entry_stat(entry)) is not None:
+                        out[entry.name] = found
         except FileNotFoundError:
             pass
         except OSError as exc:  # not a folder, permission denied, I/O error
@@ -239,6 +235,39 @@ class LocalStorage(Storage):
                         out.update(super().read_many([name]))  # symlinks, odd files: the careful path
             finally:
                 os.close(dir_fd)
+        return out
+
+    def read_listing(self, folder: str, prefixes: tuple[str, ...]) -> dict[str, tuple[FileStat, bytes | Exception]]:
+        """One pass: each regular file opened relative to the folder's descriptor without following a link, its
+        ``FileStat`` taken from the open file (what was read: no ``stat`` by name first); a symlink or any
+        failure goes through ``listdir``'s stat and ``read_bytes`` (the careful path)."""
+        prefix = "" if folder in ("", ".") else f"{folder}/"
+        out: dict[str, tuple[FileStat, bytes | Exception]] = {}
+        try:
+            path = self.root if not prefix else self._path(folder)
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return out
+        except (OSError, UnsafePathError):
+            return super().read_listing(folder, prefixes)
+        try:
+            with os.scandir(dir_fd) as it:
+                for entry in it:
+                    if not entry.name.startswith(prefixes):
+                        continue
+                    read: tuple[FileStat, bytes | Exception] | None = (
+                        _read_regular(entry.name, dir_fd) if entry.is_file(follow_symlinks=False) else None
+                    )
+                    if read is None and (found := _entry_stat(entry)) is not None:
+                        # a symlink, or a file that could not be read here: as ``listdir`` and ``read_bytes`` do
+                        name = prefix + entry.name
+                        read = found, super().read_many([name])[name]
+                    if read is not None:
+                        out[entry.name] = read
+        except OSError as exc:  # as ``listdir``: permission denied, I/O error
+            raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(dir_fd)
         return out
 
     def hash_file(self, name: str) -> tuple[str, int]:
@@ -448,6 +477,37 @@ def _reflink(src_fd: int, dst_fd: int) -> bool:
     except OSError:  # EOPNOTSUPP (ext4, tmpfs), EXDEV, EINVAL...: the caller copies the bytes
         return False
     return True
+
+
+def _entry_stat(entry: os.DirEntry[str]) -> FileStat | None:
+    """What ``listdir`` reports of a folder entry: a file or a symlink (not followed); None for anything else."""
+    try:
+        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+            st = entry.stat(follow_symlinks=False)
+            return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
+    except FileNotFoundError:
+        pass  # removed while listing
+    return None
+
+
+def _read_regular(base: str, dir_fd: int) -> tuple[FileStat, bytes] | None:
+    """``base`` in the folder of ``dir_fd``, when it is a regular file that can be read: its stat and bytes."""
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        chunks = [os.read(fd, st.st_size + 1)]
+        while chunks[-1]:
+            chunks.append(os.read(fd, _CHUNK))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink), b"".join(chunks)
 
 
 def _read_error(name: str, root: Path, exc: OSError) -> IntegrityError:
