@@ -92,6 +92,17 @@ def utc_now() -> str:
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, tuples and non-finite floats (-> None) into strict JSON values."""
+    # JSON's own types first, by exact type: a record (signed at each commit, verified at each open) is mostly
+    # these, and the general checks below (an ABC's isinstance first) cost several times more per value.
+    kind = type(obj)
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -132,3 +132,26 @@ def test_every_text_is_read_as_the_slow_reference_reads_it(text, depth, end):
             rec.loads(text.encode(), "x.json")
         return
     assert rec.loads(text.encode(), "x.json") == expected
+
+
+class _Label(str):
+    pass
+
+
+def test_values_become_strict_json_whatever_their_type():
+    """``to_jsonable`` (every record written, every signature): JSON's own types as they are, the rest converted."""
+    import numpy as np
+
+    value = {
+        True: np.float64("nan"),
+        3: [float("inf"), -float("inf"), np.array([1.5, np.nan]), (1, np.int64(2))],
+        None: {"nested": {"x": float("nan"), "ok": 0.25, "flag": False, "n": 2**70, "s": _Label("a")}},
+        "plain": ["text", 1, 2.5, None, True],
+    }
+    assert rec.to_jsonable(value) == {
+        "True": None,
+        "3": [None, None, [1.5, None], [1, 2]],
+        "None": {"nested": {"x": None, "ok": 0.25, "flag": False, "n": 2**70, "s": "a"}},
+        "plain": ["text", 1, 2.5, None, True],
+    }
+    assert json.loads(rec.dumps(value)) == rec.to_jsonable(value)
