@@ -163,6 +163,21 @@ class RecordIndex:
             return False
         return iteration in self.scan()[0]  # a legacy model zip without a metrics file
 
+    def occupied(self, iterations: Sequence[int]) -> tuple[list[int], list[str]]:
+        """(those of ``iterations`` that ``has``, the ``stray_artifacts`` of all when none has): one ``stat`` a name."""
+        records = {i: [f"{_CK}/{rec.record_name(i)}", f"{_CK}/{rec.placeholder_name(i)}"] for i in iterations}
+        artifacts = {i: [f"{_CK}/{rec.artifact_name(kind, i)}" for kind in rec.ARTIFACT_NAMES] for i in iterations}
+        found = self.storage.stat_many([n for i in iterations for n in records[i] + artifacts[i]])
+        taken = [
+            i
+            for i in iterations
+            if any(n in found for n in records[i])
+            # a legacy model zip without a metrics file
+            or (artifacts[i][0] in found and i in self.scan()[0])
+        ]
+        stray = [] if taken else sorted(n.rpartition("/")[2] for i in iterations for n in artifacts[i] if n in found)
+        return taken, stray
+
     def lookup(self, iteration: int) -> Checkpoint | None:
         """``iteration``'s checkpoint (a model record before a placeholder) or None; an unreadable record raises."""
         names = (rec.record_name(iteration), rec.placeholder_name(iteration))

@@ -13,7 +13,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
@@ -83,6 +83,7 @@ class LocalStorage(Storage):
         self.temp_grace = temp_grace
         self._lock: FileLock | None = None
         self._local_times: bool | None = None
+        self._names: dict[str, tuple[PurePosixPath, Path]] = {}
 
     @property
     def url(self) -> str:
@@ -93,21 +94,49 @@ class LocalStorage(Storage):
         return Path(os.path.realpath(self.root))
 
     def _path(self, name: str, *, for_write: bool = False) -> Path:
-        rel = check_name(name)
-        path = self.root.joinpath(*rel.parts)
-        real_root = self._real_root()
-        # Writes and deletes go to the folder holding the name; that folder must be ours.
-        parent = Path(os.path.realpath(path.parent))
-        if parent != real_root and real_root not in parent.parents:
-            raise UnsafePathError(f"{name!r} lies in a folder that points outside the repository root")
+        rel, path = self._joined(name)
+        # Writes and deletes go to the folder holding the name; that folder must be ours. Resolved only when
+        # a folder between the root and the name is a symlink: without one it lies inside the root.
+        if len(rel.parts) > 1 and self._linked_folders(rel.parts[:-1]):
+            real_root = self._real_root()
+            parent = Path(os.path.realpath(path.parent))
+            if parent != real_root and real_root not in parent.parents:
+                raise UnsafePathError(f"{name!r} lies in a folder that points outside the repository root")
         if not for_write and path.is_symlink():
-            target = Path(os.path.realpath(path))
+            target, real_root = Path(os.path.realpath(path)), self._real_root()
             if target != real_root and real_root not in target.parents:
                 raise UnsafePathError(f"{name!r} is a symlink pointing outside the repository root; not followed")
         return path
 
+    def _joined(self, name: str) -> tuple[PurePosixPath, Path]:
+        """``check_name(name)`` and the path below the root it names, remembered: both depend on the name alone,
+        and a commit names each of its files several times."""
+        hit = self._names.get(name) if isinstance(name, str) else None
+        if hit is None:
+            rel = check_name(name)
+            hit = rel, self.root.joinpath(*rel.parts)
+            if len(self._names) >= 1024:
+                self._names.clear()
+            self._names[name] = hit
+        return hit
+
+    def _linked_folders(self, parts: Sequence[str]) -> bool:
+        """Whether a folder of ``parts`` below the root may be a symlink (one ``lstat`` per folder; unsure: True).
+        A missing one ends the walk: ``realpath`` keeps what does not exist as written."""
+        folder = os.fspath(self.root)
+        for part in parts:
+            folder = f"{folder}/{part}"
+            try:
+                if stat.S_ISLNK(os.lstat(folder).st_mode):
+                    return True
+            except FileNotFoundError:
+                return False
+            except OSError:
+                return True
+        return False
+
     def local_path(self, name: str) -> Path | None:
-        return self.root.joinpath(*check_name(name).parts)
+        return self._joined(name)[1]
 
     def reopen_root(self) -> str | None:
         # A subclass may behave differently from what a reopen by path builds: it is sent as is.
@@ -143,7 +172,7 @@ class LocalStorage(Storage):
             raise _read_error(name, self.root, exc) from exc
 
     def exists(self, name: str) -> bool:
-        return self.root.joinpath(*check_name(name).parts).is_file()
+        return self._joined(name)[1].is_file()
 
     def listdir(self, folder: str, prefixes: tuple[str, ...] | None = None) -> dict[str, FileStat]:
         path = self.root if folder in ("", ".") else self._path(folder)
@@ -179,13 +208,13 @@ class LocalStorage(Storage):
         out: dict[str, FileStat] = {}
         checked: set[str] = set()
         for name in names:
-            rel = check_name(name)
+            rel, path = self._joined(name)
             folder = str(rel.parent)
             if folder not in checked and folder != ".":
                 self._path(folder)  # a folder pointing outside the root is refused, as by listdir
                 checked.add(folder)
             try:
-                st = os.lstat(self.root.joinpath(*rel.parts))
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue
             except OSError as exc:  # a folder in the name that is a file, permission denied, I/O error
@@ -285,9 +314,9 @@ class LocalStorage(Storage):
 
     # -- writing ---------------------------------------------------------------------------------
     def _temp_for(self, name: str) -> str:
-        rel = check_name(name)
-        temp = f".{rel.name}.{TMP_TAG}-{_token()}"
-        return str(rel.parent / temp) if str(rel.parent) != "." else temp
+        rel = self._joined(name)[0]
+        temp, parent = f".{rel.name}.{TMP_TAG}-{_token()}", str(rel.parent)
+        return temp if parent == "." else f"{parent}/{temp}"
 
     def _write_temp(self, name: str, source: Source, durable: bool = True) -> Staged:
         temp = self._temp_for(name)
@@ -357,7 +386,7 @@ class LocalStorage(Storage):
             # Before the try: a refused publish leaves the staged files to the caller (which may retry
             # them under another iteration number, or discard them).
             for name in conflicts:
-                if self.root.joinpath(*check_name(name).parts).exists():
+                if self._joined(name)[1].exists():
                     raise already_committed(name, str(self.root))
             try:
                 for name in replace:
