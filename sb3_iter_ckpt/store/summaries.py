@@ -24,7 +24,7 @@ from sb3_iter_ckpt.store.bestfiles import BestFile, ownership
 _CK = rec.CHECKPOINTS_DIR
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _installed(distribution: str) -> str:
     """An installed distribution's version, read once per process (its metadata parsed: milliseconds each)."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -126,6 +127,47 @@ def test_fsync_failure_anywhere_in_publish_rolls_everything_back(tmp_path, mocke
         st.publish(staged, f"{CK}/metrics_iter_1.json", b"{}")
     mocker.stopall()
     assert {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)} == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors through /proc")
+@pytest.mark.parametrize("failing", ["model_iter_1.zip", "metrics_iter_1.json"])
+def test_a_failed_sync_of_the_bytes_fails_the_publish_and_leaves_nothing(tmp_path, mocker, failing):
+    """The bytes sync in a background thread: its error still fails the publish, before any name is given."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"keep")
+    before = {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)}
+    real = os.fsync
+
+    def failing_sync(fd):
+        if failing in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+
+    mocker.patch.object(local_mod.os, "fsync", failing_sync)
+    staged = [st.stage(f"{CK}/model_iter_1.zip", b"new")]
+    with pytest.raises(OSError, match="Input/output error"):
+        st.publish(staged, f"{CK}/metrics_iter_1.json", b"{}")
+    mocker.stopall()
+    assert {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)} == before
+
+
+def _commit_in_child(root: str) -> None:
+    _commit(LocalStorage(root), 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_commits_after_its_parent_did(tmp_path):
+    """A process pool's forked worker has none of its parent's threads, the background syncs' included."""
+    _commit(LocalStorage(tmp_path / "parent"), 0)  # the parent's sync thread exists, idle
+    child = multiprocessing.get_context("fork").Process(target=_commit_in_child, args=(str(tmp_path / "child"),))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung and child.exitcode == 0
+    assert (tmp_path / "child" / CK / "metrics_iter_0.json").read_bytes() == b'{"i": 0}'
 
 
 def test_link_failure_rolls_back_renamed_artifacts(tmp_path, mocker):

@@ -40,6 +40,7 @@ from sb3_iter_ckpt.store.storage.base import (
     already_committed,
     check_name,
 )
+from sb3_iter_ckpt.store.storage.syncs import Syncs
 
 _FICLONE = 0x40049409  # Linux's ioctl number, for Pythons whose fcntl does not name it
 
@@ -84,6 +85,7 @@ class LocalStorage(Storage):
         self._lock: FileLock | None = None
         self._local_times: bool | None = None
         self._names: dict[str, tuple[PurePosixPath, Path]] = {}
+        self._syncs = Syncs()
 
     @property
     def url(self) -> str:
@@ -97,7 +99,7 @@ class LocalStorage(Storage):
         rel, path = self._joined(name)
         # Writes and deletes go to the folder holding the name; that folder must be ours. Resolved only when
         # a folder between the root and the name is a symlink: without one it lies inside the root.
-        if len(rel.parts) > 1 and self._linked_folders(rel.parts[:-1]):
+        if len(rel.parts) > 1 and _linked_folders(self.root, rel.parts[:-1]):
             real_root = self._real_root()
             parent = Path(os.path.realpath(path.parent))
             if parent != real_root and real_root not in parent.parents:
@@ -119,21 +121,6 @@ class LocalStorage(Storage):
                 self._names.clear()
             self._names[name] = hit
         return hit
-
-    def _linked_folders(self, parts: Sequence[str]) -> bool:
-        """Whether a folder of ``parts`` below the root may be a symlink (one ``lstat`` per folder; unsure: True).
-        A missing one ends the walk: ``realpath`` keeps what does not exist as written."""
-        folder = os.fspath(self.root)
-        for part in parts:
-            folder = f"{folder}/{part}"
-            try:
-                if stat.S_ISLNK(os.lstat(folder).st_mode):
-                    return True
-            except FileNotFoundError:
-                return False
-            except OSError:
-                return True
-        return False
 
     def local_path(self, name: str) -> Path | None:
         return self._joined(name)[1]
@@ -239,65 +226,10 @@ class LocalStorage(Storage):
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size), st.st_ctime_ns
 
     def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
-        """Read many files of one folder: the folder is checked once, each file opened without following
-        a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""
-        folders: dict[str, list[str]] = {}
-        for name in names:
-            parent, _, base = name.rpartition("/")
-            folders.setdefault(parent, []).append(base)
-        out: dict[str, bytes | Exception] = {}
-        for parent, bases in folders.items():
-            try:
-                dir_fd = os.open(self.root if parent == "" else self._path(parent), os.O_RDONLY | os.O_DIRECTORY)
-            except (OSError, UnsafePathError):
-                out.update(super().read_many([f"{parent}/{b}" if parent else b for b in bases]))
-                continue
-            try:
-                for base in bases:
-                    name = f"{parent}/{base}" if parent else base
-                    try:
-                        check_name(name)
-                        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-                        with open(fd, "rb") as f:
-                            out[name] = f.read()
-                    except (OSError, UnsafePathError):
-                        out.update(super().read_many([name]))  # symlinks, odd files: the careful path
-            finally:
-                os.close(dir_fd)
-        return out
+        return _read_many(self, names)
 
     def read_listing(self, folder: str, prefixes: tuple[str, ...]) -> dict[str, tuple[FileStat, bytes | Exception]]:
-        """One pass: each regular file opened relative to the folder's descriptor without following a link, its
-        ``FileStat`` taken from the open file (what was read: no ``stat`` by name first); a symlink or any
-        failure goes through ``listdir``'s stat and ``read_bytes`` (the careful path)."""
-        prefix = "" if folder in ("", ".") else f"{folder}/"
-        out: dict[str, tuple[FileStat, bytes | Exception]] = {}
-        try:
-            path = self.root if not prefix else self._path(folder)
-            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return out
-        except (OSError, UnsafePathError):
-            return super().read_listing(folder, prefixes)
-        try:
-            with os.scandir(dir_fd) as it:
-                for entry in it:
-                    if not entry.name.startswith(prefixes):
-                        continue
-                    read: tuple[FileStat, bytes | Exception] | None = (
-                        _read_regular(entry.name, dir_fd) if entry.is_file(follow_symlinks=False) else None
-                    )
-                    if read is None and (found := _entry_stat(entry)) is not None:
-                        # a symlink, or a file that could not be read here: as ``listdir`` and ``read_bytes`` do
-                        name = prefix + entry.name
-                        read = found, super().read_many([name])[name]
-                    if read is not None:
-                        out[entry.name] = read
-        except OSError as exc:  # as ``listdir``: permission denied, I/O error
-            raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
-        finally:
-            os.close(dir_fd)
-        return out
+        return _read_listing(self, folder, prefixes)
 
     def hash_file(self, name: str) -> tuple[str, int]:
         path = self._path(name)
@@ -318,24 +250,37 @@ class LocalStorage(Storage):
         temp, parent = f".{rel.name}.{TMP_TAG}-{_token()}", str(rel.parent)
         return temp if parent == "." else f"{parent}/{temp}"
 
-    def _write_temp(self, name: str, source: Source, durable: bool = True) -> Staged:
+    def _write_temp(self, name: str, source: Source, durable: bool = True, later: bool = False) -> Staged:
+        """``source`` under a temporary name for ``name``; ``durable``: fsynced (``later``: in the background,
+        waited for with ``self._syncs.wait(temp)`` before the temporary gets a name that needs its bytes)."""
         temp = self._temp_for(name)
         path = self._path(temp, for_write=True)
         self._mkdirs(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            with open(path, "xb") as f:
+            with open(fd, "wb", closefd=False) as f:
                 hw = _HashingFile(f)
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     hw.write(source)
                 else:
                     source(io.BufferedWriter(hw, buffer_size=_CHUNK))
-                f.flush()
-                if durable:
-                    os.fsync(f.fileno())
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        if durable and later:
+            self._syncs.start(temp, fd)
+        else:
+            try:
+                if durable:
+                    os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
         return Staged(final=name, temp=temp, sha256=hw.hash.hexdigest(), size=hw.size)
 
     def stage(self, name: str, source: Source) -> Staged:
@@ -348,11 +293,12 @@ class LocalStorage(Storage):
                 user_writer(f)
                 f.flush()
 
-            return self._write_temp(name, flushing)
-        return self._write_temp(name, source)
+            return self._write_temp(name, flushing, later=True)
+        return self._write_temp(name, source, later=True)
 
     def discard(self, staged: Sequence[Staged]) -> None:
         for s in staged:
+            self._syncs.forget(s.temp)
             with contextlib.suppress(OSError, UnsafePathError):
                 os.unlink(self._path(s.temp, for_write=True))
 
@@ -377,7 +323,6 @@ class LocalStorage(Storage):
     ) -> None:
         record_path = self._path(record, for_write=True)
         folder = record_path.parent
-        intent_name = rollback.intent_name(record)
         moved: list[Path] = []
         intent_path: Path | None = None
         rec_staged: Staged | None = None
@@ -392,23 +337,17 @@ class LocalStorage(Storage):
                 for name in replace:
                     self.delete(name)
                 self._mkdirs(folder)
-                intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
-                intent_path = self._path(intent_name, for_write=True)
-                # Not fsynced: it only guides the cleanup after a killed writer (the page cache
-                # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
-                intent_tmp = self._write_temp(intent_name, json.dumps(intent).encode(), durable=False)
-                try:
-                    os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
-                except BaseException:
-                    self.discard([intent_tmp])
-                    raise
+                # The record's bytes sync in the background while the artifacts get their names.
+                rec_staged = self._write_temp(record, record_bytes, later=True)
+                intent_path = self._write_intent(record, staged)
                 for s in staged:
                     dst = self._path(s.final, for_write=True)
+                    self._syncs.wait(s.temp)  # its bytes durable before its name
                     os.replace(self._path(s.temp, for_write=True), dst)
                     moved.append(dst)
                 if moved:
                     self._fsync_dir(folder)
-                rec_staged = self._write_temp(record, record_bytes)
+                self._syncs.wait(rec_staged.temp)
                 try:
                     os.link(self._path(rec_staged.temp, for_write=True), record_path)
                 except FileExistsError as exc:
@@ -423,6 +362,20 @@ class LocalStorage(Storage):
                     self.discard([rec_staged])
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
+
+    def _write_intent(self, record: str, staged: Sequence[Staged]) -> Path:
+        """The intent of publishing ``record`` with ``staged`` (see ``storage.rollback``), in place; its path."""
+        intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
+        intent_path = self._path(rollback.intent_name(record), for_write=True)
+        # Not fsynced: it only guides the cleanup after a killed writer (the page cache
+        # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
+        intent_tmp = self._write_temp(rollback.intent_name(record), json.dumps(intent).encode(), durable=False)
+        try:
+            os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
+        except BaseException:
+            self.discard([intent_tmp])
+            raise
+        return intent_path
 
     def _undo_publish(
         self, record: Path | None, moved: Sequence[Path], staged: Sequence[Staged], intent: Path | None
@@ -495,6 +448,87 @@ class LocalStorage(Storage):
         if not self.root.is_dir():
             return []
         return rollback.sweep(self, folders, self.temp_grace)
+
+
+def _read_many(storage: LocalStorage, names: Sequence[str]) -> dict[str, bytes | Exception]:
+    """Read many files of one folder: the folder is checked once, each file opened without following
+    a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""
+    folders: dict[str, list[str]] = {}
+    for name in names:
+        parent, _, base = name.rpartition("/")
+        folders.setdefault(parent, []).append(base)
+    out: dict[str, bytes | Exception] = {}
+    for parent, bases in folders.items():
+        try:
+            dir_fd = os.open(storage.root if parent == "" else storage._path(parent), os.O_RDONLY | os.O_DIRECTORY)
+        except (OSError, UnsafePathError):
+            out.update(Storage.read_many(storage, [f"{parent}/{b}" if parent else b for b in bases]))
+            continue
+        try:
+            for base in bases:
+                name = f"{parent}/{base}" if parent else base
+                try:
+                    check_name(name)
+                    fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                    with open(fd, "rb") as f:
+                        out[name] = f.read()
+                except (OSError, UnsafePathError):
+                    out.update(Storage.read_many(storage, [name]))  # symlinks, odd files: the careful path
+        finally:
+            os.close(dir_fd)
+    return out
+
+
+def _read_listing(
+    storage: LocalStorage, folder: str, prefixes: tuple[str, ...]
+) -> dict[str, tuple[FileStat, bytes | Exception]]:
+    """One pass: each regular file opened relative to the folder's descriptor without following a link, its
+    ``FileStat`` taken from the open file (what was read: no ``stat`` by name first); a symlink or any
+    failure goes through ``listdir``'s stat and ``read_bytes`` (the careful path)."""
+    prefix = "" if folder in ("", ".") else f"{folder}/"
+    out: dict[str, tuple[FileStat, bytes | Exception]] = {}
+    try:
+        path = storage.root if not prefix else storage._path(folder)
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return out
+    except (OSError, UnsafePathError):
+        return Storage.read_listing(storage, folder, prefixes)
+    try:
+        with os.scandir(dir_fd) as it:
+            for entry in it:
+                if not entry.name.startswith(prefixes):
+                    continue
+                read: tuple[FileStat, bytes | Exception] | None = (
+                    _read_regular(entry.name, dir_fd) if entry.is_file(follow_symlinks=False) else None
+                )
+                if read is None and (found := _entry_stat(entry)) is not None:
+                    # a symlink, or a file that could not be read here: as ``listdir`` and ``read_bytes`` do
+                    name = prefix + entry.name
+                    read = found, Storage.read_many(storage, [name])[name]
+                if read is not None:
+                    out[entry.name] = read
+    except OSError as exc:  # as ``listdir``: permission denied, I/O error
+        raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(dir_fd)
+    return out
+
+
+def _linked_folders(root: Path, parts: Sequence[str]) -> bool:
+    """Whether a folder of ``parts`` below the root may be a symlink (one ``lstat`` per folder; unsure: True).
+    A missing one ends the walk: ``realpath`` keeps what does not exist as written."""
+    folder = os.fspath(root)
+    for part in parts:
+        folder = f"{folder}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(folder).st_mode):
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+    return False
 
 
 def _reflink(src_fd: int, dst_fd: int) -> bool:
