@@ -119,9 +119,9 @@ class RecordIndex:
     def scan_records(self) -> Scan:
         """Parse every record (cached by size/mtime/inode)."""
         if not self._cache:  # a cold open: list and read in one pass
-            both = self.storage.read_listing(_CK, RECORD_PREFIXES)
-            listing = {n: st for n, (st, _) in both.items() if rec.parse_record_name(n) is not None}
-            self._prefetched = {n: both[n][1] for n in listing}
+            both = self.storage.read_listing(_CK, RECORD_PREFIXES, wanted=rec.parse_record_name)
+            listing = {n: st for n, (st, _) in both.items()}
+            self._prefetched = {n: data for n, (_, data) in both.items()}
         else:
             listing = self.records_listing()
             for stale in set(self._cache) - set(listing):

@@ -287,6 +287,17 @@ def test_read_listing_is_listdir_and_read_bytes_in_one_pass(tmp_path):
     assert LocalStorage(tmp_path / "absent").read_listing(CK, prefixes) == {}
 
 
+def test_read_listing_reads_only_the_names_wanted(tmp_path, mocker):
+    """A file that only starts like a record (a backup, another tool's file of any size) is never read."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0)
+    (tmp_path / CK / "metrics_iter_0.json.bak").write_bytes(b"x" * 100_000)
+    read = mocker.spy(local_mod, "_read_regular")
+    got = st.read_listing(CK, ("metrics_iter_",), wanted=lambda name: name.endswith(".json"))
+    assert list(got) == ["metrics_iter_0.json"]
+    assert [call.args[0] for call in read.call_args_list] == ["metrics_iter_0.json"]
+
+
 # -- symlinks ------------------------------------------------------------------------------------
 def test_outward_symlinks_are_not_followed(tmp_path):
     outside = tmp_path / "outside"

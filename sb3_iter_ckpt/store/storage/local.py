@@ -12,7 +12,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -228,8 +228,10 @@ class LocalStorage(Storage):
     def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
         return _read_many(self, names)
 
-    def read_listing(self, folder: str, prefixes: tuple[str, ...]) -> dict[str, tuple[FileStat, bytes | Exception]]:
-        return _read_listing(self, folder, prefixes)
+    def read_listing(
+        self, folder: str, prefixes: tuple[str, ...], wanted: Callable[[str], object] = bool
+    ) -> dict[str, tuple[FileStat, bytes | Exception]]:
+        return _read_listing(self, folder, prefixes, wanted)
 
     def hash_file(self, name: str) -> tuple[str, int]:
         path = self._path(name)
@@ -480,7 +482,7 @@ def _read_many(storage: LocalStorage, names: Sequence[str]) -> dict[str, bytes |
 
 
 def _read_listing(
-    storage: LocalStorage, folder: str, prefixes: tuple[str, ...]
+    storage: LocalStorage, folder: str, prefixes: tuple[str, ...], wanted: Callable[[str], object]
 ) -> dict[str, tuple[FileStat, bytes | Exception]]:
     """One pass: each regular file opened relative to the folder's descriptor without following a link, its
     ``FileStat`` taken from the open file (what was read: no ``stat`` by name first); a symlink or any
@@ -493,11 +495,11 @@ def _read_listing(
     except FileNotFoundError:
         return out
     except (OSError, UnsafePathError):
-        return Storage.read_listing(storage, folder, prefixes)
+        return Storage.read_listing(storage, folder, prefixes, wanted)
     try:
         with os.scandir(dir_fd) as it:
             for entry in it:
-                if not entry.name.startswith(prefixes):
+                if not entry.name.startswith(prefixes) or not wanted(entry.name):
                     continue
                 read: tuple[FileStat, bytes | Exception] | None = (
                     _read_regular(entry.name, dir_fd) if entry.is_file(follow_symlinks=False) else None
