@@ -263,16 +263,14 @@ def _as_listed(st: LocalStorage, folder: str, prefixes: tuple[str, ...]) -> dict
 
 def test_read_listing_is_listdir_and_read_bytes_in_one_pass(tmp_path):
     """The cold scan's one pass sees what a listing and one read per file would: symlinks, odd entries included."""
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "secret.json").write_bytes(b"outside")
+    secret = _outside_file(tmp_path, "secret.json", b"outside")
     root = tmp_path / "repo"
     st = LocalStorage(root)
     for i in range(3):
         _commit(st, i)
     ck = root / CK
     (ck / "metrics_iter_7.json").symlink_to(ck / "metrics_iter_0.json")  # inward: read through it
-    (ck / "metrics_iter_8.json").symlink_to(outside / "secret.json")  # outward: its error, never its bytes
+    (ck / "metrics_iter_8.json").symlink_to(secret)  # outward: its error, never its bytes
     (ck / "metrics_iter_9.json").symlink_to(ck / "absent.json")  # dangling
     (ck / "metrics_iter_10.json").mkdir()  # a folder holding a record's name: not a file
     os.mkfifo(ck / "metrics_iter_11.json")  # opened, a FIFO would block: never opened
@@ -299,10 +297,16 @@ def test_read_listing_reads_only_the_names_wanted(tmp_path, mocker):
 
 
 # -- symlinks ------------------------------------------------------------------------------------
-def test_outward_symlinks_are_not_followed(tmp_path):
+def _outside_file(tmp_path, name: str, data: bytes):
+    """A file in a folder next to (outside) the repository root."""
     outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "target.zip").write_bytes(b"precious")
+    outside.mkdir(exist_ok=True)
+    (outside / name).write_bytes(data)
+    return outside / name
+
+
+def test_outward_symlinks_are_not_followed(tmp_path):
+    outside = _outside_file(tmp_path, "target.zip", b"precious").parent
     root = tmp_path / "repo"
     st = LocalStorage(root)
     _commit(st, 0)
