@@ -565,14 +565,17 @@ def _read_regular(base: str, dir_fd: int) -> tuple[FileStat, bytes] | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        chunks = [os.read(fd, st.st_size + 1)]
-        while chunks[-1]:
-            chunks.append(os.read(fd, _CHUNK))
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:  # grown since the stat, or a short read: read on to the end
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(fd, _CHUNK))
+            data = b"".join(chunks)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink), b"".join(chunks)
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink), data
 
 
 def _read_error(name: str, root: Path, exc: OSError) -> IntegrityError:
