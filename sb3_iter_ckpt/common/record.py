@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -92,6 +92,17 @@ def utc_now() -> str:
 
 def to_jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays, tuples and non-finite floats (-> None) into strict JSON values."""
+    # JSON's own types first, by exact type: a record (signed at each commit, verified at each open) is mostly
+    # these, and the general checks below (an ABC's isinstance first) cost several times more per value.
+    kind = type(obj)
+    if kind is str or kind is int or kind is bool or obj is None:
+        return obj
+    if kind is float:
+        return obj if math.isfinite(obj) else None
+    if kind is dict:
+        return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
+    if kind is list:
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -152,20 +163,42 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+#: Decoders built once (``json.loads`` with hooks builds one per call): the exact one checks every number.
+_EXACT = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int)
+_PLAIN = json.JSONDecoder(parse_constant=_reject_constant)
+#: A JSON text's shape for ``_plain``: every ASCII digit "0", "E" "e", "+" "-", "[" "{", and each character
+#: that may follow a number ("," "]" "}" and JSON's whitespace) ",".
+_SHAPE = bytes.maketrans(b"0123456789E+[]} \t\n\r", b"0000000000e-{,,,,,,")
+_LONG_DIGITS = b"0" * 20
+_BIG_EXPONENT = re.compile(rb"e-?000+(?:,|\Z)")
+
+
+def _plain(data: bytes) -> bool:
+    """Whether ``data`` can hold no number outside the float range and no nesting past ``MAX_JSON_DEPTH``.
+
+    True only when that is certain from the text alone, so that ``json`` may parse it without the hooks
+    (a record's usual case, at under half the cost): at most ``MAX_JSON_DEPTH`` opening brackets, no run
+    of 20 digits (an integer below 10**20, a float's integer part too) and no exponent of 3 digits or more
+    ending where a number ends (a float below 10**20 * 10**99). Brackets, digits or an "e" inside strings
+    (a hash's hex) can only make it False: the exact parse then decides.
+    """
+    shape = data.translate(_SHAPE)
+    return shape.count(b"{") <= MAX_JSON_DEPTH and _LONG_DIGITS not in shape and not _BIG_EXPONENT.search(shape)
+
+
 def loads(data: bytes, what: str) -> Any:
     """Parse strict JSON; any failure is a ``RecordError`` naming ``what``.
 
     Refused too: numbers outside the float range and nesting deeper than ``MAX_JSON_DEPTH``.
     """
+    plain = _plain(data)
     try:
-        value = json.loads(
-            data.decode("utf-8"), parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
-        )
+        value = (_PLAIN if plain else _EXACT).decode(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise RecordError(f"{what} is not valid JSON ({exc}); restore it or remove the iteration") from exc
     except RecursionError as exc:
         raise RecordError(f"{what} is nested too deeply to be a record; restore it or remove the iteration") from exc
-    if _depth_exceeds(value, MAX_JSON_DEPTH):
+    if not plain and _depth_exceeds(value, MAX_JSON_DEPTH):
         raise RecordError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; restore it or remove the iteration")
     return value
 
@@ -270,9 +303,8 @@ class Checkpoint:
         return dict(sel) if isinstance(sel, Mapping) else {}
 
 
-def _expect(cond: bool, what: str, msg: str) -> None:
-    if not cond:
-        raise RecordError(f"{what}: {msg}")
+def _fail(what: str, msg: str) -> NoReturn:
+    raise RecordError(f"{what}: {msg}")
 
 
 #: Fields the package reads back from a record (of any schema, the seed's included), and the JSON
@@ -290,48 +322,55 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "error": (str,),
     "window_timesteps": (list,),
 }
+_FIELDS = tuple(_FIELD_TYPES.items())
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+# The checks below run for every record of a cold open: a message is built only for a record that fails.
 
 
 def _check_fields(name: str, raw: Mapping[str, Any]) -> None:
-    for key, types in _FIELD_TYPES.items():
+    for key, types in _FIELDS:
         value = raw.get(key)
-        _expect(value is None or isinstance(value, types), name, f"{key!r} is not a {types[0].__name__}")
+        if value is not None and not isinstance(value, types):
+            _fail(name, f"{key!r} is not a {types[0].__name__}")
     selection = raw.get("selection") or {}
     for key in ("monitor", "mode"):
         value = selection.get(key)
-        _expect(value is None or isinstance(value, str), name, f"selection {key!r} is not a string")
+        if value is not None and not isinstance(value, str):
+            _fail(name, f"selection {key!r} is not a string")
 
 
 def _check_version(name: str, version: Any) -> None:
-    _expect(isinstance(version, int) and not isinstance(version, bool), name, "schema_version is not an integer")
-    _expect(
-        version <= SCHEMA_VERSION,
-        name,
-        f"schema_version {version} is newer than this package understands ({SCHEMA_VERSION}); upgrade sb3-iter-ckpt",
-    )
-    _expect(version >= 1, name, f"invalid schema_version {version}")
+    if not isinstance(version, int) or isinstance(version, bool):
+        _fail(name, "schema_version is not an integer")
+    if version > SCHEMA_VERSION:
+        _fail(
+            name,
+            f"schema_version {version} is newer than this package understands ({SCHEMA_VERSION}); "
+            "upgrade sb3-iter-ckpt",
+        )
+    if version < 1:
+        _fail(name, f"invalid schema_version {version}")
 
 
 def _parse_artifacts(name: str, artifacts_raw: Any) -> dict[str, ArtifactInfo]:
     """A record's ``artifacts``, each a plain file name with a sha256 and a size."""
-    _expect(isinstance(artifacts_raw, dict), name, "'artifacts' is not an object")
+    if not isinstance(artifacts_raw, dict):
+        _fail(name, "'artifacts' is not an object")
     artifacts: dict[str, ArtifactInfo] = {}
     for kind, info in artifacts_raw.items():
-        _expect(isinstance(info, dict), name, f"artifact {kind!r} is not an object")
+        if not isinstance(info, dict):
+            _fail(name, f"artifact {kind!r} is not an object")
         file, sha, size = info.get("file"), info.get("sha256"), info.get("size")
-        _expect(isinstance(file, str) and file != "", name, f"artifact {kind!r} has no file name")
+        if not isinstance(file, str) or file == "":
+            _fail(name, f"artifact {kind!r} has no file name")
         # a plain name inside checkpoints/: a record can never make load/prune reach another folder
-        _expect(
-            "/" not in file and "\\" not in file and "\x00" not in file and file not in (".", ".."),
-            name,
-            f"artifact {kind!r} file {file!r} is not a plain file name",
-        )
-        _expect(
-            isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha) is not None,
-            name,
-            f"artifact {kind!r} has no valid sha256",
-        )
-        _expect(isinstance(size, int) and not isinstance(size, bool) and size >= 0, name, f"artifact {kind!r} size")
+        if "/" in file or "\\" in file or "\x00" in file or file in (".", ".."):
+            _fail(name, f"artifact {kind!r} file {file!r} is not a plain file name")
+        if not isinstance(sha, str) or _SHA256_RE.fullmatch(sha) is None:
+            _fail(name, f"artifact {kind!r} has no valid sha256")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            _fail(name, f"artifact {kind!r} size")
         artifacts[kind] = ArtifactInfo(file, sha, size)
     return artifacts
 
@@ -344,34 +383,37 @@ def parse(name: str, data: bytes, *, model_path_for: Any = None) -> Checkpoint:
     :param model_path_for: ``callable(file_name) -> path`` used to build ``model_path``.
     """
     parsed = parse_record_name(name)
-    _expect(parsed is not None, name, "not a record file name")
-    assert parsed is not None
+    if parsed is None:
+        _fail(name, "not a record file name")
     iteration, placeholder = parsed
     raw = loads(data, name)
-    _expect(isinstance(raw, dict), name, "the record is not a JSON object")
+    if not isinstance(raw, dict):
+        _fail(name, "the record is not a JSON object")
     _check_fields(name, raw)
     if "schema_version" not in raw:
         return _parse_legacy(name, iteration, placeholder, raw, model_path_for)
     _check_version(name, raw["schema_version"])
-    _expect(raw.get("iteration") == iteration, name, f"records iteration {raw.get('iteration')!r}, not {iteration}")
+    if raw.get("iteration") != iteration:
+        _fail(name, f"records iteration {raw.get('iteration')!r}, not {iteration}")
     metrics = raw.get("metrics", {})
-    _expect(isinstance(metrics, dict), name, "'metrics' is not an object")
+    if not isinstance(metrics, dict):
+        _fail(name, "'metrics' is not an object")
     artifacts = _parse_artifacts(name, raw.get("artifacts", {}))
-    has_model = "model" in artifacts
+    model = artifacts.get("model")
+    has_model = model is not None
     pruned = raw.get("pruned")
     # A model record whose artifacts were pruned keeps its metrics but no longer has a model.
-    _expect(
-        has_model != placeholder or (pruned is not None and not placeholder),
-        name,
-        "placeholder/model kind does not match the file name",
-    )
+    if has_model == placeholder and (pruned is None or placeholder):
+        _fail(name, "placeholder/model kind does not match the file name")
     timesteps = raw.get("timesteps")
-    _expect(timesteps is None or (isinstance(timesteps, int) and not isinstance(timesteps, bool)), name, "timesteps")
+    if timesteps is not None and (not isinstance(timesteps, int) or isinstance(timesteps, bool)):
+        _fail(name, "timesteps")
     reason = raw.get("reason")
-    _expect(reason is None or isinstance(reason, str), name, "'reason' is not a string")
+    if reason is not None and not isinstance(reason, str):
+        _fail(name, "'reason' is not a string")
     created = raw.get("created_at")
-    _expect(created is None or isinstance(created, str), name, "'created_at' is not a string")
-    model = artifacts.get("model")
+    if created is not None and not isinstance(created, str):
+        _fail(name, "'created_at' is not a string")
     return Checkpoint(
         iteration=iteration,
         has_model=has_model,

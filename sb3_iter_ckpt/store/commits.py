@@ -91,8 +91,7 @@ class Publisher:
         self.trust.authorize_write(self.index)
         if overwrite:
             return
-        taken = [i for i in iterations if self.index.has(check_iteration(i))]
-        stray = [] if taken else self.index.stray_artifacts(iterations)
+        taken, stray = self.index.occupied([check_iteration(i) for i in iterations])
         if stray:
             # Another writer's commit in flight (its intent is there from before its files are renamed
             # into place until after its record is published) takes the number; its files are not strays.
@@ -113,7 +112,8 @@ class Publisher:
             )
 
     def _taken(self, iteration: int) -> bool:
-        return self.index.has(iteration) or bool(self.index.stray_artifacts([iteration]))
+        taken, stray = self.index.occupied([iteration])
+        return bool(taken or stray)
 
     def commit(
         self,

@@ -118,13 +118,18 @@ class RecordIndex:
 
     def scan_records(self) -> Scan:
         """Parse every record (cached by size/mtime/inode)."""
-        listing = self.records_listing()
-        for stale in set(self._cache) - set(listing):
-            del self._cache[stale]
-        todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
-        if len(todo) > 1:  # a cold open: read them in one go (one folder check instead of one per file)
-            read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
-            self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
+        if not self._cache:  # a cold open: list and read in one pass
+            both = self.storage.read_listing(_CK, RECORD_PREFIXES, wanted=rec.parse_record_name)
+            listing = {n: st for n, (st, _) in both.items()}
+            self._prefetched = {n: data for n, (_, data) in both.items()}
+        else:
+            listing = self.records_listing()
+            for stale in set(self._cache) - set(listing):
+                del self._cache[stale]
+            todo = [n for n, st in listing.items() if (hit := self._cache.get(n)) is None or hit[0] != st]
+            if len(todo) > 1:  # many changed: read them in one go (one folder check instead of one per file)
+                read = self.storage.read_many([f"{_CK}/{n}" for n in todo])
+                self._prefetched = {n: read.get(f"{_CK}/{n}") for n in todo}
         good: dict[int, Checkpoint] = {}
         bad: dict[str, CheckpointError] = {}
         dups: dict[int, list[str]] = {}
@@ -157,6 +162,21 @@ class RecordIndex:
         if f"{_CK}/{names[2]}" not in found:
             return False
         return iteration in self.scan()[0]  # a legacy model zip without a metrics file
+
+    def occupied(self, iterations: Sequence[int]) -> tuple[list[int], list[str]]:
+        """(those of ``iterations`` that ``has``, the ``stray_artifacts`` of all when none has): one ``stat`` a name."""
+        records = {i: [f"{_CK}/{rec.record_name(i)}", f"{_CK}/{rec.placeholder_name(i)}"] for i in iterations}
+        artifacts = {i: [f"{_CK}/{rec.artifact_name(kind, i)}" for kind in rec.ARTIFACT_NAMES] for i in iterations}
+        found = self.storage.stat_many([n for i in iterations for n in records[i] + artifacts[i]])
+        taken = [
+            i
+            for i in iterations
+            if any(n in found for n in records[i])
+            # a legacy model zip without a metrics file
+            or (artifacts[i][0] in found and i in self.scan()[0])
+        ]
+        stray = [] if taken else sorted(n.rpartition("/")[2] for i in iterations for n in artifacts[i] if n in found)
+        return taken, stray
 
     def lookup(self, iteration: int) -> Checkpoint | None:
         """``iteration``'s checkpoint (a model record before a placeholder) or None; an unreadable record raises."""

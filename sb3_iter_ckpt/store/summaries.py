@@ -6,6 +6,7 @@ hold, the analysis): the repository reads and writes the files.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import platform
 import sys
@@ -23,6 +24,15 @@ from sb3_iter_ckpt.store.bestfiles import BestFile, ownership
 _CK = rec.CHECKPOINTS_DIR
 
 
+@functools.cache
+def _installed(distribution: str) -> str:
+    """An installed distribution's version, read once per process (its metadata parsed: milliseconds each)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def versions() -> dict[str, str]:
     """Versions of the packages a checkpoint depends on, for the record. Read from the installed
     distributions, not by importing them: ``verify`` and ``list`` never import torch or SB3."""
@@ -32,10 +42,7 @@ def versions() -> dict[str, str]:
         loaded = sys.modules.get(module)
         if loaded is not None and isinstance(getattr(loaded, "__version__", None), str):
             return str(loaded.__version__)
-        try:
-            return importlib.metadata.version(distribution)
-        except importlib.metadata.PackageNotFoundError:
-            return "not installed"
+        return _installed(distribution)
 
     return {
         "sb3_iter_ckpt": __version__,

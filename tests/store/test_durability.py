@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +205,27 @@ def test_commit_makes_each_artifact_the_record_and_their_folders_durable(tmp_pat
         assert synced is not None and synced < record_named, f"{name}: its name was not durable before the record"
     sync_log.assert_folders_durable()
     assert {e.path for e in sync_log.events if e.kind == "mkdir"} >= {_real(root), _real(ck)}
+
+
+def test_on_a_slow_disk_each_name_still_waits_for_the_sync_it_needs(tmp_path, sync_log, monkeypatch, artifacts):
+    """The bytes' syncs run in a background thread: a slow one must still complete before the name it guards."""
+    logged = os.fsync
+
+    def slow_fsync(fd):
+        # Far longer than the renames, the folder's sync and the link that follow; the record's the longest.
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            time.sleep(0.6 if "metrics_iter" in os.readlink(f"/proc/self/fd/{fd}") else 0.1)
+        logged(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    repo = CheckpointRepository(tmp_path / "repo")
+    _commit(repo, 0, artifacts)
+    ck = tmp_path / "repo" / CK
+    _, record_named = sync_log.assert_durable(ck / "metrics_iter_0.json")
+    for name in ("model_iter_0.zip", "vecnormalize_iter_0.pkl", "replay_buffer_iter_0.pkl"):
+        _, named = sync_log.assert_durable(ck / name)
+        synced = sync_log.folder_synced_after(ck, named)
+        assert synced is not None and synced < record_named, f"{name}: its name was not durable before the record"
 
 
 def test_commit_into_an_existing_folder(tmp_path, sync_log, artifacts):

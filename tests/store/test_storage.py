@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -128,6 +129,47 @@ def test_fsync_failure_anywhere_in_publish_rolls_everything_back(tmp_path, mocke
     assert {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)} == before
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names descriptors through /proc")
+@pytest.mark.parametrize("failing", ["model_iter_1.zip", "metrics_iter_1.json"])
+def test_a_failed_sync_of_the_bytes_fails_the_publish_and_leaves_nothing(tmp_path, mocker, failing):
+    """The bytes sync in a background thread: its error still fails the publish, before any name is given."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0, b"keep")
+    before = {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)}
+    real = os.fsync
+
+    def failing_sync(fd):
+        if failing in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd)
+
+    mocker.patch.object(local_mod.os, "fsync", failing_sync)
+    staged = [st.stage(f"{CK}/model_iter_1.zip", b"new")]
+    with pytest.raises(OSError, match="Input/output error"):
+        st.publish(staged, f"{CK}/metrics_iter_1.json", b"{}")
+    mocker.stopall()
+    assert {n: (tmp_path / n).read_bytes() for n in _files(tmp_path)} == before
+
+
+def _commit_in_child(root: str) -> None:
+    _commit(LocalStorage(root), 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_commits_after_its_parent_did(tmp_path):
+    """A process pool's forked worker has none of its parent's threads, the background syncs' included."""
+    _commit(LocalStorage(tmp_path / "parent"), 0)  # the parent's sync thread exists, idle
+    child = multiprocessing.get_context("fork").Process(target=_commit_in_child, args=(str(tmp_path / "child"),))
+    child.start()
+    child.join(60)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+        child.join()
+    assert not hung and child.exitcode == 0
+    assert (tmp_path / "child" / CK / "metrics_iter_0.json").read_bytes() == b'{"i": 0}'
+
+
 def test_link_failure_rolls_back_renamed_artifacts(tmp_path, mocker):
     st = LocalStorage(tmp_path)
     staged = [st.stage(f"{CK}/model_iter_0.zip", b"m"), st.stage(f"{CK}/vecnormalize_iter_0.pkl", b"v")]
@@ -208,11 +250,63 @@ def test_listdir_of_a_file_is_a_clear_error(tmp_path):
     assert LocalStorage(tmp_path / "absent").listdir(CK) == {}
 
 
+def _as_listed(st: LocalStorage, folder: str, prefixes: tuple[str, ...]) -> dict:
+    """What ``read_listing`` must answer: ``listdir``'s stats and ``read_bytes``'s bytes, or its error's type."""
+    out = {}
+    for name, stat in st.listdir(folder, prefixes=prefixes).items():
+        try:
+            out[name] = (stat, stat.links, st.read_bytes(f"{folder}/{name}"))
+        except CheckpointError as exc:
+            out[name] = (stat, stat.links, type(exc))
+    return out
+
+
+def test_read_listing_is_listdir_and_read_bytes_in_one_pass(tmp_path):
+    """The cold scan's one pass sees what a listing and one read per file would: symlinks, odd entries included."""
+    secret = _outside_file(tmp_path, "secret.json", b"outside")
+    root = tmp_path / "repo"
+    st = LocalStorage(root)
+    for i in range(3):
+        _commit(st, i)
+    ck = root / CK
+    (ck / "metrics_iter_7.json").symlink_to(ck / "metrics_iter_0.json")  # inward: read through it
+    (ck / "metrics_iter_8.json").symlink_to(secret)  # outward: its error, never its bytes
+    (ck / "metrics_iter_9.json").symlink_to(ck / "absent.json")  # dangling
+    (ck / "metrics_iter_10.json").mkdir()  # a folder holding a record's name: not a file
+    os.mkfifo(ck / "metrics_iter_11.json")  # opened, a FIFO would block: never opened
+    os.link(ck / "metrics_iter_1.json", ck / "metrics_iter_12.json")  # a second link: links counted
+    (ck / "metrics_iter_13.json").write_bytes(b"x" * 200_000)  # more than one read
+    prefixes = ("metrics_iter_", "no_model_iter_")
+    got = {n: (stat, stat.links, b if isinstance(b, bytes) else type(b)) for n, (stat, b) in
+           st.read_listing(CK, prefixes).items()}  # fmt: skip
+    assert got == _as_listed(st, CK, prefixes)
+    assert got["metrics_iter_8.json"][2] is UnsafePathError and got["metrics_iter_12.json"][1] == 2
+    assert "metrics_iter_11.json" not in got and "model_iter_0.zip" not in got
+    assert LocalStorage(tmp_path / "absent").read_listing(CK, prefixes) == {}
+
+
+def test_read_listing_reads_only_the_names_wanted(tmp_path, mocker):
+    """A file that only starts like a record (a backup, another tool's file of any size) is never read."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0)
+    (tmp_path / CK / "metrics_iter_0.json.bak").write_bytes(b"x" * 100_000)
+    read = mocker.spy(local_mod, "_read_regular")
+    got = st.read_listing(CK, ("metrics_iter_",), wanted=lambda name: name.endswith(".json"))
+    assert list(got) == ["metrics_iter_0.json"]
+    assert [call.args[0] for call in read.call_args_list] == ["metrics_iter_0.json"]
+
+
 # -- symlinks ------------------------------------------------------------------------------------
-def test_outward_symlinks_are_not_followed(tmp_path):
+def _outside_file(tmp_path, name: str, data: bytes):
+    """A file in a folder next to (outside) the repository root."""
     outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "target.zip").write_bytes(b"precious")
+    outside.mkdir(exist_ok=True)
+    (outside / name).write_bytes(data)
+    return outside / name
+
+
+def test_outward_symlinks_are_not_followed(tmp_path):
+    outside = _outside_file(tmp_path, "target.zip", b"precious").parent
     root = tmp_path / "repo"
     st = LocalStorage(root)
     _commit(st, 0)

@@ -12,8 +12,8 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from filelock import FileLock, Timeout
@@ -40,6 +40,7 @@ from sb3_iter_ckpt.store.storage.base import (
     already_committed,
     check_name,
 )
+from sb3_iter_ckpt.store.storage.syncs import Syncs
 
 _FICLONE = 0x40049409  # Linux's ioctl number, for Pythons whose fcntl does not name it
 
@@ -83,6 +84,8 @@ class LocalStorage(Storage):
         self.temp_grace = temp_grace
         self._lock: FileLock | None = None
         self._local_times: bool | None = None
+        self._names: dict[str, tuple[PurePosixPath, Path]] = {}
+        self._syncs = Syncs()
 
     @property
     def url(self) -> str:
@@ -93,21 +96,34 @@ class LocalStorage(Storage):
         return Path(os.path.realpath(self.root))
 
     def _path(self, name: str, *, for_write: bool = False) -> Path:
-        rel = check_name(name)
-        path = self.root.joinpath(*rel.parts)
-        real_root = self._real_root()
-        # Writes and deletes go to the folder holding the name; that folder must be ours.
-        parent = Path(os.path.realpath(path.parent))
-        if parent != real_root and real_root not in parent.parents:
-            raise UnsafePathError(f"{name!r} lies in a folder that points outside the repository root")
+        rel, path = self._joined(name)
+        # Writes and deletes go to the folder holding the name; that folder must be ours. Resolved only when
+        # a folder between the root and the name is a symlink: without one it lies inside the root.
+        if len(rel.parts) > 1 and _linked_folders(self.root, rel.parts[:-1]):
+            real_root = self._real_root()
+            parent = Path(os.path.realpath(path.parent))
+            if parent != real_root and real_root not in parent.parents:
+                raise UnsafePathError(f"{name!r} lies in a folder that points outside the repository root")
         if not for_write and path.is_symlink():
-            target = Path(os.path.realpath(path))
+            target, real_root = Path(os.path.realpath(path)), self._real_root()
             if target != real_root and real_root not in target.parents:
                 raise UnsafePathError(f"{name!r} is a symlink pointing outside the repository root; not followed")
         return path
 
+    def _joined(self, name: str) -> tuple[PurePosixPath, Path]:
+        """``check_name(name)`` and the path below the root it names, remembered: both depend on the name alone,
+        and a commit names each of its files several times."""
+        hit = self._names.get(name) if isinstance(name, str) else None
+        if hit is None:
+            rel = check_name(name)
+            hit = rel, self.root.joinpath(*rel.parts)
+            if len(self._names) >= 1024:
+                self._names.clear()
+            self._names[name] = hit
+        return hit
+
     def local_path(self, name: str) -> Path | None:
-        return self.root.joinpath(*check_name(name).parts)
+        return self._joined(name)[1]
 
     def reopen_root(self) -> str | None:
         # A subclass may behave differently from what a reopen by path builds: it is sent as is.
@@ -143,7 +159,7 @@ class LocalStorage(Storage):
             raise _read_error(name, self.root, exc) from exc
 
     def exists(self, name: str) -> bool:
-        return self.root.joinpath(*check_name(name).parts).is_file()
+        return self._joined(name)[1].is_file()
 
     def listdir(self, folder: str, prefixes: tuple[str, ...] | None = None) -> dict[str, FileStat]:
         path = self.root if folder in ("", ".") else self._path(folder)
@@ -153,12 +169,8 @@ class LocalStorage(Storage):
                 for entry in it:
                     if prefixes is not None and not entry.name.startswith(prefixes):
                         continue  # no stat for files the caller does not want (artifacts next to records)
-                    try:
-                        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                            st = entry.stat(follow_symlinks=False)
-                            out[entry.name] = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
-                    except FileNotFoundError:
-                        continue  # removed while listing
+                    if (found := _entry_stat(entry)) is not None:
+                        out[entry.name] = found
         except FileNotFoundError:
             pass
         except OSError as exc:  # not a folder, permission denied, I/O error
@@ -183,13 +195,13 @@ class LocalStorage(Storage):
         out: dict[str, FileStat] = {}
         checked: set[str] = set()
         for name in names:
-            rel = check_name(name)
+            rel, path = self._joined(name)
             folder = str(rel.parent)
             if folder not in checked and folder != ".":
                 self._path(folder)  # a folder pointing outside the root is refused, as by listdir
                 checked.add(folder)
             try:
-                st = os.lstat(self.root.joinpath(*rel.parts))
+                st = os.lstat(path)
             except FileNotFoundError:
                 continue
             except OSError as exc:  # a folder in the name that is a file, permission denied, I/O error
@@ -214,32 +226,12 @@ class LocalStorage(Storage):
         return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size), st.st_ctime_ns
 
     def read_many(self, names: Sequence[str]) -> dict[str, bytes | Exception]:
-        """Read many files of one folder: the folder is checked once, each file opened without following
-        a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""
-        folders: dict[str, list[str]] = {}
-        for name in names:
-            parent, _, base = name.rpartition("/")
-            folders.setdefault(parent, []).append(base)
-        out: dict[str, bytes | Exception] = {}
-        for parent, bases in folders.items():
-            try:
-                dir_fd = os.open(self.root if parent == "" else self._path(parent), os.O_RDONLY | os.O_DIRECTORY)
-            except (OSError, UnsafePathError):
-                out.update(super().read_many([f"{parent}/{b}" if parent else b for b in bases]))
-                continue
-            try:
-                for base in bases:
-                    name = f"{parent}/{base}" if parent else base
-                    try:
-                        check_name(name)
-                        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-                        with open(fd, "rb") as f:
-                            out[name] = f.read()
-                    except (OSError, UnsafePathError):
-                        out.update(super().read_many([name]))  # symlinks, odd files: the careful path
-            finally:
-                os.close(dir_fd)
-        return out
+        return _read_many(self, names)
+
+    def read_listing(
+        self, folder: str, prefixes: tuple[str, ...], wanted: Callable[[str], object] = bool
+    ) -> dict[str, tuple[FileStat, bytes | Exception]]:
+        return _read_listing(self, folder, prefixes, wanted)
 
     def hash_file(self, name: str) -> tuple[str, int]:
         path = self._path(name)
@@ -256,28 +248,41 @@ class LocalStorage(Storage):
 
     # -- writing ---------------------------------------------------------------------------------
     def _temp_for(self, name: str) -> str:
-        rel = check_name(name)
-        temp = f".{rel.name}.{TMP_TAG}-{_token()}"
-        return str(rel.parent / temp) if str(rel.parent) != "." else temp
+        rel = self._joined(name)[0]
+        temp, parent = f".{rel.name}.{TMP_TAG}-{_token()}", str(rel.parent)
+        return temp if parent == "." else f"{parent}/{temp}"
 
-    def _write_temp(self, name: str, source: Source, durable: bool = True) -> Staged:
+    def _write_temp(self, name: str, source: Source, durable: bool = True, later: bool = False) -> Staged:
+        """``source`` under a temporary name for ``name``; ``durable``: fsynced (``later``: in the background,
+        waited for with ``self._syncs.wait(temp)`` before the temporary gets a name that needs its bytes)."""
         temp = self._temp_for(name)
         path = self._path(temp, for_write=True)
         self._mkdirs(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            with open(path, "xb") as f:
+            with open(fd, "wb", closefd=False) as f:
                 hw = _HashingFile(f)
                 if isinstance(source, (bytes, bytearray, memoryview)):
                     hw.write(source)
                 else:
                     source(io.BufferedWriter(hw, buffer_size=_CHUNK))
-                f.flush()
-                if durable:
-                    os.fsync(f.fileno())
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
+        if durable and later:
+            self._syncs.start(temp, fd)
+        else:
+            try:
+                if durable:
+                    os.fsync(fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+            finally:
+                os.close(fd)
         return Staged(final=name, temp=temp, sha256=hw.hash.hexdigest(), size=hw.size)
 
     def stage(self, name: str, source: Source) -> Staged:
@@ -290,11 +295,12 @@ class LocalStorage(Storage):
                 user_writer(f)
                 f.flush()
 
-            return self._write_temp(name, flushing)
-        return self._write_temp(name, source)
+            return self._write_temp(name, flushing, later=True)
+        return self._write_temp(name, source, later=True)
 
     def discard(self, staged: Sequence[Staged]) -> None:
         for s in staged:
+            self._syncs.forget(s.temp)
             with contextlib.suppress(OSError, UnsafePathError):
                 os.unlink(self._path(s.temp, for_write=True))
 
@@ -319,7 +325,6 @@ class LocalStorage(Storage):
     ) -> None:
         record_path = self._path(record, for_write=True)
         folder = record_path.parent
-        intent_name = rollback.intent_name(record)
         moved: list[Path] = []
         intent_path: Path | None = None
         rec_staged: Staged | None = None
@@ -328,29 +333,23 @@ class LocalStorage(Storage):
             # Before the try: a refused publish leaves the staged files to the caller (which may retry
             # them under another iteration number, or discard them).
             for name in conflicts:
-                if self.root.joinpath(*check_name(name).parts).exists():
+                if self._joined(name)[1].exists():
                     raise already_committed(name, str(self.root))
             try:
                 for name in replace:
                     self.delete(name)
                 self._mkdirs(folder)
-                intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
-                intent_path = self._path(intent_name, for_write=True)
-                # Not fsynced: it only guides the cleanup after a killed writer (the page cache
-                # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
-                intent_tmp = self._write_temp(intent_name, json.dumps(intent).encode(), durable=False)
-                try:
-                    os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
-                except BaseException:
-                    self.discard([intent_tmp])
-                    raise
+                # The record's bytes sync in the background while the artifacts get their names.
+                rec_staged = self._write_temp(record, record_bytes, later=True)
+                intent_path = self._write_intent(record, staged)
                 for s in staged:
                     dst = self._path(s.final, for_write=True)
+                    self._syncs.wait(s.temp)  # its bytes durable before its name
                     os.replace(self._path(s.temp, for_write=True), dst)
                     moved.append(dst)
                 if moved:
                     self._fsync_dir(folder)
-                rec_staged = self._write_temp(record, record_bytes)
+                self._syncs.wait(rec_staged.temp)
                 try:
                     os.link(self._path(rec_staged.temp, for_write=True), record_path)
                 except FileExistsError as exc:
@@ -365,6 +364,20 @@ class LocalStorage(Storage):
                     self.discard([rec_staged])
             with contextlib.suppress(OSError):
                 os.unlink(intent_path)
+
+    def _write_intent(self, record: str, staged: Sequence[Staged]) -> Path:
+        """The intent of publishing ``record`` with ``staged`` (see ``storage.rollback``), in place; its path."""
+        intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
+        intent_path = self._path(rollback.intent_name(record), for_write=True)
+        # Not fsynced: it only guides the cleanup after a killed writer (the page cache
+        # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
+        intent_tmp = self._write_temp(rollback.intent_name(record), json.dumps(intent).encode(), durable=False)
+        try:
+            os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
+        except BaseException:
+            self.discard([intent_tmp])
+            raise
+        return intent_path
 
     def _undo_publish(
         self, record: Path | None, moved: Sequence[Path], staged: Sequence[Staged], intent: Path | None
@@ -439,6 +452,87 @@ class LocalStorage(Storage):
         return rollback.sweep(self, folders, self.temp_grace)
 
 
+def _read_many(storage: LocalStorage, names: Sequence[str]) -> dict[str, bytes | Exception]:
+    """Read many files of one folder: the folder is checked once, each file opened without following
+    a symlink (relative to the folder's descriptor); a symlink or any failure goes through ``read_bytes``."""
+    folders: dict[str, list[str]] = {}
+    for name in names:
+        parent, _, base = name.rpartition("/")
+        folders.setdefault(parent, []).append(base)
+    out: dict[str, bytes | Exception] = {}
+    for parent, bases in folders.items():
+        try:
+            dir_fd = os.open(storage.root if parent == "" else storage._path(parent), os.O_RDONLY | os.O_DIRECTORY)
+        except (OSError, UnsafePathError):
+            out.update(Storage.read_many(storage, [f"{parent}/{b}" if parent else b for b in bases]))
+            continue
+        try:
+            for base in bases:
+                name = f"{parent}/{base}" if parent else base
+                try:
+                    check_name(name)
+                    fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+                    with open(fd, "rb") as f:
+                        out[name] = f.read()
+                except (OSError, UnsafePathError):
+                    out.update(Storage.read_many(storage, [name]))  # symlinks, odd files: the careful path
+        finally:
+            os.close(dir_fd)
+    return out
+
+
+def _read_listing(
+    storage: LocalStorage, folder: str, prefixes: tuple[str, ...], wanted: Callable[[str], object]
+) -> dict[str, tuple[FileStat, bytes | Exception]]:
+    """One pass: each regular file opened relative to the folder's descriptor without following a link, its
+    ``FileStat`` taken from the open file (what was read: no ``stat`` by name first); a symlink or any
+    failure goes through ``listdir``'s stat and ``read_bytes`` (the careful path)."""
+    prefix = "" if folder in ("", ".") else f"{folder}/"
+    out: dict[str, tuple[FileStat, bytes | Exception]] = {}
+    try:
+        path = storage.root if not prefix else storage._path(folder)
+        dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return out
+    except (OSError, UnsafePathError):
+        return Storage.read_listing(storage, folder, prefixes, wanted)
+    try:
+        with os.scandir(dir_fd) as it:
+            for entry in it:
+                if not entry.name.startswith(prefixes) or not wanted(entry.name):
+                    continue
+                read: tuple[FileStat, bytes | Exception] | None = (
+                    _read_regular(entry.name, dir_fd) if entry.is_file(follow_symlinks=False) else None
+                )
+                if read is None and (found := _entry_stat(entry)) is not None:
+                    # a symlink, or a file that could not be read here: as ``listdir`` and ``read_bytes`` do
+                    name = prefix + entry.name
+                    read = found, Storage.read_many(storage, [name])[name]
+                if read is not None:
+                    out[entry.name] = read
+    except OSError as exc:  # as ``listdir``: permission denied, I/O error
+        raise CheckpointError(f"cannot list {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(dir_fd)
+    return out
+
+
+def _linked_folders(root: Path, parts: Sequence[str]) -> bool:
+    """Whether a folder of ``parts`` below the root may be a symlink (one ``lstat`` per folder; unsure: True).
+    A missing one ends the walk: ``realpath`` keeps what does not exist as written."""
+    folder = os.fspath(root)
+    for part in parts:
+        folder = f"{folder}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(folder).st_mode):
+                return True
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+    return False
+
+
 def _reflink(src_fd: int, dst_fd: int) -> bool:
     """Share ``src``'s blocks with the empty ``dst`` (copy-on-write); False where the file system cannot."""
     if not sys.platform.startswith("linux"):
@@ -448,6 +542,40 @@ def _reflink(src_fd: int, dst_fd: int) -> bool:
     except OSError:  # EOPNOTSUPP (ext4, tmpfs), EXDEV, EINVAL...: the caller copies the bytes
         return False
     return True
+
+
+def _entry_stat(entry: os.DirEntry[str]) -> FileStat | None:
+    """What ``listdir`` reports of a folder entry: a file or a symlink (not followed); None for anything else."""
+    try:
+        if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+            st = entry.stat(follow_symlinks=False)
+            return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink)
+    except FileNotFoundError:
+        pass  # removed while listing
+    return None
+
+
+def _read_regular(base: str, dir_fd: int) -> tuple[FileStat, bytes] | None:
+    """``base`` in the folder of ``dir_fd``, when it is a regular file that can be read: its stat and bytes."""
+    try:
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        data = os.read(fd, st.st_size + 1)
+        if len(data) != st.st_size:  # grown since the stat, or a short read: read on to the end
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(fd, _CHUNK))
+            data = b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return FileStat(st.st_size, st.st_mtime_ns, st.st_ino, links=st.st_nlink), data
 
 
 def _read_error(name: str, root: Path, exc: OSError) -> IntegrityError:
