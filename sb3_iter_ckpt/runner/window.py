@@ -102,8 +102,10 @@ def _make_env(spec: WindowSpec, segment: Any) -> Any:
     if make_env is not None:
         return make_env(segment, spec.seed)  # a table's slice, every column
     from sb3_iter_ckpt.envs.trading import TradingEnv
+    from sb3_iter_ckpt.runner.algorithms import env_kwargs_for
 
-    return TradingEnv(_column(segment, spec.options.price_column), **spec.options.trading_env_kwargs)
+    # the action mode its algorithm needs: the continuous one for DDPG, SAC, TD3, TQC
+    return TradingEnv(_column(segment, spec.options.price_column), **env_kwargs_for(spec.options))
 
 
 def _column(segment: Any, column: Any) -> Any:
@@ -163,6 +165,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
         return
     from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.retention import is_pruned
+    from sb3_iter_ckpt.runner.algorithms import env_kwargs_for
     from sb3_iter_ckpt.splitter import Window
 
     ck, off = repo.get(i), spec.test_offset
@@ -177,7 +180,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
             prices,
             local,
             iteration=i,
-            env_kwargs=opts.trading_env_kwargs,
+            env_kwargs=env_kwargs_for(opts),
             vecnormalize=vecnormalize,
             periods_per_year=opts.annualization,
             candidate=spec.candidate,
