@@ -240,7 +240,7 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="ALGO:JSON",
         help="hyperparameters of one algorithm of --algo, a JSON object, e.g. "
-        "sac:'{\"learning_starts\": 1000, \"buffer_size\": 100000}'; repeat for others",
+        'sac:\'{"learning_starts": 1000, "buffer_size": 100000}\'; repeat for others',
     )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument(
@@ -255,7 +255,7 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", default="validation.sharpe")
     p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
     p.add_argument(
-        "--n-steps", type=_positive_int, default=256, help="rollout length of PPO, A2C, TRPO, RecurrentPPO (default 256)"
+        "--n-steps", type=_positive_int, default=256, help="rollout length of PPO, A2C, TRPO and RecurrentPPO"
     )
     p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: fastest for small MLPs)")
 

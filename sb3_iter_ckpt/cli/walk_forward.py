@@ -48,7 +48,8 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     algos = _algos(args)
     minibatched = [a for a in algos if a in _MINIBATCH]
     if minibatched and args.n_steps < 2:
-        raise UsageError(f"--n-steps {args.n_steps}: {minibatched[0]} needs at least 2 (its minibatches need two samples)")
+        need = "needs at least 2 (its minibatches need two samples)"
+        raise UsageError(f"--n-steps {args.n_steps}: {minibatched[0]} {need}")
     if args.monitor not in _walk_forward_monitors():
         from sb3_iter_ckpt.stats.metrics import METRIC_KEYS
 

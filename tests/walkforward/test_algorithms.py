@@ -179,8 +179,9 @@ def test_every_kept_model_trades_its_test_part_again_to_its_stored_forward_retur
 
 def test_every_kept_model_was_updated_and_no_replay_buffer_is_kept(every_algorithm, prices):
     """The tiny budgets train: each kept model's weights differ from the same algorithm's initial ones (same
-    seed, same hyperparameters). ARS is left out: SB3-contrib calls the callback while it evaluates its
-    perturbed policies, so its kept model differs from the initial one whatever it learned."""
+    seed, same hyperparameters). ARS is left out: the callback evaluates its policy as of its last finished round
+    of perturbed episodes, and at 128 timesteps the first round (four episodes of the train part) is still
+    running at every evaluation (the walk-forward guide says so)."""
     root, _ = every_algorithm
     for name in RUN:
         cls = algorithm_class(name)

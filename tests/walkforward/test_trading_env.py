@@ -305,7 +305,7 @@ def _episode(env: TradingEnv, actions) -> tuple[list, list[dict], np.ndarray, np
 
 def _assert_infos_agree(a: list[dict], b: list[dict]) -> None:
     assert [sorted(i) for i in a] == [sorted(i) for i in b]
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         for key in ("equity", "position", "return", "price", "step"):
             assert x[key] == pytest.approx(y[key], abs=1e-12, rel=0)
     mx, my = a[-1]["episode_metrics"], b[-1]["episode_metrics"]
