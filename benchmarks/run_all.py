@@ -25,6 +25,7 @@ SCRIPTS = [
     "bench_disk.py",
     "bench_forward.py",
     "bench_env.py",
+    "bench_algorithms.py",
     "bench_s3.py",
     "bench_parallel.py",
 ]
