@@ -50,13 +50,8 @@ WALK += ["--train-size", "120", "--val-size", "50", "--test-size", "50", "--n-st
 
 
 @pytest.fixture
-def work(tmp_path, monkeypatch):
-    (tmp_path / "algo_envs.py").write_text(ENV_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    sys.modules.pop("algo_envs", None)
+def work(user_module):
+    return user_module("algo_envs", ENV_MODULE)
 
 
 def _refused(capsys, *args: str) -> str:

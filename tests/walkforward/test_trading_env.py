@@ -291,16 +291,9 @@ def test_a_short_through_a_reverse_split_ruins_the_account_at_zero_and_it_stays_
 # -- continuous actions: the target position ---------------------------------------------------------------------
 
 
-def _episode(env: TradingEnv, actions) -> tuple[list, list[dict], np.ndarray, np.ndarray]:
-    obs, info = env.reset(seed=0)
-    observations, infos = [obs], [info]
-    for a in actions:
-        obs, _, terminated, truncated, info = env.step(a)
-        observations.append(obs)
-        infos.append(info)
-        if terminated or truncated:
-            break
-    return observations, infos, env.episode_returns(), env.episode_positions()
+def _episode(env: TradingEnv, actions) -> tuple[list[float], list[dict], np.ndarray, np.ndarray]:
+    rewards, infos, *_ = _run(env, actions)
+    return rewards, infos, env.episode_returns(), env.episode_positions()
 
 
 def _assert_infos_agree(a: list[dict], b: list[dict]) -> None:
@@ -327,7 +320,7 @@ def test_continuous_actions_minus_one_zero_one_agree_with_the_discrete_mode_to_1
     assert len(discrete[2]) == len(continuous[2]) == len(prices) - 5
     np.testing.assert_allclose(continuous[2], discrete[2], rtol=0, atol=1e-12)  # returns
     np.testing.assert_allclose(continuous[3], discrete[3], rtol=0, atol=1e-12)  # positions
-    np.testing.assert_allclose(np.array(continuous[0]), np.array(discrete[0]), rtol=0, atol=1e-12)  # observations
+    np.testing.assert_allclose(continuous[0], discrete[0], rtol=0, atol=1e-12)  # rewards
     _assert_infos_agree(continuous[1], discrete[1])
     assert len(set(discrete[3])) == len(positions)  # every position was held
 
