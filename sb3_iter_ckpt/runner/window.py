@@ -144,7 +144,7 @@ def _evaluator(train_env: Any, ppy: float, reader: Any) -> Callable[[Any, Any], 
     return evaluate
 
 
-def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, Any]:
+def _outcome(spec: WindowSpec, repo: Any, status: str, t0: tuple[float, float]) -> dict[str, Any]:
     ck = repo.get(spec.iteration)
     return {
         "iteration": spec.iteration,
@@ -152,7 +152,8 @@ def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, A
         "record_file": ck.record_file,
         "has_model": ck.has_model,
         "score": ck.score(spec.options.monitor),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0[0],
+        "cpu_seconds": time.process_time() - t0[1],  # the worker's CPU (all its threads): what sharing a machine hides
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
@@ -225,7 +226,7 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
     from sb3_iter_ckpt.callback import IterationCheckpointCallback
     from sb3_iter_ckpt.repository import CheckpointRepository
 
-    t0, opts = time.perf_counter(), spec.options
+    t0, opts = (time.perf_counter(), time.process_time()), spec.options
     for key, value in spec.env.items():
         os.environ[key] = value
     restore = _pin_threads(opts.torch_threads)

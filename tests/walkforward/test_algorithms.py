@@ -116,7 +116,8 @@ def test_env_kwargs_add_the_continuous_mode_only_where_the_algorithm_needs_it():
 # -- one run of every algorithm ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def every_algorithm(tmp_path_factory, prices):
-    """Every algorithm but RecurrentPPO a candidate on two windows with test parts, trained once: ``(root, runner)``.
+    """Every algorithm but RecurrentPPO a candidate on two windows with test parts, trained once: ``(root, runner,
+    result)``.
 
     ``mean_reward`` is defined for every policy (a flat one's Sharpe ratio is not), so every window keeps a model;
     one evaluation, at the end, so that the kept model is the trained one.
@@ -133,7 +134,7 @@ def every_algorithm(tmp_path_factory, prices):
         )  # fmt: skip
         result = runner.run()
     assert result.trained == [0, 1]
-    return root, runner
+    return root, runner, result
 
 
 def _kept(root, name: str, iteration: int):
@@ -158,7 +159,7 @@ def _trade_by_hand(model, prices, test_start: int, test_stop: int) -> tuple[list
 
 
 def test_every_kept_model_trades_its_test_part_again_to_its_stored_forward_returns(every_algorithm, prices):
-    root, runner = every_algorithm
+    root, runner, _ = every_algorithm
     for window in runner.windows:
         rows = set()
         for name in RUN:
@@ -182,7 +183,7 @@ def test_every_kept_model_was_updated_and_no_replay_buffer_is_kept(every_algorit
     seed, same hyperparameters). ARS is left out: the callback evaluates its policy as of its last finished round
     of perturbed episodes, and at 128 timesteps the first round (four episodes of the train part) is still
     running at every evaluation (the walk-forward guide says so)."""
-    root, _ = every_algorithm
+    root, _, _ = every_algorithm
     for name in RUN:
         cls = algorithm_class(name)
         for iteration in (0, 1):
@@ -197,3 +198,13 @@ def test_every_kept_model_was_updated_and_no_replay_buffer_is_kept(every_algorit
             assert before.keys() == after.keys()
             changed = [k for k in before if not torch.equal(before[k], after[k])]
             assert changed, f"{name} iteration {iteration}: no weight changed in training"
+
+
+def test_each_window_reports_its_wall_and_cpu_seconds(every_algorithm):
+    """What the benchmark of the ensemble reads: each candidate's windows, timed in their worker."""
+    _, _, result = every_algorithm
+    assert sorted(result.candidates) == sorted(RUN)
+    for name, own in result.candidates.items():
+        assert sorted(own.outcomes) == [0, 1], name
+        for outcome in own.outcomes.values():
+            assert 0 < outcome["cpu_seconds"] and 0 < outcome["seconds"], (name, outcome)
