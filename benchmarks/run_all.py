@@ -25,6 +25,7 @@ SCRIPTS = [
     "bench_disk.py",
     "bench_forward.py",
     "bench_env.py",
+    "bench_algorithms.py",
     "bench_s3.py",
     "bench_parallel.py",
     "bench_report.py",
@@ -34,8 +35,8 @@ SCRIPTS = [
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python benchmarks/run_all.py",
-        description="Run every benchmark script (full size: about 18 minutes on 2 cores, bench_s3.py about 10 of "
-        "them) and summarize the goals.",
+        description="Run every benchmark script (full size: about 65 minutes on 2 cores, bench_algorithms.py about 46 "
+        "of them, bench_s3.py about 10) and summarize the goals.",
     )
     parser.add_argument(
         "--quick", action="store_true", help="the smoke variants CI runs (tiny sizes, not measurements)"

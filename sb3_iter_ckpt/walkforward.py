@@ -51,9 +51,10 @@ class WalkForwardResult:
     :param trained: Iterations trained by this call.
     :param skipped: Iterations already committed by an earlier run with the same configuration.
     :param best: The overall best checkpoint, or None.
-    :param outcomes: For each trained iteration, what its worker reported: ``seconds``, ``pid``, ``host``,
-        ``status`` (``"exists"``: an earlier attempt of the same window had committed it); on Ray also
-        ``node_id``, the Ray node it ran on. Not part of the run's fingerprint.
+    :param outcomes: For each trained iteration, what its worker reported: ``seconds``, ``cpu_seconds`` (the
+        worker process's CPU time for the window, all its threads), ``pid``, ``host``, ``status`` (``"exists"``:
+        an earlier attempt of the same window had committed it); on Ray also ``node_id``, the Ray node it ran
+        on. Not part of the run's fingerprint.
     :param forward: With test parts: the forward report (``CheckpointRepository.forward_report``: the
         stitched out-of-sample curve, its baselines, selection vs forward, DSR, PBO); else None.
     :param forward_reason: Why ``forward`` is None.

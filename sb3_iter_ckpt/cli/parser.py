@@ -279,8 +279,17 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--algo",
         default="ppo",
-        help="ppo, a2c or dqn, or several comma-separated (ppo,a2c): each a candidate per window, the one with "
-        "the best validation score chosen (default: ppo)",
+        help="a2c, ppo, dqn, ddpg, sac, td3; with the [contrib] extra tqc, qrdqn, trpo, ars, recurrentppo; or an "
+        "import path; or several comma-separated (a2c,ppo,ddpg,sac,td3): each a candidate per window, the one "
+        "with the best validation score chosen; DDPG, SAC, TD3, TQC trade the built-in env's continuous "
+        "positions (default: ppo)",
+    )
+    p.add_argument(
+        "--algo-kwargs",
+        action="append",
+        metavar="ALGO:JSON",
+        help="hyperparameters of one algorithm of --algo, a JSON object, e.g. "
+        'sac:\'{"learning_starts": 1000, "buffer_size": 100000}\'; repeat for others',
     )
     p.add_argument(
         "--policy",
@@ -300,7 +309,9 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--monitor", default="validation.sharpe")
     p.add_argument("--warm-start", action="store_true", help="start each iteration from the previous model")
-    p.add_argument("--n-steps", type=_positive_int, default=256, help="rollout length for PPO/A2C")
+    p.add_argument(
+        "--n-steps", type=_positive_int, default=256, help="rollout length of PPO, A2C, TRPO and RecurrentPPO"
+    )
     p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1: fastest for small MLPs)")
 
 

@@ -49,8 +49,10 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     if args.executor == "ray" and importlib.util.find_spec("ray") is None:
         raise UsageError("--executor ray needs Ray: pip install 'sb3-iter-ckpt[ray]'")
     algos = _algos(args)
-    if "ppo" in algos and args.n_steps < 2:
-        raise UsageError(f"--n-steps {args.n_steps}: PPO needs at least 2 (its minibatches need two samples)")
+    minibatched = [a for a in algos if a in _MINIBATCH]
+    if minibatched and args.n_steps < 2:
+        need = "needs at least 2 (its minibatches need two samples)"
+        raise UsageError(f"--n-steps {args.n_steps}: {minibatched[0]} {need}")
     if args.monitor not in _walk_forward_monitors():
         from sb3_iter_ckpt.stats.metrics import METRIC_KEYS
 
@@ -76,6 +78,7 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
                 raise UsageError(f"{folder} is a file, not a folder; choose another --results-dir or --experiment-id")
     from sb3_iter_ckpt.runner.algorithms import algorithm_class
 
+    _given_algo_kwargs(args)  # ALGO:JSON, each for one of --algo
     try:
         classes = [algorithm_class(algo) for algo in algos]
         _candidates(args)  # duplicate names (--algo ppo,ppo)
@@ -162,21 +165,54 @@ def _is_table(args: argparse.Namespace) -> bool:
     return bool(args.env or args.benchmark_column)
 
 
+#: The on-policy algorithms whose rollout is ``--n-steps`` long, and the default minibatch of those that have
+#: one (capped at ``--n-steps``).
+_ROLLOUT = ("ppo", "a2c", "trpo", "recurrentppo")
+_MINIBATCH = {"ppo": 64, "trpo": 128, "recurrentppo": 128}
+
+
 def _algos(args: argparse.Namespace) -> list[str]:
-    """The names in ``--algo`` (one, or several comma-separated), lower-cased as the registry knows them."""
+    """The names in ``--algo`` (one, or several comma-separated) as the registry knows them (``QR-DQN`` ->
+    ``qrdqn``); an import path as given."""
+    from sb3_iter_ckpt.runner.algorithms import canonical_name
+
     algos = [a.strip() for a in str(args.algo).split(",")]
     if any(not a for a in algos):
         raise UsageError(f"--algo {args.algo!r}: an empty name; give e.g. ppo or ppo,a2c")
-    return [a.lower() if "." not in a else a for a in algos]
+    return [canonical_name(a.lower()) if "." not in a else a for a in algos]
 
 
-def _algo_kwargs(algo: str, n_steps: int) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if algo.lower() in ("ppo", "a2c"):
+def _given_algo_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``--algo-kwargs ALGO:JSON`` (repeatable) as algorithm -> its hyperparameters, each for one of ``--algo``."""
+    import json
+
+    algos, out = _algos(args), {}
+    for text in args.algo_kwargs or ():
+        name, _, blob = str(text).partition(":")
+        name = name.strip()
+        algo = _algos(argparse.Namespace(algo=name))[0] if name else ""
+        try:
+            kwargs = json.loads(blob) if blob.strip().startswith("{") else None
+        except ValueError as exc:
+            raise UsageError(f"--algo-kwargs {text!r}: not JSON ({exc})") from None
+        if not algo or not isinstance(kwargs, dict):
+            raise UsageError(f"--algo-kwargs {text!r}: give ALGO:JSON, e.g. sac:'{{\"learning_starts\": 1000}}'")
+        if algo not in algos:
+            raise UsageError(f"--algo-kwargs {text!r}: {name} is not one of --algo {args.algo}")
+        if algo in out:
+            raise UsageError(f"--algo-kwargs: {name} is given twice; give all its hyperparameters in one JSON object")
+        out[algo] = kwargs
+    return out
+
+
+def _algo_kwargs(algo: str, args: argparse.Namespace) -> dict[str, Any]:
+    """An algorithm's hyperparameters: ``--n-steps`` for a rollout, then its ``--algo-kwargs`` over them."""
+    n_steps, kwargs = args.n_steps, {}
+    if algo in _ROLLOUT:
         kwargs["n_steps"] = n_steps
-    if algo.lower() == "ppo":
-        kwargs["batch_size"] = min(64, n_steps)
-    return kwargs
+    if algo in _MINIBATCH:
+        kwargs["batch_size"] = min(_MINIBATCH[algo], n_steps)
+    return {**kwargs, **_given_algo_kwargs(args).get(algo, {})}
 
 
 def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
@@ -186,7 +222,7 @@ def _candidates(args: argparse.Namespace) -> tuple[Any, ...]:
     algos = _algos(args)
     if len(algos) == 1 and args.seeds == 1:
         return ()
-    return make_candidates(algos, args.seeds, args.seed, lambda a: _algo_kwargs(a, args.n_steps))
+    return make_candidates(algos, args.seeds, args.seed, lambda a: _algo_kwargs(a, args))
 
 
 def _prices(args: argparse.Namespace) -> Any:
@@ -242,7 +278,7 @@ def _run_options(args: argparse.Namespace) -> Any:
     return RunOptions(
         args.total_timesteps,
         algo=args.algo if "," not in args.algo else algo,  # one algorithm: as given, as its fingerprint has it
-        algo_kwargs=_algo_kwargs(algo, args.n_steps),
+        algo_kwargs=_algo_kwargs(algo, args),
         candidates=_candidates(args),
         seed=args.seed,
         eval_freq=args.eval_freq,

@@ -46,7 +46,7 @@ class Candidate:
 
     :param name: Its folder under ``candidates/`` and its name in records, the report and the forward table
         (letters, digits, ``.``, ``_``, ``-``; at most 64 characters; not starting with ``.`` or ``-``).
-    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path (as ``RunOptions.algo``).
+    :param algo: A short name (``"ppo"``, ``"sac"``, ``"tqc"``...) or an import path (as ``RunOptions.algo``).
     :param seed: Its base seed (iteration ``i`` trains with ``seed + i``).
     :param algo_kwargs: Its hyperparameters, replacing the run's ``algo_kwargs``; None: the run's.
     :param policy: Its policy (as ``RunOptions.policy``: an alias, a class or its import path), replacing the

@@ -147,7 +147,9 @@ class RunOptions:
     """The settings of one walk-forward run, validated once, shared by the CLI, the runner and each window.
 
     :param total_timesteps: Training timesteps per iteration.
-    :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path; used by the default ``make_model``.
+    :param algo: A short name (``"ppo"``, ``"sac"``..., see ``runner.algorithms.ALGORITHMS``) or an import path;
+        used by the default ``make_model``. With the built-in env, an algorithm that acts on a ``Box`` only (DDPG,
+        SAC, TD3, TQC) trades its continuous mode (``action_mode="continuous"``, unless ``env_kwargs`` name one).
     :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
     :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
     :param make_model: ``callable(vec_env, seed) -> model``;

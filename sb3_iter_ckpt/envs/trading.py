@@ -1,7 +1,8 @@
 """A minimal single-asset trading environment and the evaluator the walk-forward runner uses by default.
 
-``TradingEnv`` is deliberately small: one instrument, discrete short/flat/long positions, proportional
-transaction costs, and the per-step net return as reward. It exists so that examples and tests have a real
+``TradingEnv`` is deliberately small: one instrument, discrete short/flat/long positions (or, with
+``action_mode="continuous"``, any target position in between), proportional transaction costs, and the
+per-step net return as reward. It exists so that examples and tests have a real
 trading task whose metrics mean something; bring your own environment for research.
 
 Timing convention (no look-ahead): at step ``t`` the agent sees log returns up to and including price ``t``,
@@ -43,12 +44,20 @@ def price_array(prices: Any) -> np.ndarray:
 # warns about infinite bounds); a one-bar log return of +/-10 (a factor of 22000) never happens in real data.
 _OBS_BOUND = 10.0
 
+#: The two ways an action names the position: an index into short/flat/long, or the target position itself.
+ACTION_MODES = ("discrete", "continuous")
+
 
 class TradingEnv(gym.Env):
     """Trade one instrument with short / flat / long positions.
 
     Actions (``Discrete(3)``): ``0`` short (-1), ``1`` flat (0), ``2`` long (+1). With ``allow_short=False``
     (``Discrete(2)``): ``0`` flat, ``1`` long.
+
+    With ``action_mode="continuous"`` (for DDPG, SAC, TD3, TQC) the action is the target position itself,
+    ``Box(-1, 1, (1,))`` (``Box(0, 1, (1,))`` with ``allow_short=False``); a value outside the box is clipped
+    to it, as SB3 clips a Gaussian policy's actions. The cost, the reward and ``info`` are the discrete mode's
+    with that position: the actions -1, 0 and 1 give exactly the returns of short, flat and long.
 
     Observation (``Box(float32, (window_size + 1,))``): the last ``window_size`` log returns (clipped to
     +/-10) followed by the current position.
@@ -67,11 +76,12 @@ class TradingEnv(gym.Env):
     :param window_size: number of past log returns in the observation.
     :param transaction_cost: cost as a fraction of traded notional per unit of position change
         (going from short to long costs twice this).
-    :param allow_short: offer the short action.
+    :param allow_short: offer the short action (continuous mode: negative positions).
     :param max_steps: truncate episodes after this many steps (None: run to the end of the series).
     :param random_start: start each episode at a random index drawn from the env's ``np_random``
         (seeded by ``reset(seed=...)``).
     :param periods_per_year: annualisation factor used for ``episode_metrics``.
+    :param action_mode: ``"discrete"`` (an index into the positions) or ``"continuous"`` (the target position).
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
@@ -85,6 +95,7 @@ class TradingEnv(gym.Env):
         max_steps: int | None = None,
         random_start: bool = False,
         periods_per_year: float = 252,
+        action_mode: str = "discrete",
     ) -> None:
         super().__init__()
         arr = price_array(prices)
@@ -102,6 +113,8 @@ class TradingEnv(gym.Env):
             raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
         if not (math.isfinite(periods_per_year) and periods_per_year > 0):
             raise ValueError(f"periods_per_year must be positive, got {periods_per_year!r}")
+        if action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be 'discrete' or 'continuous', got {action_mode!r}")
 
         self.prices = arr
         self.window_size = window_size
@@ -110,13 +123,17 @@ class TradingEnv(gym.Env):
         self.max_steps = None if max_steps is None else int(max_steps)
         self.random_start = bool(random_start)
         self.periods_per_year = periods_per_year
+        self.action_mode = action_mode
 
         # log_returns[i] = log(p[i] / p[i-1]); index 0 is padding so positions line up with prices.
         self._log_returns = np.zeros_like(arr)
         self._log_returns[1:] = np.clip(np.diff(np.log(arr)), -_OBS_BOUND, _OBS_BOUND)
         self._positions_of_action = np.array([-1.0, 0.0, 1.0] if self.allow_short else [0.0, 1.0])
 
-        self.action_space = spaces.Discrete(len(self._positions_of_action))
+        self.action_space: spaces.Space[Any] = spaces.Discrete(len(self._positions_of_action))
+        if action_mode == "continuous":
+            low = -1.0 if self.allow_short else 0.0
+            self.action_space = spaces.Box(low=low, high=1.0, shape=(1,), dtype=np.float32)
         self.observation_space = spaces.Box(
             low=-_OBS_BOUND, high=_OBS_BOUND, shape=(window_size + 1,), dtype=np.float32
         )
@@ -157,18 +174,13 @@ class TradingEnv(gym.Env):
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
         """Hold the position chosen by ``action`` over the next price move.
 
-        :param action: an action index (int, numpy scalar or one-element array).
+        :param action: an action index (int, numpy scalar or one-element array); in continuous mode the
+            target position (a number or a one-element array).
         :return: observation, reward (net return), terminated (end of data), truncated (``max_steps``), info.
         """
-        arr = np.asarray(action)
-        # SB3's predict returns a 0-d array for one observation and shape (1,) when batched.
-        value = arr.reshape(-1)[0] if arr.size == 1 else None
-        if value is None or value != int(value) or not self.action_space.contains(int(value)):
-            raise ValueError(f"invalid action {action!r} for {self.action_space}")
-        a = int(value)
+        new_position = self._position_of(action)
         if self._t >= len(self.prices) - 1:
             raise RuntimeError("step() called after the episode ended; call reset()")
-        new_position = float(self._positions_of_action[a])
         if self._equity <= 0.0:
             # A ruined account holds nothing and earns nothing; the episode goes on (one step per row).
             new_position, net = 0.0, 0.0
@@ -208,6 +220,23 @@ class TradingEnv(gym.Env):
         return np.concatenate(([1.0], np.cumprod(1.0 + self.episode_returns())))
 
     # -- helpers --------------------------------------------------------------------------------------------
+
+    def _position_of(self, action: Any) -> float:
+        """The position an action names; ``ValueError`` for anything else."""
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}") from None
+        # SB3's predict returns a 0-d array for one observation and shape (1,) when batched.
+        value = float(arr.reshape(-1)[0]) if arr.size == 1 else math.nan
+        if self.action_mode == "continuous":
+            if not math.isfinite(value):
+                raise ValueError(f"invalid action {action!r} for {self.action_space}: a finite target position")
+            low = -1.0 if self.allow_short else 0.0
+            return min(max(value, low), 1.0)
+        if not (math.isfinite(value) and value == int(value) and self.action_space.contains(int(value))):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        return float(self._positions_of_action[int(value)])
 
     def _observation(self) -> np.ndarray:
         window = self._log_returns[self._t - self.window_size + 1 : self._t + 1]

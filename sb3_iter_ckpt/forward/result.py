@@ -55,7 +55,7 @@ class ForwardResult:
     :param rows: the row each return is dated on (``t + 1`` for the decision at ``t``).
     :param dates: ISO timestamps of ``rows`` when the prices have a DatetimeIndex, else None.
     :param returns: net return of every period (costs included).
-    :param positions: position held over every period (-1, 0 or 1).
+    :param positions: position held over every period (-1, 0 or 1; between them in the built-in env's continuous mode).
     :param equity: equity after every period, starting from 1.0 before the first.
     :param metrics: :func:`~sb3_iter_ckpt.stats.metrics.trading_metrics` of ``returns`` with ``positions``.
     :param periods_per_year: the annualization of ``metrics``.

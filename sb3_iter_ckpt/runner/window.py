@@ -102,8 +102,10 @@ def _make_env(spec: WindowSpec, segment: Any) -> Any:
     if make_env is not None:
         return make_env(segment, spec.seed)  # a table's slice, every column
     from sb3_iter_ckpt.envs.trading import TradingEnv
+    from sb3_iter_ckpt.runner.algorithms import env_kwargs_for
 
-    return TradingEnv(_column(segment, spec.options.price_column), **spec.options.trading_env_kwargs)
+    # the action mode its algorithm needs: the continuous one for DDPG, SAC, TD3, TQC
+    return TradingEnv(_column(segment, spec.options.price_column), **env_kwargs_for(spec.options))
 
 
 def _column(segment: Any, column: Any) -> Any:
@@ -149,7 +151,7 @@ def _evaluator(train_env: Any, ppy: float, reader: Any) -> Callable[[Any, Any], 
     return evaluate
 
 
-def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, Any]:
+def _outcome(spec: WindowSpec, repo: Any, status: str, t0: tuple[float, float]) -> dict[str, Any]:
     ck = repo.get(spec.iteration)
     return {
         "iteration": spec.iteration,
@@ -157,7 +159,8 @@ def _outcome(spec: WindowSpec, repo: Any, status: str, t0: float) -> dict[str, A
         "record_file": ck.record_file,
         "has_model": ck.has_model,
         "score": ck.score(spec.options.monitor),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0[0],
+        "cpu_seconds": time.process_time() - t0[1],  # the worker's CPU (all its threads): what sharing a machine hides
         "pid": os.getpid(),
         "host": socket.gethostname(),
     }
@@ -171,6 +174,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     from sb3_iter_ckpt.common.prices import traded_prices
     from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.retention import is_pruned
+    from sb3_iter_ckpt.runner.algorithms import env_kwargs_for
     from sb3_iter_ckpt.splitter import Window
 
     ck, off = repo.get(i), spec.test_offset
@@ -185,7 +189,7 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
             prices,
             local,
             iteration=i,
-            env_kwargs=opts.trading_env_kwargs,
+            env_kwargs=env_kwargs_for(opts),
             vecnormalize=vecnormalize,
             periods_per_year=opts.annualization,
             candidate=spec.candidate,
@@ -230,7 +234,7 @@ def train_window(spec: WindowSpec) -> dict[str, Any]:
     from sb3_iter_ckpt.callback import IterationCheckpointCallback
     from sb3_iter_ckpt.repository import CheckpointRepository
 
-    t0, opts = time.perf_counter(), spec.options
+    t0, opts = (time.perf_counter(), time.process_time()), spec.options
     for key, value in spec.env.items():
         os.environ[key] = value
     restore = _pin_threads(opts.torch_threads)

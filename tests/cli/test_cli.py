@@ -316,3 +316,32 @@ def test_walk_forward_with_two_algorithms_chooses_per_window_and_reports_the_can
         and "probability of backtest overfitting (PBO, over the 4 candidates)" in text.stdout
     )
     assert "report: " in text.stdout and "Traceback" not in text.stderr
+
+
+def test_walk_forward_trains_the_finrl_ensemble_each_on_its_actions_and_reports_all_five(tmp_path):
+    """``--algo a2c,ppo,ddpg,sac,td3``: A2C and PPO on the built-in env's discrete positions, DDPG, SAC and TD3 on
+    its continuous ones, one choice per window; ``--algo-kwargs`` lets the off-policy ones learn at this budget."""
+    from sb3_iter_ckpt import CheckpointRepository
+
+    off = '{"learning_starts": 16, "batch_size": 16, "buffer_size": 256}'
+    flags = [*TINY, "--iterations", "2", "--n-steps", "32", "--algo", "a2c,ppo,ddpg,sac,td3"]
+    flags += [arg for algo in ("ddpg", "sac", "td3") for arg in ("--algo-kwargs", f"{algo}:{off}")]
+    proc = run("walk-forward", "--experiment-id", "finrl", *flags, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = ["a2c-s0", "ppo-s0", "ddpg-s0", "sac-s0", "td3-s0"]
+    assert f"5 candidates per window ({', '.join(names)})" in proc.stdout
+    assert "(5 trial(s))" in proc.stdout and "PBO, over the 5 candidates" in proc.stdout
+    root = CheckpointRepository(tmp_path / "results/finrl")
+    assert sorted(p.name for p in (tmp_path / "results/finrl/candidates").iterdir()) == sorted(names)
+    assert root.iterations() == [0, 1]
+    for ck in root.list():  # a choice per window among the five
+        assert set(ck.record["candidate"]["scores"]) == set(names) and ck.record["candidate"]["name"] in names
+    config = root.read_metadata("walk_forward.json")["config"]
+    kwargs = {c["name"]: c["algo_kwargs"] for c in config["candidates"]}
+    assert kwargs["sac-s0"] == {"learning_starts": 16, "batch_size": 16, "buffer_size": 256}
+    assert kwargs["ppo-s0"] == {"n_steps": 32, "batch_size": 32} and kwargs["a2c-s0"] == {"n_steps": 32}
+    for name in names:  # the continuous ones held positions between short, flat and long
+        positions = {p for f in root.candidate(name).forwards() for p in f.positions}
+        assert (positions <= {-1.0, 0.0, 1.0}) is (name in ("a2c-s0", "ppo-s0")), name
+    html = (tmp_path / "results/finrl/report.html").read_text()
+    assert all(f"{name}: forward sharpe" in html for name in names)  # the report's candidates chart

@@ -83,18 +83,14 @@ TINY += ["--test-size", "50", "--iterations", "2", "--threads", "1"]
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
-    (tmp_path / "user_envs.py").write_text(ENV_MODULE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
-    monkeypatch.chdir(tmp_path)
+def setup(user_module):
+    tmp_path = user_module("user_envs", ENV_MODULE)
     close = synthetic_prices(300, seed=5)
     lines = ["Date,Open,Close,Volume,rsi,spy"]
     for k, (day, price) in enumerate(close.items()):
         lines.append(f"{day.date()},{price * 0.99},{price},{1000 + k},{30 + k % 40},{100 + k * 0.1}")
     (tmp_path / "prices.csv").write_text("\n".join(lines) + "\n")
-    yield tmp_path
-    sys.modules.pop("user_envs", None)  # each test imports its own copy
+    return tmp_path
 
 
 def _walk(*extra: str, experiment: str = "e") -> list[str]:

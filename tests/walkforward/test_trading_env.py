@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -285,3 +286,70 @@ def test_a_short_through_a_reverse_split_ruins_the_account_at_zero_and_it_stays_
     m = infos[-1]["episode_metrics"]
     assert m["total_return"] == -1.0 and m["max_drawdown"] == 1.0
     assert all(v is None or math.isfinite(v) for v in m.values() if isinstance(v, float))
+
+
+# -- continuous actions: the target position ---------------------------------------------------------------------
+
+
+def _episode(env: TradingEnv, actions) -> tuple[list[float], list[dict], np.ndarray, np.ndarray]:
+    rewards, infos, *_ = _run(env, actions)
+    return rewards, infos, env.episode_returns(), env.episode_positions()
+
+
+def _assert_infos_agree(a: list[dict], b: list[dict]) -> None:
+    assert [sorted(i) for i in a] == [sorted(i) for i in b]
+    for x, y in zip(a, b, strict=True):
+        for key in ("equity", "position", "return", "price", "step"):
+            assert x[key] == pytest.approx(y[key], abs=1e-12, rel=0)
+    mx, my = a[-1]["episode_metrics"], b[-1]["episode_metrics"]
+    assert mx.keys() == my.keys()
+    for key, value in mx.items():
+        assert value == pytest.approx(my[key], abs=1e-12, rel=0) if value is not None else my[key] is None
+
+
+@pytest.mark.parametrize("allow_short", [True, False])
+def test_continuous_actions_minus_one_zero_one_agree_with_the_discrete_mode_to_1e_12(allow_short):
+    prices = synthetic_prices(120, seed=5)
+    positions = [-1.0, 0.0, 1.0] if allow_short else [0.0, 1.0]
+    indices = np.random.default_rng(0).integers(0, len(positions), size=200)
+    kw = dict(window_size=4, transaction_cost=0.002, allow_short=allow_short)
+    discrete = _episode(TradingEnv(prices, **kw), indices)
+    # as SB3's predict gives a Box action: float32, shape (1,)
+    actions = [np.array([positions[i]], dtype=np.float32) for i in indices]
+    continuous = _episode(TradingEnv(prices, action_mode="continuous", **kw), actions)
+    assert len(discrete[2]) == len(continuous[2]) == len(prices) - 5
+    np.testing.assert_allclose(continuous[2], discrete[2], rtol=0, atol=1e-12)  # returns
+    np.testing.assert_allclose(continuous[3], discrete[3], rtol=0, atol=1e-12)  # positions
+    np.testing.assert_allclose(continuous[0], discrete[0], rtol=0, atol=1e-12)  # rewards
+    _assert_infos_agree(continuous[1], discrete[1])
+    assert len(set(discrete[3])) == len(positions)  # every position was held
+
+
+def test_a_continuous_position_pays_the_cost_on_its_change_and_earns_its_fraction():
+    cost = 0.01
+    env = TradingEnv(PRICES, window_size=2, transaction_cost=cost, action_mode="continuous")
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    rewards, infos, terminated, _ = _run(env, [0.5, np.array([-0.25]), np.float32(1.75)])
+    simple = [100 / 102 - 1, 105 / 100 - 1, 105 / 105 - 1]
+    # 0 -> 0.5 (0.5 traded), 0.5 -> -0.25 (0.75), -0.25 -> 1.75 clipped to 1 (1.25)
+    assert rewards == pytest.approx([0.5 * simple[0] - 0.5 * cost, -0.25 * simple[1] - 0.75 * cost, -1.25 * cost])
+    assert [i["position"] for i in infos] == [0.5, -0.25, 1.0] and terminated
+    long_only = TradingEnv(PRICES, window_size=2, allow_short=False, action_mode="continuous")
+    assert long_only.action_space == gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+    _, infos, *_ = _run(long_only, [-0.5, 0.25])
+    assert [i["position"] for i in infos] == [0.0, 0.25]  # no short position in long-only mode
+    for bad in (float("nan"), np.array([np.inf]), np.array([0.1, 0.2]), "long", None):
+        long_only.reset()
+        with pytest.raises(ValueError, match="invalid action"):
+            long_only.step(bad)
+    with pytest.raises(ValueError, match="action_mode"):
+        TradingEnv(PRICES, window_size=2, action_mode="box")
+
+
+def test_check_env_passes_in_continuous_mode():
+    from stable_baselines3.common.env_checker import check_env
+
+    check_env(TradingEnv(synthetic_prices(60, seed=0), action_mode="continuous"), warn=True)
+    long_only = TradingEnv(synthetic_prices(60, seed=0), allow_short=False, action_mode="continuous", max_steps=5)
+    with pytest.warns(UserWarning, match="symmetric"):  # SB3's advice for Box(0, 1); SAC rescales its tanh to it
+        check_env(long_only, warn=True)
