@@ -27,6 +27,8 @@ TINY = [
     "64",
     "--eval-freq",
     "64",
+    "--executor",  # the default, auto, would start a process pool: seconds, longer than these windows train
+    "sequential",
 ]
 
 
