@@ -22,7 +22,7 @@ from sb3_iter_ckpt import CheckpointRepository
 from sb3_iter_ckpt.common.candidates import Candidate
 from sb3_iter_ckpt.common.record import FORWARD_RETURNS
 from sb3_iter_ckpt.envs import TradingEnv
-from sb3_iter_ckpt.runner.auto import available_cpus, choose, unsendable
+from sb3_iter_ckpt.runner.auto import available_cpus, cgroup_cpus, choose, unsendable
 from sb3_iter_ckpt.runner.executors import ProcessExecutor, SequentialExecutor
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import WalkForwardRunner
@@ -192,6 +192,25 @@ def test_functions_of_a_main_without_a_file_stay_in_the_driver(tmp_path):
     proc = _script(tmp_path, "-c", textwrap.dedent(_SCRIPT) + '\nrun("exp")\n')
     assert "IN DRIVER True" in proc.stdout
     assert "name make_env from __main__, which a worker process cannot import" in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 2),  # cgroup v2, docker --cpus=1.5
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_a_containers_cpu_quota_caps_the_cpus(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpus(str(tmp_path)) == quota
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert available_cpus(str(tmp_path)) == min(affinity, quota or affinity)
 
 
 def test_settings_from_a_module_made_at_run_time_stay_in_the_driver(monkeypatch):
