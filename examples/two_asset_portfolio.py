@@ -1,12 +1,13 @@
 """Walk-forward on a small two-asset portfolio env, against the equal-weight portfolio, ending with the report.
 
-The data is a pandas DataFrame with a DatetimeIndex and three columns: the prices of two synthetic assets,
-``a`` and ``b``, and ``ew``, the value of the equal-weight portfolio of both (rebalanced daily), computed
-here. ``TwoAssetEnv`` holds all of the portfolio in ``a``, half in each, or all in ``b`` (``Discrete(3)``),
-observing the recent returns of both; it reports the portfolio's net return and its exposure (always 1.0:
-fully invested). Two candidates per window (PPO and A2C) are trained on the train part and judged on the
-validation part; the better one trades the test part, and the run ends with the HTML report, where the
-forward curve is compared with the equal-weight portfolio.
+The data is a pandas DataFrame with a DatetimeIndex and the prices of two synthetic assets, ``a`` and ``b``,
+both named as the run's price columns (``price_column=["a", "b"]``): buy-and-hold is then their equal-weight
+portfolio, rebalanced every day (``sb3_iter_ckpt.data.equal_weight_index``). ``TwoAssetEnv`` holds all
+of the portfolio in ``a``, half in each, or all in ``b`` (``Discrete(3)``), observing the recent returns
+of both; it reports the portfolio's net return and its exposure (always 1.0: fully invested). Two
+candidates per window (PPO and A2C) are trained on the train part and judged on the validation part; the
+better one trades the test part, and the run ends with the HTML report, where the forward curve is
+compared with the equal-weight portfolio.
 
     pip install sb3-iter-ckpt
     python examples/two_asset_portfolio.py --timesteps 20000 --out results/two-asset
@@ -35,13 +36,10 @@ WEIGHTS_A = (1.0, 0.5, 0.0)
 
 
 def two_asset_table(n: int = 900) -> pd.DataFrame:
-    """Two synthetic assets' prices on the same business days, and their equal-weight portfolio's value."""
+    """Two synthetic assets' prices on the same business days."""
     a = synthetic_prices(n, seed=11)
     b = synthetic_prices(n, seed=12, start_price=50.0)
-    table = pd.DataFrame({"a": a.to_numpy(), "b": b.to_numpy()}, index=a.index)
-    daily = 0.5 * table["a"].pct_change().fillna(0.0) + 0.5 * table["b"].pct_change().fillna(0.0)
-    table["ew"] = 100.0 * (1.0 + daily).cumprod()  # rebalanced to half/half every day
-    return table
+    return pd.DataFrame({"a": a.to_numpy(), "b": b.to_numpy()}, index=a.index)
 
 
 class TwoAssetEnv(gym.Env):
@@ -80,7 +78,7 @@ class TwoAssetEnv(gym.Env):
 
 
 def make_env(table_slice: pd.DataFrame, seed: int) -> TwoAssetEnv:
-    """The env on one segment of the table: the rows of the segment's dates, all three columns."""
+    """The env on one segment of the table: the rows of the segment's dates, both columns."""
     return TwoAssetEnv(table_slice)
 
 
@@ -104,11 +102,9 @@ def main(argv: list[str] | None = None) -> Path:
         make_env=make_env,
         step_reader=StepReader.trading_env(),  # info["return"], info["position"]
         env_history=HISTORY,
-        # The env trades both assets, so no single column is "the" traded price: price_column only names a
-        # column of the table to date the rows by (any would do). The baseline the report compares with is
-        # the benchmark column, the equal-weight portfolio, in place of one asset's buy-and-hold.
-        price_column="a",
-        benchmark_column="ew",
+        # The env trades both assets: both are the run's price columns, and the baseline the report compares
+        # with is their equal-weight portfolio (benchmark_column= would name another column instead).
+        price_column=["a", "b"],
         candidates=candidates,
         progress=False,
     )
@@ -120,7 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
         print(f"window {ck.iteration}: {name} (validation Sharpe ratios {chosen.get('scores')})")
     if result.forward is not None:
         print(f"stitched forward Sharpe: {result.forward['stitched']['metrics']['sharpe']}")
-        # "buy-and-hold" in the forward results and the report is the benchmark column: the equal-weight portfolio
+        # "buy-and-hold" in the forward results and the report is the equal-weight portfolio of a and b
         print(f"equal-weight total return: {result.forward['baseline']['buy_and_hold']['total_return']}")
     report = write_report(runner.repository, args.out / "report.html")
     print(f"report: {report}")

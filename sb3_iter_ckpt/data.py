@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sb3_iter_ckpt.common.prices import equal_weight_index, traded_prices
 from sb3_iter_ckpt.errors import CheckpointError
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "estimate_periods_per_year",
     "data_fingerprint",
     "check_table",
+    "equal_weight_index",
+    "traded_prices",
     "load_table_csv",
 ]
 
@@ -344,12 +347,14 @@ def _table_index(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def check_table(
-    table: pd.DataFrame, price_column: str | None = None, benchmark_column: str | None = None
+    table: pd.DataFrame, price_column: str | Sequence[str] | None = None, benchmark_column: str | None = None
 ) -> tuple[pd.DataFrame, Any, Any]:
     """A table of a run checked once: its index (a DatetimeIndex, or its ``date`` column made one), the traded
-    price column (``price_column``, default: the one column named close) and the optional benchmark column.
+    price column (``price_column``, default: the one column named close; several for a portfolio) and the
+    optional benchmark column.
 
-    :return: ``(table, price_column, benchmark_column)`` with the columns as the table names them.
+    :return: ``(table, price_column, benchmark_column)`` with the columns as the table names them (several
+        price columns as a tuple).
     :raises DataError: in one line, for no rows, a duplicate or unsorted index, a missing or ambiguous
         column, or a price or benchmark column that is not finite positive numbers.
     """
@@ -358,8 +363,13 @@ def check_table(
     if table.columns.has_duplicates:
         raise DataError(f"the table has duplicate column names: {list(table.columns)}")
     table = _table_index(table)
-    price = _table_column(table, price_column, "price_column")
-    _price_column_values(table, price, "price_column")
+    if price_column is None or isinstance(price_column, str):
+        price: Any = _table_column(table, price_column, "price_column")
+        _price_column_values(table, price, "price_column")
+    else:
+        price = tuple(_table_column(table, column, "price_column") for column in price_column)
+        for column in price:
+            _price_column_values(table, column, "price_column")
     benchmark = None
     if benchmark_column is not None:
         benchmark = _table_column(table, benchmark_column, "benchmark_column")

@@ -97,7 +97,7 @@ class WalkForwardRunner:
     :param total_timesteps: Training timesteps per iteration.
     :param settings: The run's other settings, as keyword arguments of
         :class:`~sb3_iter_ckpt.common.options.RunOptions`: ``algo``, ``algo_kwargs``, ``make_env``, ``make_model``,
-        ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``,
+        ``env_kwargs``, ``seed``, ``eval_freq``, ``monitor``, ``mode``, ``min_score``, ``warm_start``, ``policy``,
         ``periods_per_year``, ``retention``, ``verbose``, ``torch_threads``, ``candidates`` (see there). With
         ``candidates``, each trains every window into ``candidates/<name>/`` (in parallel on the executor) and
         the root keeps a copy of each window's chosen one (``sb3_iter_ckpt.runner.ensemble``). With a test part in the
@@ -291,7 +291,7 @@ def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]
     series or array as it is (the price and the benchmark)."""
     import pandas as pd
 
-    from sb3_iter_ckpt.data import check_table
+    from sb3_iter_ckpt.data import check_table, traded_prices
 
     if not isinstance(prices, pd.DataFrame):
         if options.price_column is not None or options.benchmark_column is not None:
@@ -301,7 +301,8 @@ def _table(prices: Any, options: RunOptions) -> tuple[Any, RunOptions, Any, Any]
         return prices, options, prices, prices
     table, price, benchmark = check_table(prices, options.price_column, options.benchmark_column)
     options = dataclasses.replace(options, price_column=price, benchmark_column=benchmark)
-    return table, options, table[price], table[price if benchmark is None else benchmark]
+    traded = traded_prices(table, price)
+    return table, options, traded, traded if benchmark is None else table[benchmark]
 
 
 def _resolved(options: RunOptions, splitter: WalkForwardSplitter, prices: Any) -> tuple[RunOptions, str]:
@@ -392,14 +393,17 @@ class _Run:
 
     def stitch(self) -> bool:
         """With test parts: the forward results stitched into ``forward_returns.csv``; whether it changed."""
-        from sb3_iter_ckpt.forward.stitching import stitch
+        from sb3_iter_ckpt.forward.stitching import restitch, stitch
 
         repo = self.runner.repository
         results = repo.forwards() if self.runner.splitter.test_size else []
         if not results:
             return False
         try:
-            data = stitch(results, self.runner.benchmark_series).to_csv_bytes()
+            stitch(results, self.runner.benchmark_series)  # the results belong to these rows and dates
+            # Written from the signed files alone, as every reader recomputes it: an equal-weight benchmark
+            # of a slice can differ from the whole table's in the last bit.
+            data = restitch(results).to_csv_bytes()
         except CheckpointError:
             return False  # a hole (a result missing): the repository's forward_status says why
         if repo.storage.exists(FORWARD_RETURNS) and repo.storage.read_bytes(FORWARD_RETURNS) == data:

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from sb3_iter_ckpt.cli.env_flags import READER_HELP
 from sb3_iter_ckpt.cli.maintenance import cmd_adopt, cmd_analyze, cmd_prune, cmd_summary
 from sb3_iter_ckpt.cli.reading import cmd_best, cmd_list, cmd_show, cmd_verify
 from sb3_iter_ckpt.cli.results import cmd_forward, cmd_plot, cmd_report
@@ -172,7 +173,12 @@ def _report_parser(sub: Subparsers) -> None:
 def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="CSV with a date and a close column (default: embedded synthetic prices)")
     p.add_argument("--date-column", default="date", help="date column of --data (case-insensitive)")
-    p.add_argument("--close-column", default="close", help="close price column of --data (case-insensitive)")
+    p.add_argument(
+        "--close-column",
+        default="close",
+        help="the traded price column of --data (case-insensitive); several, comma-separated, for a portfolio --env "
+        "(buy-and-hold is then their equal-weight portfolio, rebalanced every period)",
+    )
     p.add_argument("--date-format", help="strftime format of the dates of --data (e.g. '%%d.%%m.%%Y %%H:%%M:%%S.%%f')")
     p.add_argument(
         "--periods-per-year",
@@ -192,6 +198,12 @@ def _env_flags(p: argparse.ArgumentParser) -> None:
         "(every column, indexed by date, with --history rows before each part) (default: the built-in env)",
     )
     p.add_argument("--env-kwargs", metavar="JSON", help="keyword arguments of --env's callable, a JSON object")
+    p.add_argument("--step-reader", metavar="RULE", help=READER_HELP)
+    p.add_argument(
+        "--position-key",
+        metavar="KEY",
+        help="info[KEY] of --env's steps is the position held (default: position; none: the env reports none)",
+    )
     p.add_argument(
         "--benchmark-column", help="column of --data whose returns are buy-and-hold's (default: --close-column)"
     )
@@ -203,10 +215,22 @@ def _env_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-_WALK_FORWARD_EXAMPLE = """example, your env on a CSV of OHLCV and indicator columns:
+_WALK_FORWARD_EXAMPLE = """your env (--env), the contract: make_env(table, seed) -> a gymnasium env over the table's
+rows (every column of --data, indexed by date, with --history rows before each part and one row after it).
+It takes one step per row after the --history rows but the last; the decision at row t earns its return
+on row t + 1, which is where that return is dated. Each step's info reports the step's net return
+(info["return"], or the rule of --step-reader) and the position held (info["position"], or --position-key).
+Before anything trains, a preflight steps the env and refuses one that breaks this (exit 2). Docs: "Bring
+your own env" (docs/guide/env_contract.md).
+
+example, your env on a CSV of OHLCV and indicator columns:
   sb3-iter-ckpt walk-forward --experiment-id feat1 --total-timesteps 20000 --data prices.csv \\
       --close-column close --env mypackage.envs:make_env --env-kwargs '{"window": 30}' --history 30
-  where mypackage/envs.py has  def make_env(table, seed, window=10): ...  (table: a pandas DataFrame)"""
+  where mypackage/envs.py has  def make_env(table, seed, window=10): ...  (table: a pandas DataFrame)
+
+example, gym-trading-env's TradingEnv (its portfolio valuation read as the equity), test parts:
+  sb3-iter-ckpt walk-forward --experiment-id gte --total-timesteps 20000 --data prices.csv --test-size 120 \\
+      --env mypackage.envs:make_gte --history 0 --step-reader gym-trading-env"""
 
 
 def _window_flags(p: argparse.ArgumentParser) -> None:
@@ -232,6 +256,12 @@ def _training_flags(p: argparse.ArgumentParser) -> None:
         default="ppo",
         help="ppo, a2c or dqn, or several comma-separated (ppo,a2c): each a candidate per window, the one with "
         "the best validation score chosen (default: ppo)",
+    )
+    p.add_argument(
+        "--policy",
+        help="the policy every candidate is built with: an alias of its algorithm (MlpPolicy, MlpLstmPolicy...) or a "
+        "class's import path (package.module:Class); default: MlpPolicy, MultiInputPolicy for a Dict observation, "
+        "a recurrent algorithm's own (MlpLstmPolicy)",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from sb3_iter_ckpt.cli.shared import (
     EXIT_INTEGRITY,
@@ -122,4 +123,17 @@ def cmd_forward(args: argparse.Namespace) -> int:
     dsr, pbo = report["deflated_sharpe"], report["pbo"]
     print(f"deflated Sharpe ratio: {_fmt(dsr) if dsr is not None else report['deflated_sharpe_reason']}")
     print(f"PBO: {_fmt(pbo['pbo']) if pbo is not None else report['pbo_reason']}")
+    caveat = _caveat(repo)
+    if caveat:
+        print(f"mind: every return here is {caveat}")
     return EXIT_OK
+
+
+def _caveat(repo: Any) -> str | None:
+    """The returns' caveat of the run's recorded reader (realized profit only), from a trustworthy
+    ``walk_forward.json``."""
+    from sb3_iter_ckpt.common.steps import realized_caveat
+    from sb3_iter_ckpt.repository import checked_run_file
+
+    run, problem = checked_run_file(repo)
+    return None if run is None or problem else realized_caveat(run["config"].get("step_reader"))

@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sb3_iter_ckpt.cli.env_flags import price_columns, step_reader
 from sb3_iter_ckpt.cli.shared import (
     EXIT_OK,
     UsageError,
@@ -74,11 +75,26 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     from sb3_iter_ckpt.runner.algorithms import algorithm_class
 
     try:
-        for algo in algos:
-            algorithm_class(algo)
+        classes = [algorithm_class(algo) for algo in algos]
         _candidates(args)  # duplicate names (--algo ppo,ppo)
     except CheckpointError as exc:
         raise UsageError(f"--algo: {exc}") from None
+    _check_policy(args, classes)
+
+
+def _check_policy(args: argparse.Namespace, classes: list[Any]) -> None:
+    """``--policy``: an import path imports, an alias is one of every algorithm's (before anything is loaded)."""
+    from sb3_iter_ckpt.common.candidates import check_policy
+    from sb3_iter_ckpt.runner.policies import resolve_policy
+
+    if args.policy is None:
+        return
+    try:
+        check_policy(args.policy, "policy")
+        for cls in classes:
+            resolve_policy(cls, args.policy, None)
+    except CheckpointError as exc:
+        raise UsageError(f"--policy: {exc}") from None
 
 
 def _check_env_args(args: argparse.Namespace) -> None:
@@ -87,6 +103,8 @@ def _check_env_args(args: argparse.Namespace) -> None:
 
     _env_callable(args)
     _env_kwargs(args)
+    price_columns(args)
+    step_reader(args)
     if args.benchmark_column and not args.data:
         raise UsageError("--benchmark-column names a column of --data; the synthetic prices have one column")
     cost = args.transaction_cost
@@ -180,7 +198,7 @@ def _prices(args: argparse.Namespace) -> Any:
     load = load_table_csv if _is_table(args) else load_prices_csv
     try:
         return load(
-            args.data, date_column=args.date_column, close_column=args.close_column, date_format=args.date_format
+            args.data, date_column=args.date_column, close_column=price_columns(args)[0], date_format=args.date_format
         )
     except ValueError as exc:
         raise UsageError(f"{exc} (choose columns with --date-column / --close-column)") from exc
@@ -237,9 +255,19 @@ def _run_options(args: argparse.Namespace) -> Any:
         make_env_kwargs=_env_kwargs(args),
         env_kwargs=env_kwargs,
         env_history=args.history if args.env else None,
-        price_column=(args.close_column if args.data else "close") if table else None,
+        price_column=_price_column(args) if table else None,
         benchmark_column=args.benchmark_column,
+        step_reader=step_reader(args),
+        policy=args.policy,
     )
+
+
+def _price_column(args: argparse.Namespace) -> str | tuple[str, ...]:
+    """The run's ``price_column``: ``--close-column``'s one name or several (the synthetic prices' is close)."""
+    if not args.data:
+        return "close"
+    names = price_columns(args)
+    return names[0] if len(names) == 1 else names
 
 
 def _print_walk_forward(args: argparse.Namespace, repo: Any, result: Any) -> None:

@@ -21,7 +21,17 @@ from typing import Any
 from sb3_iter_ckpt.common.selection import SelectionRule
 from sb3_iter_ckpt.errors import CheckpointError
 
-__all__ = ["CANDIDATES_DIR", "Candidate", "candidate_scores", "check_candidates", "choose", "make_candidates"]
+__all__ = [
+    "CANDIDATES_DIR",
+    "Candidate",
+    "candidate_scores",
+    "check_candidates",
+    "check_policy",
+    "choose",
+    "make_candidates",
+    "policy_config",
+    "policy_name",
+]
 
 #: The folder of the candidates' repositories under the experiment root.
 CANDIDATES_DIR = "candidates"
@@ -39,12 +49,15 @@ class Candidate:
     :param algo: ``"ppo"``, ``"a2c"``, ``"dqn"`` or an import path (as ``RunOptions.algo``).
     :param seed: Its base seed (iteration ``i`` trains with ``seed + i``).
     :param algo_kwargs: Its hyperparameters, replacing the run's ``algo_kwargs``; None: the run's.
+    :param policy: Its policy (as ``RunOptions.policy``: an alias, a class or its import path), replacing the
+        run's; None: the run's.
     """
 
     name: str
     algo: str = "ppo"
     seed: int = 0
     algo_kwargs: Mapping[str, Any] | None = None
+    policy: str | type | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name) or self.name in (".", ".."):
@@ -58,11 +71,38 @@ class Candidate:
             raise CheckpointError(f"candidate {self.name!r}: seed must be an integer, got {self.seed!r}")
         if self.algo_kwargs is not None:
             object.__setattr__(self, "algo_kwargs", dict(self.algo_kwargs))
+        check_policy(self.policy, f"candidate {self.name!r}: policy")
 
     def to_dict(self) -> dict[str, Any]:
         """Its configuration as plain data (the run's fingerprint records it)."""
         kwargs = None if self.algo_kwargs is None else dict(self.algo_kwargs)
-        return {"name": self.name, "algo": self.algo, "seed": self.seed, "algo_kwargs": kwargs}
+        base = {"name": self.name, "algo": self.algo, "seed": self.seed, "algo_kwargs": kwargs}
+        return {**base, **policy_config(self.policy)}
+
+
+def check_policy(policy: Any, what: str) -> None:
+    """Refuse a ``policy`` setting that is neither None, a name (an alias or an import path) nor a class."""
+    if policy is None or isinstance(policy, type) or (isinstance(policy, str) and policy.strip() == policy != ""):
+        return
+    raise CheckpointError(
+        f"{what} must be an alias such as 'MlpPolicy', a policy class or its import path "
+        f"('package.module:Class'), got {policy!r}"
+    )
+
+
+def policy_config(policy: str | type | None) -> dict[str, str]:
+    """``{"policy": name}`` for a fingerprint, empty when ``policy`` is None or ``"MlpPolicy"``: every earlier
+    run was built with ``"MlpPolicy"`` and keeps its fingerprint, and wherever ``"MlpPolicy"`` builds a model at
+    all (a flat observation, an algorithm that has it) the automatic choice is the same."""
+    return {} if policy is None or policy == "MlpPolicy" else {"policy": policy_name(policy)}
+
+
+def policy_name(policy: str | type) -> str:
+    """A policy setting as the fingerprint records it: an alias as given, a class by its import path (the
+    ``package.module:Class`` spelling written ``package.module.Class``, so that both are the same run)."""
+    if isinstance(policy, type):
+        return f"{policy.__module__}.{policy.__qualname__}"
+    return policy.replace(":", ".")
 
 
 def check_candidates(candidates: Iterable[Candidate]) -> tuple[Candidate, ...]:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sb3_iter_ckpt.common.candidates import Candidate, check_candidates
+from sb3_iter_ckpt.common.candidates import Candidate, check_candidates, check_policy, policy_config
 from sb3_iter_ckpt.common.selection import MinScore, SelectionRule
 from sb3_iter_ckpt.common.steps import StepReader
 from sb3_iter_ckpt.errors import CheckpointError
@@ -151,7 +151,7 @@ class RunOptions:
     :param algo_kwargs: Hyperparameters for the algorithm (recorded in the fingerprint).
     :param make_env: ``callable(prices_segment, seed) -> gym.Env``; default: the built-in ``TradingEnv``.
     :param make_model: ``callable(vec_env, seed) -> model``;
-        default: ``algo("MlpPolicy", env, seed=seed, **algo_kwargs)``.
+        default: ``algo(policy, env, seed=seed, **algo_kwargs)``.
     :param env_kwargs: Arguments of the built-in ``TradingEnv`` (``window_size``, ``transaction_cost``...);
         the run's ``periods_per_year`` is added unless given here.
     :param seed: Base seed; iteration ``i`` uses ``seed + i`` (deterministic per iteration).
@@ -184,10 +184,19 @@ class RunOptions:
         run's ``algo`` and ``seed``). Not with ``make_model``.
     :param price_column: With a table (a DataFrame) for prices: the column of the traded price (the built-in
         env's prices, the forward results' rows and dates, buy-and-hold); None: the one column named close
-        (the runner resolves it). Only for a table.
-    :param benchmark_column: With a table: the column whose returns are buy-and-hold's (None: the price column).
+        (the runner resolves it). Several columns (a list) for a portfolio env (``make_env`` needed): buy-and-hold
+        is then their equal-weight portfolio (``data.equal_weight_index``) unless ``benchmark_column`` names
+        another. Only for a table.
+    :param benchmark_column: With a table: the column whose returns are buy-and-hold's (None: the price column,
+        or the price columns' equal-weight portfolio).
     :param make_env_kwargs: Keyword arguments ``make_env`` is called with (``make_env(segment, seed, **kw)``;
         values recorded in the fingerprint, unlike those of a ``functools.partial``). Needs ``make_env``.
+    :param policy: The policy the default ``make_model`` builds: an alias of the algorithm (``"MlpPolicy"``...),
+        a policy class or its import path (``"package.module:Class"`` or ``"package.module.Class"``); None, the
+        default: ``"MlpPolicy"``, ``"MultiInputPolicy"`` for a gymnasium ``Dict`` observation, a recurrent
+        algorithm's own alias (``RecurrentPPO``: ``"MlpLstmPolicy"``, ``"MultiInputLstmPolicy"``), chosen per
+        algorithm when the model is built. Recorded in the fingerprint only when given (and not ``"MlpPolicy"``,
+        which every earlier version built). Not with ``make_model``.
 
     ``selection`` is the :class:`~sb3_iter_ckpt.common.selection.SelectionRule` of ``monitor``, ``mode`` and
     ``min_score`` (built and checked here); the three fields keep the values as given, which is what the
@@ -215,9 +224,10 @@ class RunOptions:
     candidates: tuple[Candidate, ...] = ()
     step_reader: StepReader | None = None
     env_history: int | None = None
-    price_column: str | None = None
+    price_column: str | tuple[str, ...] | None = None
     benchmark_column: str | None = None
     make_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    policy: str | type | None = None
     selection: SelectionRule = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -245,6 +255,9 @@ class RunOptions:
         candidates = check_candidates(self.candidates or ())
         if candidates and self.make_model is not None:
             raise CheckpointError("candidates name their own algorithm and seed: drop make_model, or the candidates")
+        check_policy(self.policy, "policy")
+        if self.policy is not None and self.make_model is not None:
+            raise CheckpointError("policy is what the default make_model builds: drop make_model, or the policy")
         _set(
             self,
             total_timesteps=total,
@@ -259,9 +272,23 @@ class RunOptions:
         )
 
     def _check_data_settings(self) -> None:
+        columns = self.price_column
+        if isinstance(columns, (list, tuple)):
+            if (
+                len(columns) < 2
+                or len(set(columns)) != len(columns)
+                or not all(isinstance(c, str) and c for c in columns)
+            ):
+                raise CheckpointError(f"several price columns are two or more distinct column names, got {columns!r}")
+            if self.make_env is None:
+                raise CheckpointError(
+                    f"price_column={list(columns)} names several prices: the built-in env trades one; give your "
+                    "portfolio env (make_env)"
+                )
+            _set(self, price_column=tuple(columns))
         for name in ("price_column", "benchmark_column"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value):
+            if value is not None and not isinstance(value, tuple) and (not isinstance(value, str) or not value):
                 raise CheckpointError(f"{name} must be a column name (a non-empty string) or None, got {value!r}")
         kwargs = self.make_env_kwargs
         if not isinstance(kwargs or {}, Mapping) or not all(isinstance(k, str) for k in kwargs or {}):
@@ -306,8 +333,15 @@ class RunOptions:
         Its windows run no retention: the driver prunes once the chosen models are copied to the root.
         """
         kwargs = self.algo_kwargs if candidate.algo_kwargs is None else candidate.algo_kwargs
+        policy = self.policy if candidate.policy is None else candidate.policy
         return dataclasses.replace(
-            self, algo=candidate.algo, seed=candidate.seed, algo_kwargs=kwargs, candidates=(), retention=None
+            self,
+            algo=candidate.algo,
+            seed=candidate.seed,
+            algo_kwargs=kwargs,
+            policy=policy,
+            candidates=(),
+            retention=None,
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -336,10 +370,19 @@ class RunOptions:
             **({"step_reader": self._reader_config()} if self.reader != StepReader() else {}),
             **({"env_history": self.env_history} if self.env_history is not None else {}),
             # A table's columns (issue 22), only when the run has a table or a benchmark.
-            **({"price_column": self.price_column} if self.price_column is not None else {}),
+            **({"price_column": _json_columns(self.price_column)} if self.price_column is not None else {}),
             **({"benchmark_column": self.benchmark_column} if self.benchmark_column is not None else {}),
             **({"make_env_kwargs": self.make_env_kwargs} if self.make_env_kwargs else {}),
+            # The policy (issue 23), only when given: the automatic choice follows from the algorithm and the env.
+            **policy_config(self.policy),
         }
 
     def _reader_config(self) -> dict[str, Any]:
-        return {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}
+        fields = {k: name_of(v) if callable(v) else v for k, v in self.reader.fields().items()}
+        if not fields["realized"]:
+            del fields["realized"]  # the field came later: readers without it keep their fingerprint
+        return fields
+
+
+def _json_columns(columns: str | tuple[str, ...]) -> str | list[str]:
+    return list(columns) if isinstance(columns, tuple) else columns

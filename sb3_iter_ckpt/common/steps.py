@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from sb3_iter_ckpt.errors import EnvContractError
 
-__all__ = ["StepRead", "StepReader"]
+__all__ = ["REALIZED", "StepRead", "StepReader", "realized_caveat"]
 
 
 class StepRead(NamedTuple):
@@ -55,6 +55,18 @@ def _key(info: Mapping[str, Any], key: str, what: str) -> Any:
     return info[key]
 
 
+#: What a reader with ``realized=True`` means, said wherever its returns are shown.
+REALIZED = (
+    "realized profit: the env's equity changes only when a trade closes, so an open position's gains and "
+    "losses appear all at once on the step that closes it (not marked to market)"
+)
+
+
+def realized_caveat(reader_config: Any) -> str | None:
+    """The caveat of a run's recorded reader (``walk_forward.json``'s ``config["step_reader"]``), or None."""
+    return REALIZED if isinstance(reader_config, dict) and reader_config.get("realized") is True else None
+
+
 @dataclass(frozen=True)
 class StepReader:
     """How a step's return and position are read from the ``info`` of ``env.step()``.
@@ -70,6 +82,8 @@ class StepReader:
         its ``.value``); None: the env reports none.
     :param position_map: ``(value, position)`` pairs translating ``info[position_key]`` (or its ``.value``)
         into a number, e.g. gym-anytrading's ``((0, -1.0), (1, 1.0))``; a mapping is accepted too.
+    :param realized: True when the equity changes only as trades close (realized profit, not marked to
+        market, e.g. gym-anytrading's ``total_profit``): every place that shows the returns says so.
     """
 
     return_key: str | None = None
@@ -77,6 +91,7 @@ class StepReader:
     return_fn: Callable[[Mapping[str, Any]], Any] | None = None
     position_key: str | None = "position"
     position_map: tuple[tuple[Any, float], ...] | None = None
+    realized: bool = False
 
     def __post_init__(self) -> None:
         rules = [name for name in ("return_key", "equity_key", "return_fn") if getattr(self, name) is not None]
@@ -88,6 +103,8 @@ class StepReader:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise EnvContractError(f"StepReader {name} must be a non-empty string or None, got {value!r}")
+        if not isinstance(self.realized, bool):
+            raise EnvContractError(f"StepReader realized must be True or False, got {self.realized!r}")
         if self.return_fn is not None and not callable(self.return_fn):
             raise EnvContractError(f"StepReader return_fn must be callable, got {self.return_fn!r}")
         pairs = self.position_map
@@ -121,7 +138,12 @@ class StepReader:
         and losses appear all at once on the step that closes it. Its ``info["position"]`` is the position
         after the step's action (held from that row on), not the one the step's profit was earned with.
         """
-        return cls(equity_key="total_profit", position_key="position", position_map=((0, float(short)), (1, 1.0)))
+        return cls(
+            equity_key="total_profit",
+            position_key="position",
+            position_map=((0, float(short)), (1, 1.0)),
+            realized=True,
+        )
 
     @classmethod
     def gym_trading_env(cls) -> StepReader:
@@ -138,7 +160,8 @@ class StepReader:
             rule = f"return_fn {getattr(self.return_fn, '__qualname__', self.return_fn)!r}"
         else:
             rule = f"return info[{self.return_key!r}]"
-        return rule + ("" if self.position_key is None else f", position info[{self.position_key!r}]")
+        rule += "" if self.position_key is None else f", position info[{self.position_key!r}]"
+        return rule + (f" ({REALIZED})" if self.realized else "")
 
     def fields(self) -> dict[str, Any]:
         """The reader's fields by name (the run's configuration names callables itself)."""

@@ -2,11 +2,14 @@
 
 :func:`run_episode` is the only place the package steps an env to judge a model: validation and train
 scores, the forward evaluation of a test part, ``evaluate_trading``. It calls ``reset()`` and ``step()``
-and nothing else, and reads each step with a :class:`~sb3_iter_ckpt.common.steps.StepReader`.
+and nothing else, and reads each step with a :class:`~sb3_iter_ckpt.common.steps.StepReader`. A recurrent
+policy's state and ``episode_start`` are carried through the episode as SB3's ``evaluate_policy`` does
+(:func:`predictor`).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +19,7 @@ import numpy as np
 from sb3_iter_ckpt.common.steps import StepReader
 from sb3_iter_ckpt.stats.metrics import trading_metrics
 
-__all__ = ["Episode", "episode_metrics", "run_episode"]
+__all__ = ["Episode", "episode_metrics", "predictor", "run_episode"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,37 @@ def _reset_info(venv: Any) -> Any:
     return infos[0] if infos else {}
 
 
+def _takes_state(model: Any) -> bool:
+    """Whether ``model.predict`` takes SB3's ``state`` and ``episode_start`` (a hand-written model may not)."""
+    try:
+        params = inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): call it as SB3's
+        return True
+    return {"state", "episode_start"} <= params.keys() or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def predictor(model: Any, *, deterministic: bool = True) -> Callable[[Any, bool], Any]:
+    """``model.predict`` as ``act(observation, episode_start) -> action``, the policy's state carried from one
+    call to the next, as SB3's ``evaluate_policy`` does: no state before the first call, ``episode_start`` True
+    on an episode's first step. A non-recurrent model ignores both; a ``predict`` without these parameters is
+    called without them.
+
+    :param model: anything with SB3's ``predict(observation, state=None, episode_start=None, deterministic=...)``.
+    :param deterministic: passed to ``predict``.
+    """
+    if not _takes_state(model):
+        return lambda obs, episode_start: model.predict(obs, deterministic=deterministic)[0]
+    state: Any = None
+
+    def act(obs: Any, episode_start: bool) -> Any:
+        nonlocal state
+        starts = np.array([episode_start], dtype=bool)  # one env: SB3's (n_envs,) flags
+        action, state = model.predict(obs, state=state, episode_start=starts, deterministic=deterministic)
+        return action
+
+    return act
+
+
 def run_episode(
     model: Any,
     env: Any,
@@ -49,7 +83,8 @@ def run_episode(
 ) -> Episode:
     """Run ``model`` over one whole episode of ``env`` from a reset (seeded when ``seed`` is given).
 
-    :param model: anything with SB3's ``predict(observation, deterministic=...) -> (action, state)``.
+    :param model: anything with SB3's ``predict(observation, state, episode_start, deterministic) -> (action,
+        state)``; a recurrent policy's state is carried through the episode (:func:`predictor`).
     :param env: a gymnasium env (or wrapper) or an SB3 ``VecEnv`` with one env (e.g. with ``VecNormalize``).
     :param reader: how a step is read (default: the built-in env's ``info["return"]``, ``info["position"]``).
     :param observe: called with ``reset()``'s info, then with every step's (e.g. to collect dates and prices).
@@ -74,8 +109,9 @@ def run_episode(
     returns: list[float] = []
     positions: list[float | None] = []
     total_reward, done = 0.0, False
+    act = predictor(model, deterministic=deterministic)
     while not done:
-        action, _ = model.predict(obs, deterministic=deterministic)
+        action = act(obs, not returns)  # episode_start: the first step only (the episode ends on done)
         if is_vec:
             # The info of the last step is read before DummyVecEnv's automatic reset can matter.
             obs, rewards, dones, infos = env.step(action)

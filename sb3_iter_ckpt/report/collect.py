@@ -16,6 +16,7 @@ from typing import Any
 from sb3_iter_ckpt.common.candidates import candidate_scores
 from sb3_iter_ckpt.common.options import PERIODS_PER_YEAR_SOURCES
 from sb3_iter_ckpt.common.record import Checkpoint, parse_record_name, utc_now
+from sb3_iter_ckpt.common.steps import realized_caveat
 from sb3_iter_ckpt.errors import CheckpointError
 from sb3_iter_ckpt.report.model import (
     FORWARD_MISSING,
@@ -264,4 +265,5 @@ def collect_report(
         problems=problem_lines,
         notes=_input_notes(rows) + notes,
         forward=forward,
+        caveat=realized_caveat((config or {}).get("step_reader")),
     )

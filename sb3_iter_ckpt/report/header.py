@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sb3_iter_ckpt.common.version import __version__
-from sb3_iter_ckpt.report.markup import _e
+from sb3_iter_ckpt.report.markup import _caveat, _e
 from sb3_iter_ckpt.report.model import ReportData
 
 
@@ -23,6 +23,6 @@ def _header_section(data: ReportData) -> str:
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in data.notes)
     return (
         f'<header><h1>{_e(data.experiment)}</h1><p class="sub">walk-forward report, written {_e(data.generated_at)} '
-        f"by sb3-iter-ckpt {_e(__version__)}</p>{verify}{notes}"
+        f"by sb3-iter-ckpt {_e(__version__)}</p>{verify}{notes}{_caveat(data)}"
         f'<table class="meta"><tbody>{lines}</tbody></table></header>'
     )

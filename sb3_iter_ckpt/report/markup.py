@@ -73,5 +73,10 @@ def _unavailable(what: str = "", text: str = FORWARD_MISSING) -> str:
     return f'<p class="unavailable">{_e(what + ": " if what else "")}{_e(text)}</p>'
 
 
+def _caveat(data: ReportData) -> str:
+    """The returns' caveat (e.g. realized profit only), wherever a number or curve built from them is shown."""
+    return f'<p class="caveat"><strong>Mind:</strong> every return here is {_e(data.caveat)}</p>' if data.caveat else ""
+
+
 def _how(text: str) -> str:
     return f'<p class="how"><strong>How to read it:</strong> {_e(text)}</p>'

@@ -67,6 +67,8 @@ class ReportData:
     :param notes: What is wrong or missing in the input (no iterations, only placeholders...).
     :param forward: The forward (out-of-sample) results: ``forward_report``'s numbers, the stitched curve per
         period, the candidates' scores; None (or a ``ForwardData`` with only a ``reason``) when there are none.
+    :param caveat: What the returns are, said next to every number and curve built from them, when they are
+        not what a reader assumes (e.g. realized profit only); None: nothing to say.
     """
 
     experiment: str
@@ -80,6 +82,7 @@ class ReportData:
     problems: list[str]
     notes: list[str] = field(default_factory=list)
     forward: ForwardData | None = None
+    caveat: str | None = None
 
 
 @dataclass(frozen=True)

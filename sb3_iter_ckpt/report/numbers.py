@@ -10,7 +10,18 @@ import numpy as np
 
 from sb3_iter_ckpt.report.bundle import _plotly
 from sb3_iter_ckpt.report.charts import _GAIN, _LOSS, _chart
-from sb3_iter_ckpt.report.markup import _count, _e, _how, _missing_reason, _num, _pct, _size, _unavailable, _when
+from sb3_iter_ckpt.report.markup import (
+    _caveat,
+    _count,
+    _e,
+    _how,
+    _missing_reason,
+    _num,
+    _pct,
+    _size,
+    _unavailable,
+    _when,
+)
 from sb3_iter_ckpt.report.model import ReportData, _finite, _forward_value, forward_metric
 
 #: Bars of the CSCV logit histogram at most (the logits are pre-binned: up to 12,870 values).
@@ -52,7 +63,7 @@ def _numbers_section(data: ReportData) -> str:
             f"<details><summary>every metric ({len(stats)})</summary>{_stats_table(stats, sorted(stats))}</details>"
         )
     return (
-        f'<section id="numbers"><h2>The numbers</h2>{_forward_numbers(data)}'
+        f'<section id="numbers"><h2>The numbers</h2>{_caveat(data)}{_forward_numbers(data)}'
         f'<h3 id="selection-numbers">The iterations and their selection (validation) scores</h3>{body}</section>'
     )
 

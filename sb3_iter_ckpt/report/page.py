@@ -29,7 +29,7 @@ table{border-collapse:collapse;font-size:13.5px}th,td{padding:4px 10px;text-alig
 table.meta th{color:#5b6572;font-weight:500;white-space:nowrap;vertical-align:top}
 .problem{background:#fdecea;border:2px solid #c62828;color:#8e1c1c;padding:8px 14px;border-radius:6px;margin:10px 0}
 .ok{background:#e8f5e9;border:1px solid #2e7d32;color:#1b5e20;padding:6px 14px;border-radius:6px}
-.note{background:#fff8e1;border:1px solid #f0c36d;padding:6px 14px;border-radius:6px}
+.note,.caveat{background:#fff8e1;border:1px solid #f0c36d;padding:6px 14px;border-radius:6px}
 .unavailable{color:#6b7380;font-style:italic;border-left:3px solid #c9ced6;padding:2px 10px}
 h3{margin:22px 0 6px;font-size:16px}.how{color:#3d4753;font-size:14px;margin:4px 0 10px}
 table.baseline td{font-variant-numeric:tabular-nums}

@@ -4,17 +4,19 @@
 it a few times with sampled actions (seeded), reading each step with the run's ``StepReader``; with a test
 part, the reader must read a position (a forward result records one per step), and with the user's
 ``make_env`` the env runs over the first test part's forward segment to its end and its steps are counted
-against the rows; with the default ``make_model``, it builds the algorithm on the env (SB3 checks the
-spaces there). Every refusal is one ``EnvContractError`` line; nothing is written.
+against the rows; with the default ``make_model``, it builds the algorithm with its policy on the env (SB3
+checks the spaces there) and takes one step with it as an evaluation does (a ``Dict`` observation, a
+recurrent policy's state). Every refusal is one ``EnvContractError`` line; nothing is written.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from sb3_iter_ckpt.common.candidates import policy_name
 from sb3_iter_ckpt.common.options import name_of
 from sb3_iter_ckpt.errors import CheckpointError, EnvContractError
-from sb3_iter_ckpt.runner.window import WindowSpec, _make_env
+from sb3_iter_ckpt.runner.window import WindowSpec, _make_env, build_model
 
 __all__ = ["preflight"]
 
@@ -95,16 +97,19 @@ def _check_algorithm(spec: WindowSpec, env: Any) -> None:
         return
     from stable_baselines3.common.env_util import make_vec_env
 
-    from sb3_iter_ckpt.runner.algorithms import algorithm_class
+    from sb3_iter_ckpt.envs.episode import predictor
 
-    cls = algorithm_class(opts.algo)
     venv = make_vec_env(lambda: env, n_envs=1, seed=spec.seed)
     try:
-        cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **opts.algo_kwargs})
-    except (AssertionError, ValueError, NotImplementedError) as exc:
+        model = build_model(opts, venv, spec.seed)
+        # One step as every evaluation takes it (run_episode): a policy that cannot act on the env's
+        # observations (a Dict, a recurrent state) is refused here, not after a window has trained.
+        venv.step(predictor(model)(venv.reset(), True))
+    except (AssertionError, ValueError, NotImplementedError, KeyError, RuntimeError) as exc:
         line = " ".join(str(exc).split())
+        policy = "" if opts.policy is None else f" with policy {policy_name(opts.policy)}"
         raise EnvContractError(
-            f"{opts.algo} does not fit {_who(spec)} (action space {env.action_space}, observation space "
+            f"{opts.algo}{policy} does not fit {_who(spec)} (action space {env.action_space}, observation space "
             f"{env.observation_space}): {line}"
         ) from exc
     finally:

@@ -117,10 +117,17 @@ def _make_model(spec: WindowSpec, repo: Any, venv: Any) -> Any:
         return repo.load(spec.warm_start_from, env=venv, seed=spec.seed)
     if opts.make_model is not None:
         return opts.make_model(venv, spec.seed)
+    return build_model(opts, venv, spec.seed)
+
+
+def build_model(opts: RunOptions, venv: Any, seed: int) -> Any:
+    """The default model: the run's algorithm with its policy (named, or chosen for the env's observations)."""
     from sb3_iter_ckpt.runner.algorithms import algorithm_class
+    from sb3_iter_ckpt.runner.policies import resolve_policy
 
     cls = algorithm_class(opts.algo)
-    return cls("MlpPolicy", venv, seed=spec.seed, **{"device": "cpu", **opts.algo_kwargs})
+    policy = resolve_policy(cls, opts.policy, venv.observation_space)
+    return cls(policy, venv, seed=seed, **{"device": "cpu", **opts.algo_kwargs})
 
 
 def _evaluator(train_env: Any, ppy: float, reader: Any) -> Callable[[Any, Any], dict[str, Any]]:
@@ -161,13 +168,14 @@ def _forward(spec: WindowSpec, repo: Any) -> None:
     i, w, opts = spec.iteration, spec.window, spec.options
     if spec.test_prices is None or w is None or w.test_start is None or repo.has_forward(i):
         return
+    from sb3_iter_ckpt.common.prices import traded_prices
     from sb3_iter_ckpt.forward import trade
     from sb3_iter_ckpt.retention import is_pruned
     from sb3_iter_ckpt.splitter import Window
 
     ck, off = repo.get(i), spec.test_offset
-    prices = _column(spec.test_prices, opts.price_column)
-    benchmark = _column(spec.test_prices, opts.benchmark_column or opts.price_column)
+    prices = traded_prices(spec.test_prices, opts.price_column)  # several columns: their equal-weight portfolio
+    benchmark = prices if opts.benchmark_column is None else _column(spec.test_prices, opts.benchmark_column)
     # The test part in the rows of test_prices; the result's rows are shifted back below.
     local = Window(i, 0, 0, 0, 0, test_start=w.test_start - off, test_stop=w.test_stop - off)
     if ck.has_model:

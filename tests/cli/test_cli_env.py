@@ -53,8 +53,26 @@ ENV_MODULE = textwrap.dedent(
             return self._obs(), ret, done, False, {"return": ret, "position": self.position}
 
 
+    class ValueEnv(FeatureEnv):
+        # the same env reporting its portfolio value under "value" and its position under "pos"
+
+        def reset(self, *, seed=None, options=None):
+            obs, _ = super().reset(seed=seed)
+            self.value = 100.0
+            return obs, {"value": self.value}
+
+        def step(self, action):
+            obs, reward, done, truncated, info = super().step(action)
+            self.value *= 1.0 + info["return"]
+            return obs, reward, done, truncated, {"value": self.value, "pos": info["position"]}
+
+
     def make_env(table, seed, history=3, scale=1.0):
         return FeatureEnv(table, history, scale)
+
+
+    def make_value_env(table, seed):
+        return ValueEnv(table, 3, 1.0)
 
 
     NOT_CALLABLE = 3
@@ -106,6 +124,36 @@ def test_user_env_from_the_command_line(setup, capsys):
     assert "make_env_kwargs" in capsys.readouterr().err
 
 
+def test_step_reader_flags_read_another_env_to_the_same_forward(setup, capsys):
+    """The same env reporting a portfolio value and "pos": read with --step-reader equity:value --position-key pos,
+    its forward returns are the default-keyed env's (same seeds, same rewards: the same models)."""
+    assert main(_walk("--env", "user_envs:make_env", "--history", "3", experiment="keys")) == 0
+    args = ("--env", "user_envs:make_value_env", "--history", "3", "--step-reader", "equity:value")
+    assert main(_walk(*args, "--position-key", "pos", experiment="value")) == 0, capsys.readouterr().err
+    keys, value = (CheckpointRepository(setup / "results" / e) for e in ("keys", "value"))
+    for i in (0, 1):
+        np.testing.assert_allclose(value.forward(i).returns, keys.forward(i).returns, rtol=0, atol=1e-12)
+        assert value.forward(i).positions == keys.forward(i).positions
+    reader = value.read_metadata("walk_forward.json")["config"]["step_reader"]
+    assert reader["equity_key"] == "value" and reader["position_key"] == "pos"
+    # a preset by name; a reader without the position the test parts need is refused before training (exit 2)
+    assert main(_walk("--env", "user_envs:make_value_env", "--step-reader", "gym-trading-env", experiment="p")) == 2
+    assert "portfolio_valuation" in capsys.readouterr().err
+    assert main(_walk(*args, "--position-key", "none", experiment="n")) == 2
+    assert "position" in capsys.readouterr().err
+
+
+def test_several_close_columns_trade_a_portfolio_against_its_equal_weight(setup, capsys):
+    args = _walk("--env", "user_envs:make_env", "--history", "3", "--close-column", "Close, spy")
+    assert main(args) == 0, capsys.readouterr().err
+    repo = CheckpointRepository(setup / "results" / "e")
+    assert repo.read_metadata("walk_forward.json")["config"]["price_column"] == ["Close", "spy"]
+    table = np.loadtxt(setup / "prices.csv", delimiter=",", skiprows=1, usecols=(2, 5))
+    rows = np.asarray(repo.forward(0).rows)
+    expected = (table[rows] / table[rows - 1] - 1.0).mean(axis=1)
+    np.testing.assert_allclose(repo.forward(0).asset_returns, expected, rtol=0, atol=1e-12)
+
+
 def test_benchmark_and_cost_with_the_built_in_env(setup, capsys):
     args = _walk("--benchmark-column", "spy", "--transaction-cost", "0.002", "--history", "5", "--json")
     assert main(args) == 0, capsys.readouterr().err
@@ -148,6 +196,14 @@ def test_close_only_csv_keeps_its_fingerprint(setup):
         (["--history", "0"], "--history"),
         (["--benchmark-column", "nope"], "nope"),
         (["--env", "user_envs:make_env", "--close-column", "Open2"], "Open2"),
+        (["--close-column", "Close,spy"], "--env"),
+        (["--env", "user_envs:make_env", "--close-column", "Close,Close"], "distinct"),
+        (["--env", "user_envs:make_env", "--close-column", "Close,nope"], "nope"),
+        (["--step-reader", "equity:value"], "--env"),
+        (["--position-key", "pos"], "--env"),
+        (["--env", "user_envs:make_env", "--step-reader", "nope"], "return:KEY"),
+        (["--env", "user_envs:make_env", "--step-reader", "fn:user_envs:NOT_CALLABLE"], "not callable"),
+        (["--env", "user_envs:make_env", "--step-reader", "fn:no_such_module_xyz:f"], "no_such_module_xyz"),
     ],
 )
 def test_bad_values_exit_2(setup, capsys, extra, message):
@@ -170,6 +226,9 @@ def test_help_shows_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["walk-forward", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--env", "--env-kwargs", "--benchmark-column", "--transaction-cost", "--history"):
+    for flag in ("--env", "--env-kwargs", "--benchmark-column", "--transaction-cost", "--history", "--step-reader"):
         assert flag in text
     assert "--env mypackage.envs:make_env" in text
+    # the contract: what the env reports, one step per row, the dating, the preflight
+    for words in ('info["return"]', 'info["position"]', "one step per row", "dated", "preflight", "--position-key"):
+        assert words in text

@@ -17,6 +17,7 @@ from gymnasium import spaces
 
 from sb3_iter_ckpt import CheckpointRepository
 from sb3_iter_ckpt.common.options import RunOptions
+from sb3_iter_ckpt.common.steps import REALIZED, realized_caveat
 from sb3_iter_ckpt.envs import StepReader, TradingEnv, evaluate_trading, run_episode
 from sb3_iter_ckpt.errors import EnvContractError
 from sb3_iter_ckpt.forward import evaluate_forward
@@ -209,6 +210,13 @@ def test_the_default_reader_keeps_every_fingerprint_and_another_one_changes_it()
     other = RunOptions(100, step_reader=StepReader.gym_trading_env(), env_history=3).to_config()
     assert other["step_reader"]["equity_key"] == "portfolio_valuation" and other["env_history"] == 3
     assert {k: v for k, v in other.items() if k not in ("step_reader", "env_history")} == base
+    # the realized flag (gym-anytrading's preset) is recorded, and only when set: it came later
+    assert "realized" not in other["step_reader"]
+    realized = RunOptions(100, step_reader=StepReader.gym_anytrading()).to_config()["step_reader"]
+    assert realized["realized"] is True and realized_caveat(realized) == REALIZED
+    assert realized_caveat(other["step_reader"]) is None and "realized profit" in StepReader.gym_anytrading().describe()
+    with pytest.raises(EnvContractError, match="realized must be True or False"):
+        StepReader(realized="yes")
 
 
 def test_evaluate_trading_reads_any_env_with_a_reader(prices):

@@ -13,7 +13,7 @@ import pytest
 from gymnasium import spaces
 
 from sb3_iter_ckpt import CheckpointRepository
-from sb3_iter_ckpt.data import DataError, data_fingerprint, synthetic_prices
+from sb3_iter_ckpt.data import DataError, data_fingerprint, equal_weight_index, synthetic_prices
 from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.splitter import WalkForwardSplitter
 from sb3_iter_ckpt.walkforward import WalkForwardRunner
@@ -125,6 +125,42 @@ def test_benchmark_column_gives_buy_and_hold(tmp_path, monkeypatch):
     assert np.allclose(forward.asset_returns, expected)
     assert result.trained == [0]
     assert runner.config()["benchmark_column"] == "benchmark"
+
+
+def test_several_price_columns_hold_their_equal_weight_portfolio_as_buy_and_hold(tmp_path, monkeypatch):
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "logs"))
+    table = ohlcv_table()
+    runner = _runner(table, tmp_path / "exp", price_column=["close", "benchmark"])
+    runner.run()
+    assert CheckpointRepository(tmp_path / "exp").verify() == []  # forward_returns.csv agrees with the files
+    assert runner.config()["price_column"] == ["close", "benchmark"]
+    forward = CheckpointRepository(tmp_path / "exp").forward(0)
+    prices = table[["close", "benchmark"]].to_numpy()
+    rows = list(forward.rows)
+    by_asset = prices[rows] / prices[[r - 1 for r in rows]] - 1.0
+    assert np.allclose(forward.asset_returns, by_asset.mean(axis=1), rtol=0, atol=1e-12)  # 1/N, every period
+    assert forward.dates == tuple(table.index[r].isoformat() for r in rows)
+    # the index itself: from 1.0, each period the mean of the columns' returns
+    index = equal_weight_index(table, ["close", "benchmark"])
+    assert index.iloc[0] == 1.0 and index.index.equals(table.index)
+    assert np.allclose(index.pct_change().iloc[1:], (prices[1:] / prices[:-1] - 1.0).mean(axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"price_column": ["close", "benchmark"], "make_env": None}, CheckpointError, "built-in env trades one"),
+        ({"price_column": ["close"]}, CheckpointError, "two or more distinct"),
+        ({"price_column": ["close", "close"]}, CheckpointError, "two or more distinct"),
+        ({"price_column": ["close", "spy"]}, DataError, "spy"),
+        ({"price_column": ["close", "rsi"], "benchmark_column": "nope"}, DataError, "nope"),
+    ],
+)
+def test_bad_price_columns_refused_at_construction(tmp_path, kw, error, message):
+    settings = {"make_env": feature_env, "env_history": HISTORY, **kw}
+    with pytest.raises(error, match=message) as info:
+        WalkForwardRunner(ohlcv_table(), WalkForwardSplitter(120, 50), tmp_path / "x", 64, progress=False, **settings)
+    assert "\n" not in str(info.value)
 
 
 def test_table_fingerprint_covers_every_column_and_keeps_the_series_one():
