@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from sb3_iter_ckpt.errors import CheckpointError, ConfigMismatchError
 from sb3_iter_ckpt.repository import CheckpointRepository
 from sb3_iter_ckpt.retention import is_pruned
 from sb3_iter_ckpt.runner.algorithms import ALGORITHMS, algorithm_class
+from sb3_iter_ckpt.runner.auto import choose_for_runs
 from sb3_iter_ckpt.runner.executors import (
     Executor,
     ProcessExecutor,
@@ -62,6 +64,9 @@ class WalkForwardResult:
         checkpoints, trained and skipped windows, its forward report), by name; else empty.
     :param annualization: The run's ``periods_per_year`` and where it came from, in words
         (``WalkForwardRunner.annualization``): e.g. ``"252 periods a year, assumed: the prices have no dates ..."``.
+    :param executor: Where the windows trained and, for ``"auto"``, why, in one line (the line the run prints at
+        its start): e.g. ``"executor: process (2 workers x 1 torch thread: 2 CPUs, 14 windows can train at once,
+        2 candidates per window)"``.
     """
 
     checkpoints: list[Checkpoint] = field(default_factory=list)
@@ -73,6 +78,7 @@ class WalkForwardResult:
     forward_reason: str | None = None
     candidates: dict[str, WalkForwardResult] = field(default_factory=dict)
     annualization: str | None = None
+    executor: str | None = None
 
 
 class WalkForwardRunner:
@@ -102,12 +108,16 @@ class WalkForwardRunner:
     :param options: A ready :class:`~sb3_iter_ckpt.common.options.RunOptions` instead of ``total_timesteps`` and
         ``settings`` (both may still be given: they replace its fields).
     :param progress: Show a progress bar over iterations.
-    :param executor: Where windows train: ``"sequential"`` (default, this process), ``"process"`` (a local
-        process pool of ``n_jobs`` workers), ``"ray"`` (Ray tasks, ``[ray]`` extra) or an
+    :param executor: Where windows train: ``"auto"`` (the default: a process pool when more than one CPU is
+        available and more than one window can train at once, else this process; see
+        ``sb3_iter_ckpt.runner.auto``), ``"sequential"`` (this process), ``"process"`` (a local process pool of
+        ``n_jobs`` workers), ``"ray"`` (Ray tasks, ``[ray]`` extra) or an
         ``sb3_iter_ckpt.runner.executors.Executor`` (e.g. ``RayExecutor(address=...)``; not closed by the runner).
         Each worker commits its own iteration; with ``warm_start`` the windows still run one after another.
+        The run prints which executor it chose, and why, when ``progress`` is on (``WalkForwardResult.executor``).
         Not part of the fingerprint: a run may be resumed with another executor.
-    :param n_jobs: Workers of the ``"process"`` or ``"ray"`` executor (default: the CPU count).
+    :param n_jobs: Workers of the ``"process"`` or ``"ray"`` executor (default: the CPU count); with ``"auto"``,
+        at most this many.
     """
 
     def __init__(
@@ -119,7 +129,7 @@ class WalkForwardRunner:
         *,
         options: RunOptions | None = None,
         progress: bool = True,
-        executor: str | Executor | None = None,
+        executor: str | Executor | None = "auto",
         n_jobs: int | None = None,
         **settings: Any,
     ) -> None:
@@ -475,9 +485,37 @@ def _outcome(future: cf.Future, window: Window) -> dict[str, Any]:
         ) from exc
 
 
+def _started(
+    named: Executor | None, runners: Sequence[WalkForwardRunner], runs: Sequence[_Run], n_jobs: int | None
+) -> tuple[Executor, str]:
+    """The executor (``named``, or auto's choice once the windows left to train are known: a resumed run may have
+    one left), started when there is something to train, and its line for the run's header."""
+    if named is None:
+        choice = choose_for_runs(runners, runs, n_jobs)
+        if choice.fallback is not None:
+            warnings.warn(f"executor='auto' trains the windows in this process: {choice.fallback}", stacklevel=4)
+        pool, line = choice.executor, choice.line
+    else:
+        pool, line = named, ""
+    if any(run.todo for run in runs):
+        pool.start()  # e.g. Ray: join the cluster, learn how many windows may run at once
+    return pool, line or f"executor: {pool.describe()}"
+
+
+def _shown(bar: Any, run: _Run, ck: Checkpoint) -> None:
+    """One more window on the progress bar, its score beside it."""
+    monitor = run.runner.options.monitor
+    score = ck.score(monitor)
+    bar.update(1)
+    shown = {"iter": ck.iteration, monitor: "-" if score is None else f"{score:.3f}"}
+    if run.runner.candidate is not None:  # a run with candidates: whose window this was
+        shown = {"candidate": run.runner.candidate, **shown}
+    bar.set_postfix(shown)
+
+
 def run_many(
     runners: Sequence[WalkForwardRunner],
-    executor: str | Executor | None = None,
+    executor: str | Executor | None = "auto",
     n_jobs: int | None = None,
     *,
     max_iterations: int | None = None,
@@ -489,9 +527,9 @@ def run_many(
     ``warm_start``, where each window waits for the previous one: a warm-started runner is one chain,
     and parallelism comes from running several chains at once. Each runner needs its own repository.
 
-    :param executor: As ``WalkForwardRunner``'s ``executor`` (default ``"sequential"``); an
+    :param executor: As ``WalkForwardRunner``'s ``executor`` (default ``"auto"``; None: ``"auto"``); an
         ``Executor`` object is left open for the caller.
-    :param n_jobs: Workers of a named executor.
+    :param n_jobs: Workers of a named executor (with ``"auto"``: at most this many).
     :param max_iterations: Only the first N windows of each runner.
     """
     from tqdm.auto import tqdm
@@ -499,14 +537,16 @@ def run_many(
     roots = [str(r.repository.root) for r in runners]
     if len(set(roots)) != len(roots):
         raise CheckpointError("each runner of run_many needs its own repository (another --experiment-id)")
+    auto = executor is None or (isinstance(executor, str) and executor.lower() == "auto")
     threads = runners[0].options.torch_threads if runners else 1
-    pool = make_executor(executor, n_jobs, torch_threads=threads)
-    owned = pool is not executor
+    named = None if auto else make_executor(executor, n_jobs, torch_threads=threads)  # a bad name fails here
     drivers = [_EnsembleRun(r, max_iterations) if r.members else _Run(r, max_iterations) for r in runners]
     # The windows of one run's candidates sit side by side in the round-robin, so they train in parallel.
     runs = [m for d in drivers for m in (d.members if isinstance(d, _EnsembleRun) else [d])]
-    if any(run.todo for run in runs):
-        pool.start()  # e.g. Ray: join the cluster, learn how many windows may run at once
+    pool, line = _started(named, runners, runs, n_jobs)
+    owned = pool is not executor
+    if progress:
+        tqdm.write(line)
     total = sum(len(r.windows) for r in runs)
     skipped = sum(len(r.result.skipped) for r in runs)
     bar = tqdm(total=total, initial=skipped, desc="walk-forward", unit="iter", disable=not progress)
@@ -516,21 +556,17 @@ def run_many(
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for future in sorted(finished, key=lambda f: pending[f][1].iteration):
                 run, window = pending.pop(future)
-                ck = run.finish(window, _outcome(future, window))
-                monitor = run.runner.options.monitor
-                score = ck.score(monitor)
-                bar.update(1)
-                shown = {"iter": ck.iteration, monitor: "-" if score is None else f"{score:.3f}"}
-                if run.runner.candidate is not None:  # a run with candidates: whose window this was
-                    shown = {"candidate": run.runner.candidate, **shown}
-                bar.set_postfix(shown)
+                _shown(bar, run, run.finish(window, _outcome(future, window)))
     finally:
         for future in pending:
             future.cancel()
         bar.close()
         if owned:
             pool.close()
-    return [driver.close() for driver in drivers]
+    results = [driver.close() for driver in drivers]
+    for result in results:
+        result.executor = line
+    return results
 
 
 def run_walk_forward(

@@ -131,12 +131,14 @@ def tiny_algo():
 @pytest.fixture(scope="session")
 def make_runner(tiny_algo):
     """A walk-forward runner at tiny budgets: ``make_runner(prices, root, **overrides)`` (a pure factory: session
-    fixtures that train a run once use it too)."""
+    fixtures that train a run once use it too). Sequential unless a test gives its ``executor``: a process pool
+    starts its workers in seconds, far longer than these windows train."""
     from sb3_iter_ckpt.splitter import WalkForwardSplitter
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
     def factory(prices, root, **kw):
         params = dict(total_timesteps=128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7)
+        params.setdefault("executor", "sequential")
         params.update(kw)
         total = params.pop("total_timesteps")
         splitter = params.pop("splitter", WalkForwardSplitter(train_size=150, val_size=60))
@@ -166,6 +168,7 @@ def candidates_run(tmp_path_factory, prices, tiny_algo):
         runner = WalkForwardRunner(
             prices, WalkForwardSplitter(150, 60, test_size=60), root, 128,
             algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=candidates,
+            executor="sequential",
         )  # fmt: skip
         result = runner.run()
     return root, runner, result

@@ -319,11 +319,16 @@ def _execution_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results")
     p.add_argument(
         "--executor",
-        choices=["sequential", "process", "ray"],
-        default="sequential",
-        help="where windows train: this process, a local process pool, or Ray tasks (default: sequential)",
+        choices=["auto", "sequential", "process", "ray"],
+        default="auto",
+        help="where windows train: auto (default: a local process pool when several CPUs and windows allow it, "
+        "else this process; the run says which and why), sequential, process (a local pool), or Ray tasks",
     )
-    p.add_argument("--workers", type=_positive_int, help="windows at once for process/ray (default: the CPUs)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="windows at once for process/ray, at most this many for auto (default: the CPUs)",
+    )
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto); default: start a local Ray")
     p.add_argument("--json", action="store_true")
     _storage_option(p)

@@ -43,7 +43,7 @@ def _check_walk_forward_args(args: argparse.Namespace) -> None:
     from sb3_iter_ckpt.store.storage import is_url
 
     if args.workers is not None and args.executor == "sequential":
-        raise UsageError("--workers needs --executor process or --executor ray")
+        raise UsageError("--workers needs --executor auto, process or ray")
     if args.ray_address and args.executor != "ray":
         raise UsageError("--ray-address needs --executor ray")
     if args.executor == "ray" and importlib.util.find_spec("ray") is None:
@@ -403,15 +403,18 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
     splitter = _splitter(args, len(prices))
     repo = CheckpointRepository(root, storage_options=_storage_options(args), signing_key=_signing_key(args))
     options = _run_options(args)
-    executor = make_executor(args.executor, args.workers, address=args.ray_address, torch_threads=options.torch_threads)
-    runner = WalkForwardRunner(prices, splitter, repo, options=options, progress=not args.json, executor=executor)
+    executor: Any = args.executor  # "auto": the runner chooses, once it knows the windows left to train
+    if executor != "auto":
+        executor = make_executor(executor, args.workers, address=args.ray_address, torch_threads=options.torch_threads)
+    runner = WalkForwardRunner(
+        prices, splitter, repo, options=options, progress=not args.json, executor=executor, n_jobs=args.workers
+    )
     source = args.data or f"synthetic prices (n={args.n_prices}, seed={args.data_seed})"
-    if not args.json:
+    if not args.json:  # the executor's line follows, printed by the run
         test = f", test parts of {args.test_size}" if args.test_size else ""
         print(
             f"walk-forward on {source}: {len(runner.windows)} window(s){test}, {args.total_timesteps} timesteps each, "
-            f"{_algo_line(runner.options)}, {args.executor} executor{f' x{args.workers}' if args.workers else ''}, "
-            f"{runner.options.periods_per_year:g} periods a year, results in {root}"
+            f"{_algo_line(runner.options)}, {runner.options.periods_per_year:g} periods a year, results in {root}"
         )
     # With --json, stdout carries the JSON document alone: what is printed while the run goes (Ray's messages
     # about its nodes and workers, a user's env) goes to stderr, until Ray is shut down.
@@ -419,7 +422,8 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
         try:
             result = runner.run()
         finally:
-            executor.close()
+            if not isinstance(executor, str):
+                executor.close()
     if not args.json:
         _print_walk_forward(args, repo, result)
         return EXIT_OK
@@ -435,6 +439,7 @@ def cmd_walk_forward(args: argparse.Namespace) -> int:
             "forward": result.forward,
             "forward_reason": result.forward_reason,
             "outcomes": _outcomes(result),
+            "executor": result.executor,
         }
     )
     return EXIT_OK

@@ -10,7 +10,8 @@ Executors share one small interface: ``submit(spec) -> concurrent.futures.Future
 result is :func:`train_window`'s outcome dict), ``workers`` (how many windows may run at once) and
 ``close()``. Three are built in:
 
-* :class:`SequentialExecutor` (``"sequential"``, the default): in this process, one window at a time.
+* :class:`SequentialExecutor` (``"sequential"``): in this process, one window at a time. The runner's default,
+  ``"auto"``, is this one or the next, chosen per run (``sb3_iter_ckpt.runner.auto``).
 * :class:`ProcessExecutor` (``"process"``, ``n_jobs`` workers): a ``concurrent.futures`` process pool
   with the ``spawn`` start method (no ``fork`` of a process that holds torch threads); each worker
   pins torch to ``torch_threads`` threads. A worker that dies breaks the pool: the run stops, and a
@@ -98,7 +99,7 @@ class Executor:
 
 
 class SequentialExecutor(Executor):
-    """In this process, one window at a time (the default)."""
+    """In this process, one window at a time."""
 
     name = "sequential"
     in_process = True
@@ -297,8 +298,9 @@ class RayExecutor(Executor):
         self._remote = None
 
 
-#: Executor names accepted by ``WalkForwardRunner(executor=...)`` and ``--executor``.
-EXECUTORS = ("sequential", "process", "ray")
+#: Executor names accepted by ``WalkForwardRunner(executor=...)`` and ``--executor``; ``"auto"`` (the default)
+#: is chosen per run by the runner (``sb3_iter_ckpt.runner.auto``), ``make_executor`` builds the others.
+EXECUTORS = ("auto", "sequential", "process", "ray")
 
 
 def make_executor(
@@ -308,10 +310,13 @@ def make_executor(
     address: str | None = None,
     torch_threads: int | None = 1,
 ) -> Executor:
-    """An executor by name (``"sequential"``, ``"process"``, ``"ray"``), or ``executor`` itself."""
+    """An executor by name (``"sequential"``, ``"process"``, ``"ray"``; None: ``"sequential"``), or ``executor``
+    itself. ``"auto"`` depends on the run (its CPUs, its windows, its settings): the runner chooses it."""
     if isinstance(executor, Executor):
         return executor
     name = (executor or "sequential").lower()
+    if name == "auto":
+        raise CheckpointError("executor='auto' is chosen per run: give it to WalkForwardRunner or run_many")
     if address is not None and name != "ray":
         raise CheckpointError(f"a cluster address needs executor='ray', not {executor!r}")
     if name == "sequential":

@@ -27,6 +27,8 @@ TINY = [
     "64",
     "--eval-freq",
     "64",
+    "--executor",  # the default, auto, would start a process pool: seconds, longer than these windows train
+    "sequential",
 ]
 
 
@@ -64,7 +66,7 @@ def copy(experiment, tmp_path):
 def test_walk_forward_prints_where_every_checkpoint_went(experiment):
     work, proc = experiment
     out = proc.stdout
-    assert "3 window(s)" in out
+    assert "3 window(s)" in out and "executor: sequential (1 worker)" in out.splitlines()
     for i in range(3):
         assert f"iteration {i} val " in out
         line = next(ln for ln in out.splitlines() if f"iteration {i} val " in ln)
@@ -86,6 +88,7 @@ def test_rerun_resumes_and_changed_config_is_refused(copy):
     assert proc.returncode == EXIT_OK, proc.stderr
     report = json.loads(proc.stdout)
     assert report["trained"] == [] and report["skipped"] == [0, 1, 2]
+    assert report["executor"] == "executor: sequential (1 worker)"  # as the run's header line says
     proc = run("walk-forward", "--experiment-id", "1003", "--iterations", "3", *TINY, "--seed", "9", cwd=copy)
     assert proc.returncode == EXIT_MISMATCH
     assert "seed" in proc.stderr and "Traceback" not in proc.stderr

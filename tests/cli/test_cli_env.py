@@ -79,7 +79,7 @@ ENV_MODULE = textwrap.dedent(
     """
 )
 TINY = ["--total-timesteps", "64", "--n-steps", "32", "--train-size", "120", "--val-size", "50"]
-TINY += ["--test-size", "50", "--iterations", "2", "--threads", "1"]
+TINY += ["--test-size", "50", "--iterations", "2", "--threads", "1", "--executor", "sequential"]
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ def finished(tmp_path_factory, prices, tiny_algo) -> Path:
         mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
         repo = CheckpointRepository(root, signing_key=KEY)
         params = dict(algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, total_timesteps=128)
+        params["executor"] = "sequential"
         params["splitter"] = WalkForwardSplitter(150, 60, test_size=60)
         runner = WalkForwardRunner(prices, repository=repo, **params)
         assert runner.run().forward is not None

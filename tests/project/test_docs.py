@@ -101,10 +101,13 @@ _STATES: dict[str, _PageState] = {}
 
 def _shrink(argv: list[str]) -> list[str]:
     """``walk-forward`` at test budgets: 128 timesteps per iteration, 2 iterations, 64-step rollouts,
-    an evaluation every 64 timesteps (options the example sets itself are kept, budgets capped)."""
+    an evaluation every 64 timesteps (options the example sets itself are kept, budgets capped), sequential
+    unless the example names its executor (auto's pool starts in seconds, longer than these windows train)."""
     if not argv or argv[0] != "walk-forward":
         return argv
     argv = list(argv)
+    if "--executor" not in argv:
+        argv += ["--executor", "sequential"]
     for option, cap in (("--total-timesteps", 128), ("--iterations", 2), ("--n-steps", 64), ("--eval-freq", 64)):
         if option in argv:
             i = argv.index(option) + 1

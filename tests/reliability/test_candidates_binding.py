@@ -30,7 +30,7 @@ def _run(root, seed: int):
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
     repo = CheckpointRepository(root, signing_key=KEY)
-    params = dict(algo_kwargs=PPO_KW, eval_freq=32, progress=False, seed=7, candidates=TWO)
+    params = dict(algo_kwargs=PPO_KW, eval_freq=32, progress=False, seed=7, candidates=TWO, executor="sequential")
     return WalkForwardRunner(synthetic_prices(420, seed=seed), SPLIT, repo, 128, **params).run()
 
 

@@ -34,6 +34,7 @@ def finished(tmp_path_factory, prices, tiny_algo):
         mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
         repo = CheckpointRepository(root, signing_key=KEY)
         params = dict(algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, total_timesteps=128, **TEST)
+        params["executor"] = "sequential"
         result = WalkForwardRunner(prices, repository=repo, **params).run()
     assert result.forward is not None
     return root, result.forward
@@ -132,6 +133,7 @@ def _rerun(root, prices, tiny_algo):
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
     params = dict(algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, total_timesteps=128, **TEST)
+    params["executor"] = "sequential"
     return WalkForwardRunner(prices, repository=_repo(root), **params).run()
 
 

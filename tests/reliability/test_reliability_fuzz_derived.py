@@ -72,6 +72,7 @@ def bases(tmp_path_factory, prices, tiny_algo) -> dict[bool, Path]:
             mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
             repo = CheckpointRepository(root, signing_key=KEY if signed else None)
             params = dict(algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, total_timesteps=128)
+            params["executor"] = "sequential"
             params["splitter"] = WalkForwardSplitter(150, 60, test_size=60)
             assert WalkForwardRunner(prices, repository=repo, **params).run().forward is not None
             again = CheckpointRepository(root, signing_key=KEY if signed else None)

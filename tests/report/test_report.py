@@ -112,8 +112,9 @@ def trained(tmp_path_factory, prices, tiny_algo):
         splitter = WalkForwardSplitter(train_size=150, val_size=60)
         # min_score 0: windows whose best validation Sharpe is not positive commit a placeholder
         WalkForwardRunner(
-            prices, splitter, root, 128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, min_score=0.0
-        ).run()
+            prices, splitter, root, 128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=7, min_score=0.0,
+            executor="sequential",
+        ).run()  # fmt: skip
     repo = CheckpointRepository(root)
     kinds = {c.has_model for c in repo.list()}
     assert kinds == {True, False}, "the fixture needs models and placeholders: change the seed or min_score"
@@ -472,7 +473,7 @@ def traded(tmp_path_factory, prices, tiny_algo):
             name, root = f"ppo-s{k}", base / "candidates" / f"ppo-s{k}"
             WalkForwardRunner(
                 prices, splitter, root, 128, algo_kwargs=tiny_algo, eval_freq=64, progress=False, seed=seed,
-                min_score=0.0,
+                min_score=0.0, executor="sequential",
             ).run()  # fmt: skip
             candidates[name] = _real_forward(root, prices, windows, name)
             cks = {c.iteration: c for c in CheckpointRepository(root).list()}

@@ -304,6 +304,7 @@ def test_walk_forward_on_an_s3_root_trains_resumes_and_prints_urls(s3_endpoint, 
 
     results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     tiny = ["--n-prices", "300", "--train-size", "120", "--val-size", "60", "--iterations", "2"]
+    tiny += ["--executor", "sequential"]
     tiny += ["--total-timesteps", "64", "--n-steps", "32", "--eval-freq", "32"]
     argv = ["walk-forward", "--experiment-id", "7", "--results-dir", results, *tiny]
     argv.append(f"--storage-option=endpoint_url={s3_endpoint}")
@@ -327,6 +328,7 @@ def test_walk_forward_with_candidates_on_an_s3_root(s3_endpoint, capsys, tmp_pat
     monkeypatch.chdir(tmp_path)
     results = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     tiny = ["--n-prices", "300", "--train-size", "120", "--val-size", "60", "--iterations", "2"]
+    tiny += ["--executor", "sequential"]
     tiny += ["--total-timesteps", "64", "--n-steps", "32", "--eval-freq", "32", "--algo", "ppo,a2c"]
     argv = ["walk-forward", "--experiment-id", "c", "--results-dir", results, *tiny, "--json"]
     argv.append(f"--storage-option=endpoint_url={s3_endpoint}")

@@ -25,7 +25,7 @@ SPLIT = WalkForwardSplitter(150, 60, test_size=60)
 def _runner(prices, root, tiny_algo, **kw):
     from sb3_iter_ckpt.walkforward import WalkForwardRunner
 
-    params = dict(algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=TWO)
+    params = dict(algo_kwargs=tiny_algo, eval_freq=32, progress=False, seed=7, candidates=TWO, executor="sequential")
     params.update(kw)
     return WalkForwardRunner(prices, SPLIT, root, 128, **params)
 

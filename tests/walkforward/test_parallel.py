@@ -102,8 +102,8 @@ def test_cli_executor_options(tmp_path, capsys):
     common = ["walk-forward", "--experiment-id", "x", "--results-dir", str(tmp_path), "--total-timesteps", "64"]
     args = cli.build_parser().parse_args([*common, "--executor", "ray", "--workers", "3", "--ray-address", "auto"])
     assert (args.executor, args.workers, args.ray_address) == ("ray", 3, "auto")
-    assert cli.build_parser().parse_args(common).executor == "sequential"
-    assert cli.main([*common, "--workers", "2"]) == cli.EXIT_USAGE
+    assert cli.build_parser().parse_args(common).executor == "auto"
+    assert cli.main([*common, "--executor", "sequential", "--workers", "2"]) == cli.EXIT_USAGE
     assert cli.main([*common, "--executor", "process", "--ray-address", "auto"]) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert "--workers needs --executor" in err and "--ray-address needs --executor ray" in err

@@ -88,6 +88,7 @@ def _runner(table, root, **kw):
         env_history=HISTORY,
         seed=1,
         progress=False,
+        executor="sequential",  # FeatureEnv.seen records what this process's envs were given
     )
     settings.update(kw)
     return WalkForwardRunner(table, WalkForwardSplitter(120, 50, test_size=50), root, **settings)

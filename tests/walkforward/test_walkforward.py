@@ -67,6 +67,7 @@ def test_same_seeds_give_the_same_records(prices, tmp_path, tiny_algo):
             eval_freq=64,
             progress=False,
             max_iterations=2,
+            executor="sequential",
         )
         for name in ("a", "b")
     )

@@ -117,6 +117,7 @@ _KILLED_RUN = textwrap.dedent(
     WalkForwardRunner(
         synthetic_prices(420, seed=3), WalkForwardSplitter(150, 60, test_size=60), sys.argv[1], 128,
         algo_kwargs=dict(n_steps=64, batch_size=64, n_epochs=1), eval_freq=64, progress=False, seed=7,
+        executor="sequential",  # the patched evaluate_forward is this process's
     ).run()
     """
 )
