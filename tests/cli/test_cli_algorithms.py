@@ -46,6 +46,7 @@ ENV_MODULE = textwrap.dedent(
     """
 )
 WALK = ["walk-forward", "--experiment-id", "e", "--total-timesteps", "64", "--iterations", "1", "--n-prices", "300"]
+WALK += ["--executor", "sequential"]
 WALK += ["--train-size", "120", "--val-size", "50", "--test-size", "50", "--n-steps", "32"]
 
 

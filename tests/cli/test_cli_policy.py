@@ -9,6 +9,7 @@ import pytest
 from sb3_iter_ckpt.cli import _run_options, build_parser, main
 
 WALK = ["walk-forward", "--experiment-id", "p", "--total-timesteps", "64", "--train-size", "150", "--val-size", "60"]
+WALK += ["--executor", "sequential"]
 TEST = ["--test-size", "60"]  # what the command sets when it is not given
 PATH = "stable_baselines3.common.policies:ActorCriticPolicy"
 

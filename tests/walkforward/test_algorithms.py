@@ -130,7 +130,7 @@ def every_algorithm(tmp_path_factory, prices):
         mp.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3log")))
         runner = WalkForwardRunner(
             prices[:330], WalkForwardSplitter(150, 60, test_size=60), root, 128,
-            eval_freq=128, monitor="mean_reward", progress=False, candidates=candidates,
+            eval_freq=128, monitor="mean_reward", progress=False, candidates=candidates, executor="sequential",
         )  # fmt: skip
         result = runner.run()
     assert result.trained == [0, 1]
