@@ -1,5 +1,7 @@
 """Every SB3 and sb3-contrib algorithm as a candidate (issue 23): the names, the action mode of the built-in env
-each one trains on, and one real run of them all at tiny budgets, each kept model traded again by hand.
+each one trains on, and one real run of them all at tiny budgets, each kept model traded again by hand (a
+recurrent one with its state carried; that a dropped state changes the score is test_policies.py's, not this
+budget's).
 
 Real SB3 and sb3-contrib training on the built-in trading env, real files.
 """
@@ -36,11 +38,11 @@ TINY_KW = {
     "a2c": dict(n_steps=16),
     "ppo": dict(n_steps=32, batch_size=32, n_epochs=1),
     "trpo": dict(n_steps=32, batch_size=32),
+    "recurrentppo": dict(n_steps=32, batch_size=32, n_epochs=1),
     "ars": dict(n_delta=2, n_top=1),
     **{name: OFF_KW for name in OFF_POLICY},
 }
-# RecurrentPPO needs its own policy (MlpLstmPolicy) and a state carried through evaluation: tested with those.
-RUN = [name for name in ALGORITHMS if name != "recurrentppo"]
+RUN = list(ALGORITHMS)  # every one, RecurrentPPO with its MlpLstmPolicy (the runner chooses it)
 
 
 def _policy(name: str) -> str:
@@ -116,8 +118,7 @@ def test_env_kwargs_add_the_continuous_mode_only_where_the_algorithm_needs_it():
 # -- one run of every algorithm ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def every_algorithm(tmp_path_factory, prices):
-    """Every algorithm but RecurrentPPO a candidate on two windows with test parts, trained once: ``(root, runner,
-    result)``.
+    """Every algorithm a candidate on two windows with test parts, trained once: ``(root, runner, result)``.
 
     ``mean_reward`` is defined for every policy (a flat one's Sharpe ratio is not), so every window keeps a model;
     one evaluation, at the end, so that the kept model is the trained one.
@@ -146,15 +147,16 @@ def _kept(root, name: str, iteration: int):
 
 
 def _trade_by_hand(model, prices, test_start: int, test_stop: int) -> tuple[list[float], list[float]]:
-    """The model over the test part's built-in env, stepped here (10 rows of history: the default window_size)."""
+    """The model over the test part's built-in env, stepped here (10 rows of history: the default window_size), a
+    recurrent policy's state carried from step to step as SB3's ``evaluate_policy`` carries it."""
     mode = "continuous" if isinstance(model.action_space, spaces.Box) else "discrete"
     env = TradingEnv(prices[test_start - 10 : test_stop + 1], action_mode=mode)
     obs, _ = env.reset()
-    done = False
+    state, start, done = None, True, False
     while not done:
-        action, _ = model.predict(obs, deterministic=True)
+        action, state = model.predict(obs, state=state, episode_start=np.array([start]), deterministic=True)
         obs, _, terminated, truncated, _ = env.step(action)
-        done = terminated or truncated
+        start, done = False, terminated or truncated
     return env.episode_returns().tolist(), env.episode_positions().tolist()
 
 
@@ -193,7 +195,7 @@ def test_every_kept_model_was_updated_and_no_replay_buffer_is_kept(every_algorit
             if name == "ars":
                 continue
             env = TradingEnv(prices[:60], action_mode=trading_action_mode(cls))
-            initial = cls("MlpPolicy", env, seed=3 + iteration, device="cpu", **TINY_KW[name])
+            initial = cls(_policy(name), env, seed=3 + iteration, device="cpu", **TINY_KW[name])
             before, after = initial.policy.state_dict(), model.policy.state_dict()
             assert before.keys() == after.keys()
             changed = [k for k in before if not torch.equal(before[k], after[k])]
