@@ -18,7 +18,7 @@ from sb3_iter_ckpt.report.charts import (
     _kept_indices,
     _label,
 )
-from sb3_iter_ckpt.report.markup import _e, _missing_reason, _num, _pct, _unavailable, _when
+from sb3_iter_ckpt.report.markup import _caveat, _e, _missing_reason, _num, _pct, _unavailable, _when
 from sb3_iter_ckpt.report.model import ForwardCurve, ForwardWindow, ReportData
 
 
@@ -185,6 +185,7 @@ def _forward_curve_section(data: ReportData) -> str:
         f"{title}<p>Every kept model traded the test part after its window once, on data it had not seen; the "
         f"test parts joined in time order ({len(curve.x):,} periods, {len(curve.windows)} windows, each labelled "
         "with the candidate that traded it; dotted lines mark where a window starts) against buy-and-hold and "
-        f"flat over exactly the same periods. The drawdown of the forward equity is under it.</p>{flat}{no_bh}"
+        f"flat over exactly the same periods. The drawdown of the forward equity is under it.</p>{_caveat(data)}"
+        f"{flat}{no_bh}"
         f"{_chart('chart-forward', _forward_curve_figure(_labelled(curve)), _windows_table(curve))}</section>"
     )

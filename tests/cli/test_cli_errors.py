@@ -183,7 +183,7 @@ def test_walk_forward_bad_arguments_fail_before_training(places):
         ([*walk, "--monitor", "validation.nope"], 2),
         ([*walk, "--window-mode", "sliding"], 2),
         ([*walk, "--executor", "cluster"], 2),
-        ([*walk, "--workers", "2"], 2),  # needs --executor process or ray
+        ([*walk, "--executor", "sequential", "--workers", "2"], 2),  # workers need auto, process or ray
         ([*walk, "--ray-address", "auto"], 2),
         ([*walk, "--data", str(base / "missing.csv")], 2),
         ([*walk, "--data", str(base / "empty.csv")], 2),

@@ -23,6 +23,7 @@ Linux only (``/proc``).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -42,7 +43,8 @@ import pytest
 
 if not sys.platform.startswith("linux"):
     pytest.skip("the test finds its Ray processes in /proc", allow_module_level=True)
-pytest.importorskip("ray")
+if importlib.util.find_spec("ray") is None:  # not importorskip: importing Ray here would fix its settings for
+    pytest.skip("needs ray", allow_module_level=True)  # this process (tests/walkforward/test_parallel_ray.py)
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server", reason="needs moto[server]")
 
