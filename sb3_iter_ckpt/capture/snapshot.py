@@ -11,20 +11,26 @@ snapshot of an iteration is ever written. ``ModelSnapshot.capture`` instead copi
   ``ep_info_buffer``...), deep-copied.
 
 ``write(f)`` (or calling the snapshot) produces the zip ``model.save`` would have produced at
-capture time, through SB3's own ``save_to_zip_file``; it touches no live object, so it may run in
-a background thread. Anything unexpected at capture time falls back to the bytes of ``model.save``.
+capture time, the entries of SB3's ``save_to_zip_file`` in its order (see ``write_sb3_zip``); it touches
+no live object, so it may run in a background thread. Anything unexpected at capture time falls back
+to the bytes of ``model.save``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import io
+import zipfile
 from collections.abc import Mapping
 from typing import Any, BinaryIO, cast
 
 import torch
 
-__all__ = ["ModelSnapshot", "clone_state", "copy_replay_buffer"]
+__all__ = ["ModelSnapshot", "clone_state", "copy_replay_buffer", "write_sb3_zip"]
+
+#: Torch entries up to this size are serialized in memory and written whole; larger ones are streamed.
+_WHOLE_ENTRY_BYTES = 1 << 20
 
 
 def _tensor_key(t: torch.Tensor) -> tuple[Any, ...]:
@@ -159,11 +165,7 @@ class ModelSnapshot:
         if self._zip is not None:
             f.write(self._zip)
             return
-        from stable_baselines3.common.save_util import save_to_zip_file
-
-        save_to_zip_file(
-            cast(io.BufferedIOBase, f), data=self.data, params=self.params, pytorch_variables=self.pytorch_variables
-        )
+        write_sb3_zip(f, self.data, self.params, self.pytorch_variables)
 
     __call__ = write  # a writer ``Source`` for ``CheckpointRepository.commit`` / ``Storage.stage``
 
@@ -174,6 +176,51 @@ class ModelSnapshot:
             self.write(buf)
             self._zip = buf.getvalue()
         return self._zip
+
+
+@functools.lru_cache(maxsize=1)
+def _system_info() -> str:
+    # SB3 recomputes it at every save (platform calls, a failed ``import gym`` searching sys.path): it
+    # names this process's platform and packages, which do not change while it runs.
+    from stable_baselines3.common.utils import get_system_info
+
+    return get_system_info(print_info=False)[1]
+
+
+def write_sb3_zip(
+    f: BinaryIO, data: dict[str, Any] | None, params: dict[str, Any] | None, pytorch_variables: dict[str, Any] | None
+) -> None:
+    """The zip of SB3's ``save_to_zip_file`` (``stable_baselines3.common.save_util``, SB3 2.x): the same entries
+    in the same order, each loaded by ``BaseAlgorithm.load`` as SB3's own.
+
+    A small model's commit pays for what SB3 does per save: its torch entries are streamed through
+    ``zipfile``'s writer in hundreds of small Python-level writes, and the system info is recomputed. Here
+    each torch entry up to 1 MB is serialized in memory and written whole, and the system info is taken
+    once per process (``tests/store/test_snapshot.py`` compares every entry with ``model.save``'s).
+    """
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.save_util import data_to_json
+
+    serialized = data_to_json(data) if data is not None else None
+
+    def add(archive: zipfile.ZipFile, name: str, obj: Any) -> None:
+        if _nbytes(obj) > _WHOLE_ENTRY_BYTES:
+            with archive.open(name, mode="w", force_zip64=True) as entry:
+                torch.save(obj, entry)
+            return
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        archive.writestr(name, buf.getbuffer())
+
+    with zipfile.ZipFile(cast(io.BufferedIOBase, f), mode="w") as archive:
+        if serialized is not None:
+            archive.writestr("data", serialized)
+        if pytorch_variables is not None:
+            add(archive, "pytorch_variables.pth", pytorch_variables)
+        for file_name, state in (params or {}).items():
+            add(archive, file_name + ".pth", state)
+        archive.writestr("_stable_baselines3_version", sb3.__version__)
+        archive.writestr("system_info.txt", _system_info())
 
 
 def copy_replay_buffer(buffer: Any) -> Any:

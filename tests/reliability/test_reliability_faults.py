@@ -1,9 +1,10 @@
 """Faults: disk full, I/O error and permission denied on every write and rename of a commit.
 
 The faults are injected with pytest-mock (a full disk cannot be made real in a test). Every storage
-call that writes (``open`` for writing, the data ``write``, ``fsync``, ``os.replace``, ``os.link``)
-is counted during one commit and during one refresh (best-model copy and summaries); then each of
-those calls in turn fails with each errno, and the repository must be exactly as before the commit
+call that writes (``open`` and ``os.open`` for writing, the data ``write`` and ``os.write``, ``fsync``,
+``os.replace``, ``os.link``) is counted during one commit and during one refresh (best-model copy and
+summaries); then each of those calls in turn fails with each errno, and the repository must be exactly
+as before the commit
 (or, for the refresh, consistent and repairable). The callback's side: training goes on with a
 warning and a ``save_failed`` placeholder, or stops with ``on_error="raise"``.
 """
@@ -60,11 +61,16 @@ class Faults:
         mocker.patch.object(base_mod._HashingFile, "write", fake_write)
         for name in ("fsync", "replace", "link"):
             mocker.patch.object(local_mod.os, name, self._wrap(name, getattr(os, name)))
+        # Descriptors opened for writing and written without a file object (the intent, the lock file).
+        writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT
+        mocker.patch.object(local_mod.os, "open", self._wrap("open", os.open, lambda a, k: a[1] & writing))
+        mocker.patch.object(local_mod.os, "write", self._wrap("write", os.write))
 
-    def _wrap(self, name, real):
+    def _wrap(self, name, real, counts=lambda args, kwargs: True):
         def call(*args, **kwargs):
             # only the storage's own calls count (os is one module for everybody)
-            if sys._getframe(1).f_globals.get("__name__", "").startswith("sb3_iter_ckpt.store.storage"):
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if caller.startswith("sb3_iter_ckpt.store.storage") and counts(args, kwargs):
                 self._tick(name)
             return real(*args, **kwargs)
 

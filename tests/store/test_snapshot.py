@@ -53,6 +53,8 @@ def test_snapshot_writes_what_model_save_wrote_at_capture_time(algo):
             a = torch.load(io.BytesIO(zs.read(name)), weights_only=False)
             b = torch.load(io.BytesIO(zr.read(name)), weights_only=False)
             assert repr(a) == repr(b), name
+    for name in ("_stable_baselines3_version", "system_info.txt"):
+        assert zs.read(name) == zr.read(name), name
     ds, dr = json.loads(zs.read("data")), json.loads(zr.read("data"))
     assert ds.keys() == dr.keys()
     for key in ("num_timesteps", "_n_updates", "_current_progress_remaining", "_episode_num"):
@@ -133,3 +135,33 @@ def test_copy_replay_buffer_is_independent_and_pickles_like_the_original():
     for name in ("observations", "next_observations", "actions", "rewards", "dones", "timeouts"):
         np.testing.assert_array_equal(getattr(copied, name), getattr(ref, name))
     assert copied.pos == ref.pos and copied.full == ref.full
+
+
+def test_a_large_torch_entry_is_streamed_into_the_same_zip(monkeypatch):
+    from sb3_iter_ckpt.capture import snapshot
+
+    model = _model(PPO)
+    model.learn(32)
+    whole = zipfile.ZipFile(io.BytesIO(ModelSnapshot.capture(model).to_bytes()))
+    snap = ModelSnapshot.capture(model)
+    streamed = io.BytesIO()
+    monkeypatch.setattr(snapshot, "_WHOLE_ENTRY_BYTES", -1)  # every entry counts as large
+    written = []
+    real_open = zipfile.ZipFile.open
+
+    def spy_open(self, name, mode="r", **kw):
+        if mode == "w" and isinstance(name, str):  # writestr passes a ZipInfo
+            written.append((name, kw.get("force_zip64")))
+        return real_open(self, name, mode, **kw)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy_open)
+    snap.write(streamed)
+    monkeypatch.undo()
+    assert [n for n, _ in written if n.endswith(".pth")] == [n for n in whole.namelist() if n.endswith(".pth")]
+    assert all(zip64 for n, zip64 in written if n.endswith(".pth")), "streamed entries as SB3 writes them"
+    zs = zipfile.ZipFile(io.BytesIO(streamed.getvalue()))
+    assert zs.namelist() == whole.namelist()
+    for name in whole.namelist():
+        if name.endswith(".pth"):
+            assert zs.read(name) == whole.read(name), name
+    _assert_same_model(PPO.load(io.BytesIO(streamed.getvalue()), device="cpu"), model, model.observation_space.sample())

@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from filelock import FileLock, Timeout
-
 from sb3_iter_ckpt.errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -40,6 +38,7 @@ from sb3_iter_ckpt.store.storage.base import (
     already_committed,
     check_name,
 )
+from sb3_iter_ckpt.store.storage.locking import FolderLock, LockTimeout
 from sb3_iter_ckpt.store.storage.syncs import Syncs
 
 _FICLONE = 0x40049409  # Linux's ioctl number, for Pythons whose fcntl does not name it
@@ -82,7 +81,7 @@ class LocalStorage(Storage):
         self.root = Path(os.path.abspath(os.fspath(root)))
         self.lock_timeout = lock_timeout
         self.temp_grace = temp_grace
-        self._lock: FileLock | None = None
+        self._lock: FolderLock | None = None
         self._local_times: bool | None = None
         self._names: dict[str, tuple[PurePosixPath, Path]] = {}
         self._syncs = Syncs()
@@ -325,58 +324,78 @@ class LocalStorage(Storage):
     ) -> None:
         record_path = self._path(record, for_write=True)
         folder = record_path.parent
+        rel_folder = self._joined(record)[0].parent
+
+        def beside(name: str) -> Path:
+            # A name in the record's folder, checked above: joined without checking that folder again.
+            rel, path = self._joined(name)
+            return path if rel.parent == rel_folder else self._path(name, for_write=True)
+
         moved: list[Path] = []
         intent_path: Path | None = None
-        rec_staged: Staged | None = None
         linked = False
-        with self.lock():
-            # Before the try: a refused publish leaves the staged files to the caller (which may retry
-            # them under another iteration number, or discard them).
-            for name in conflicts:
-                if self._joined(name)[1].exists():
-                    raise already_committed(name, str(self.root))
-            try:
-                for name in replace:
-                    self.delete(name)
-                self._mkdirs(folder)
-                # The record's bytes sync in the background while the artifacts get their names.
-                rec_staged = self._write_temp(record, record_bytes, later=True)
-                intent_path = self._write_intent(record, staged)
-                for s in staged:
-                    dst = self._path(s.final, for_write=True)
-                    self._syncs.wait(s.temp)  # its bytes durable before its name
-                    os.replace(self._path(s.temp, for_write=True), dst)
-                    moved.append(dst)
-                if moved:
-                    self._fsync_dir(folder)
-                self._syncs.wait(rec_staged.temp)
+        self._mkdirs(folder)
+        # Written before the lock is taken, its bytes sync in the background while the lock is taken and the
+        # artifacts get their names (a temporary: nothing another writer could see as committed).
+        rec_staged = self._write_temp(record, record_bytes, later=True)
+        discarded = False
+        try:
+            with self.lock():
+                # Before the try: a refused publish leaves the staged files to the caller (which may retry
+                # them under another iteration number, or discard them).
+                for name in conflicts:
+                    if self._joined(name)[1].exists():
+                        raise already_committed(name, str(self.root))
                 try:
-                    os.link(self._path(rec_staged.temp, for_write=True), record_path)
-                except FileExistsError as exc:
-                    raise CheckpointExistsError(f"{record} was committed by another writer") from exc
-                linked = True
-                self._fsync_dir(folder)
-            except BaseException:
-                self._undo_publish(record_path if linked else None, moved, staged, intent_path)
-                raise
-            finally:
-                if rec_staged is not None:
-                    self.discard([rec_staged])
-            with contextlib.suppress(OSError):
-                os.unlink(intent_path)
+                    for name in replace:
+                        self.delete(name)
+                    self._mkdirs(folder)
+                    intent_path = self._write_intent(record, staged)
+                    for s in staged:
+                        dst = beside(s.final)
+                        self._syncs.wait(s.temp)  # its bytes durable before its name
+                        os.replace(beside(s.temp), dst)
+                        moved.append(dst)
+                    if moved:
+                        self._fsync_dir(folder)
+                    self._syncs.wait(rec_staged.temp)
+                    try:
+                        os.link(beside(rec_staged.temp), record_path)
+                    except FileExistsError as exc:
+                        raise CheckpointExistsError(f"{record} was committed by another writer") from exc
+                    linked = True
+                    self._fsync_dir(folder)
+                except BaseException:
+                    self._undo_publish(record_path if linked else None, moved, staged, intent_path)
+                    raise
+                self.discard([rec_staged])  # before the intent: a writer killed in between leaves only the intent
+                discarded = True
+                with contextlib.suppress(OSError):
+                    os.unlink(intent_path)
+        finally:
+            if not discarded:
+                self.discard([rec_staged])
 
     def _write_intent(self, record: str, staged: Sequence[Staged]) -> Path:
         """The intent of publishing ``record`` with ``staged`` (see ``storage.rollback``), in place; its path."""
         intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
         intent_path = self._path(rollback.intent_name(record), for_write=True)
-        # Not fsynced: it only guides the cleanup after a killed writer (the page cache
-        # survives a kill). Lost in a power cut, it leaves at worst unreferenced files.
-        intent_tmp = self._write_temp(rollback.intent_name(record), json.dumps(intent).encode(), durable=False)
+        # Written in place, not fsynced: it only guides the cleanup after a killed writer (the page cache
+        # survives a kill; lost in a power cut, it leaves at worst unreferenced files). No temporary and
+        # rename: the artifacts get their names only after this returns, and a writer killed while writing
+        # it leaves an intent the rollback cannot read, which removes nothing but itself.
+        data = json.dumps(intent).encode()
+        fd = os.open(intent_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         try:
-            os.replace(self._path(intent_tmp.temp, for_write=True), intent_path)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except BaseException:
-            self.discard([intent_tmp])
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(intent_path)
             raise
+        os.close(fd)
         return intent_path
 
     def _undo_publish(
@@ -437,13 +456,17 @@ class LocalStorage(Storage):
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         if self._lock is None:
-            self._mkdirs(self.root)
-            self._lock = FileLock(str(self.root / LOCK_NAME), timeout=self.lock_timeout)
+            self._lock = FolderLock(self.root / LOCK_NAME, timeout=self.lock_timeout)
+        if not self._lock.is_locked:
+            self._mkdirs(self.root)  # the lock file's folder (a root removed since is made again)
         try:
-            with self._lock:
-                yield
-        except Timeout as exc:
+            self._lock.acquire()
+        except LockTimeout as exc:
             raise CommitError(f"could not lock {self.root} within {self.lock_timeout} s") from exc
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def sweep(self, folders: Sequence[str] = ("", "checkpoints")) -> list[str]:
         """Roll back intents of dead writers and remove stale temporaries (see ``storage.rollback``)."""
