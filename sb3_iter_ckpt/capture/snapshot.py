@@ -210,7 +210,7 @@ def write_sb3_zip(
             return
         buf = io.BytesIO()
         torch.save(obj, buf)
-        archive.writestr(name, buf.getbuffer())
+        archive.writestr(zipfile.ZipInfo(name), buf.getbuffer())  # dated 1980 as SB3's streamed entries
 
     with zipfile.ZipFile(cast(io.BufferedIOBase, f), mode="w") as archive:
         if serialized is not None:

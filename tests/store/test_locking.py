@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import subprocess
 import sys
@@ -144,3 +146,100 @@ def test_a_symlinked_lock_file_is_not_followed(tmp_path):
     with pytest.raises(OSError):
         FolderLock(tmp_path / ".lock", timeout=0.2).acquire()
     assert target.read_text() == "someone's file"
+
+
+def test_the_lock_file_is_created_for_the_group_as_filelock_creates_it(tmp_path):
+    old = os.umask(0o002)  # a repository shared by a group
+    try:
+        with FolderLock(tmp_path / ".lock", timeout=1):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / ".lock").stat().st_mode & 0o777 == 0o664
+
+
+def test_eacces_means_held_and_a_missing_flock_says_so(tmp_path, monkeypatch):
+    from sb3_iter_ckpt.store.storage import locking
+
+    real = locking.fcntl.flock
+    refusals = iter([errno.EACCES, errno.EACCES])  # what some NFS servers answer for "held elsewhere"
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and (err := next(refusals, None)) is not None:
+            raise OSError(err, os.strerror(err))
+        return real(fd, op)
+
+    monkeypatch.setattr(locking.fcntl, "flock", flock)
+    with FolderLock(tmp_path / ".lock", timeout=5) as lock:  # waited, then taken
+        assert lock.is_locked
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(locking.fcntl, "flock", no_flock)
+    with pytest.raises(OSError, match="cannot lock .*flock") as info:
+        FolderLock(tmp_path / ".lock", timeout=5).acquire()
+    assert not isinstance(info.value, LockTimeout)
+
+
+def _hold(path):
+    """Another process holding ``path``'s flock until it reads a line."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys\n"
+            f"fd = os.open({str(path)!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_lock_file_replaced_while_waiting_is_not_taken(tmp_path):
+    """A waits holding the old file; the file is replaced and C holds the new one; when A's old holder lets go,
+    taking the orphaned file would let two writers in at once."""
+    path = tmp_path / ".lock"
+    first = _hold(path)
+    second = None
+    try:
+        lock = FolderLock(path, timeout=1.5)
+        errors: list[BaseException] = []
+        waiter = threading.Thread(target=lambda: errors.extend(_in_thread(lock.acquire)), daemon=True)
+        waiter.start()
+        time.sleep(0.3)  # the waiter has opened the old file and polls it
+        path.unlink()
+        second = _hold(path)  # a new .lock, held by another writer
+        first.communicate("go\n", timeout=30)  # the old file's lock is free now
+        waiter.join(15)
+        assert len(errors) == 1 and isinstance(errors[0], LockTimeout), "took the lock of a file no longer named"
+        assert not lock.is_locked
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.communicate("go\n", timeout=30)
+    with lock:
+        assert _seen_by_another_process(path) == "held"
+
+
+def test_a_forked_child_closes_its_copy_of_the_lock_at_once(tmp_path):
+    lock = FolderLock(tmp_path / ".lock", timeout=0.2)
+    with lock:
+        fd = lock._fd
+        pid = os.fork()
+        if pid == 0:  # a child that outlives a killed parent must not keep the repository locked
+            code = 0
+            try:
+                os.fstat(fd)
+                code = 3
+            except OSError:
+                pass
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child still had the lock's descriptor"
+        assert lock.is_locked

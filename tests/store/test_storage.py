@@ -584,3 +584,32 @@ def test_a_forged_intent_cannot_delete_committed_or_foreign_files(tmp_path):
     assert sorted(st.sweep()) == [f"{CK}/.sb3ckpt-intent-iter-7.json", f"{CK}/.sb3ckpt-intent-iter-8.json"]
     assert _files(root) == ["best_model.zip", f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
     assert outside.read_bytes() == b"keep"
+
+
+def test_a_close_reporting_a_write_error_leaves_no_intent(tmp_path, monkeypatch):
+    """On NFS ``close`` may be where ENOSPC or EIO is reported: the intent is removed, nothing is committed."""
+    st = LocalStorage(tmp_path)
+    _commit(st, 0)
+    intents: set[int] = set()
+    real_open, real_close = os.open, os.close
+
+    def fake_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if ".sb3ckpt-intent-" in os.fspath(path):
+            intents.add(fd)
+        return fd
+
+    def fake_close(fd):
+        real_close(fd)  # closed, as close(2) leaves it even when it reports an error
+        if fd in intents:
+            intents.discard(fd)
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(local_mod.os, "open", fake_open)
+    monkeypatch.setattr(local_mod.os, "close", fake_close)
+    staged = [st.stage(f"{CK}/model_iter_1.zip", b"model")]
+    with pytest.raises(OSError, match="Input/output error"):
+        st.publish(staged, f"{CK}/metrics_iter_1.json", b'{"i": 1}')
+    monkeypatch.undo()
+    # the intent gone with the staged model and the record's temporary: only iteration 0 is there
+    assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]

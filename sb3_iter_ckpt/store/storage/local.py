@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
@@ -323,18 +322,7 @@ class LocalStorage(Storage):
         replace: Sequence[str] = (),
     ) -> None:
         record_path = self._path(record, for_write=True)
-        folder = record_path.parent
-        rel_folder = self._joined(record)[0].parent
-
-        def beside(name: str) -> Path:
-            # A name in the record's folder, checked above: joined without checking that folder again.
-            rel, path = self._joined(name)
-            return path if rel.parent == rel_folder else self._path(name, for_write=True)
-
-        moved: list[Path] = []
-        intent_path: Path | None = None
-        linked = False
-        self._mkdirs(folder)
+        self._mkdirs(record_path.parent)
         # Written before the lock is taken, its bytes sync in the background while the lock is taken and the
         # artifacts get their names (a temporary: nothing another writer could see as committed).
         rec_staged = self._write_temp(record, record_bytes, later=True)
@@ -346,28 +334,7 @@ class LocalStorage(Storage):
                 for name in conflicts:
                     if self._joined(name)[1].exists():
                         raise already_committed(name, str(self.root))
-                try:
-                    for name in replace:
-                        self.delete(name)
-                    self._mkdirs(folder)
-                    intent_path = self._write_intent(record, staged)
-                    for s in staged:
-                        dst = beside(s.final)
-                        self._syncs.wait(s.temp)  # its bytes durable before its name
-                        os.replace(beside(s.temp), dst)
-                        moved.append(dst)
-                    if moved:
-                        self._fsync_dir(folder)
-                    self._syncs.wait(rec_staged.temp)
-                    try:
-                        os.link(beside(rec_staged.temp), record_path)
-                    except FileExistsError as exc:
-                        raise CheckpointExistsError(f"{record} was committed by another writer") from exc
-                    linked = True
-                    self._fsync_dir(folder)
-                except BaseException:
-                    self._undo_publish(record_path if linked else None, moved, staged, intent_path)
-                    raise
+                intent_path = self._publish_locked(staged, record, record_path, rec_staged, replace)
                 self.discard([rec_staged])  # before the intent: a writer killed in between leaves only the intent
                 discarded = True
                 with contextlib.suppress(OSError):
@@ -376,27 +343,46 @@ class LocalStorage(Storage):
             if not discarded:
                 self.discard([rec_staged])
 
-    def _write_intent(self, record: str, staged: Sequence[Staged]) -> Path:
-        """The intent of publishing ``record`` with ``staged`` (see ``storage.rollback``), in place; its path."""
-        intent = {"record": record, "artifacts": [s.final for s in staged], "pid": os.getpid()}
-        intent_path = self._path(rollback.intent_name(record), for_write=True)
-        # Written in place, not fsynced: it only guides the cleanup after a killed writer (the page cache
-        # survives a kill; lost in a power cut, it leaves at worst unreferenced files). No temporary and
-        # rename: the artifacts get their names only after this returns, and a writer killed while writing
-        # it leaves an intent the rollback cannot read, which removes nothing but itself.
-        data = json.dumps(intent).encode()
-        fd = os.open(intent_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    def _publish_locked(
+        self, staged: Sequence[Staged], record: str, record_path: Path, rec_staged: Staged, replace: Sequence[str]
+    ) -> Path:
+        """Under the lock: the intent, the artifacts' names, the record's link, each synced; its intent's path.
+        A failure undoes what was done."""
+        folder, rel_folder = record_path.parent, self._joined(record)[0].parent
+
+        def beside(name: str) -> Path:
+            # A name in the record's folder, checked by the caller: joined without checking that folder again.
+            rel, path = self._joined(name)
+            return path if rel.parent == rel_folder else self._path(name, for_write=True)
+
+        moved: list[Path] = []
+        intent_path: Path | None = None
+        linked = False
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            for name in replace:
+                self.delete(name)
+            self._mkdirs(folder)
+            intent = self._path(rollback.intent_name(record), for_write=True)
+            rollback.write_intent(intent, record, [s.final for s in staged])  # removed by itself if it fails
+            intent_path = intent
+            for s in staged:
+                dst = beside(s.final)
+                self._syncs.wait(s.temp)  # its bytes durable before its name
+                os.replace(beside(s.temp), dst)
+                moved.append(dst)
+            if moved:
+                self._fsync_dir(folder)
+            self._syncs.wait(rec_staged.temp)
+            try:
+                os.link(beside(rec_staged.temp), record_path)
+            except FileExistsError as exc:
+                raise CheckpointExistsError(f"{record} was committed by another writer") from exc
+            linked = True
+            self._fsync_dir(folder)
+            return intent
         except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(intent_path)
+            self._undo_publish(record_path if linked else None, moved, staged, intent_path)
             raise
-        os.close(fd)
-        return intent_path
 
     def _undo_publish(
         self, record: Path | None, moved: Sequence[Path], staged: Sequence[Staged], intent: Path | None
