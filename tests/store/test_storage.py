@@ -613,3 +613,20 @@ def test_a_close_reporting_a_write_error_leaves_no_intent(tmp_path, monkeypatch)
     monkeypatch.undo()
     # the intent gone with the staged model and the record's temporary: only iteration 0 is there
     assert _files(tmp_path) == [f"{CK}/metrics_iter_0.json", f"{CK}/model_iter_0.zip"]
+
+
+def test_a_symlink_planted_at_the_intents_name_is_replaced_never_followed(tmp_path):
+    """Another program's link at ``.sb3ckpt-intent-iter-1.json`` while a writer runs: the commit goes through,
+    the file it points at is untouched, and neither the link nor the intent is left."""
+    st = LocalStorage(tmp_path / "repo")
+    _commit(st, 0)
+    outside = tmp_path / "someone_elses.txt"
+    outside.write_text("not the repository's")
+    planted = tmp_path / "repo" / CK / ".sb3ckpt-intent-iter-1.json"
+    planted.symlink_to(outside)
+    _commit(st, 1)
+    assert outside.read_text() == "not the repository's"
+    assert not os.path.lexists(planted)
+    assert _files(tmp_path / "repo") == [f"{CK}/metrics_iter_{i}.json" for i in (0, 1)] + [
+        f"{CK}/model_iter_{i}.zip" for i in (0, 1)
+    ]

@@ -361,7 +361,6 @@ class LocalStorage(Storage):
         try:
             for name in replace:
                 self.delete(name)
-            self._mkdirs(folder)
             intent = self._path(rollback.intent_name(record), for_write=True)
             rollback.write_intent(intent, record, [s.final for s in staged])  # removed by itself if it fails
             intent_path = intent

@@ -10,6 +10,7 @@ same two system calls: a fifth of what a small model's commit may add to ``model
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -76,10 +77,8 @@ class FolderLock:
         fd = self._fd
         self._reset()
         if fd is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def acquire(self) -> None:
         """Take the lock (again, in the thread that holds it); ``LockTimeout`` after ``timeout`` seconds."""

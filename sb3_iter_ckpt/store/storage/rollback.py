@@ -36,10 +36,16 @@ def write_intent(path: Path, record: str, artifacts: Sequence[str]) -> None:
     In place and not fsynced: it only guides the cleanup after a killed writer (the page cache survives a
     kill; lost in a power cut, it leaves at worst unreferenced files). No temporary and rename: the
     artifacts get their names only after this returns, and a writer killed while writing it leaves an
-    intent ``rollback_intent`` cannot read, which removes nothing but itself. A failure removes it.
+    intent ``rollback_intent`` cannot read, which removes nothing but itself. A failure removes it. Whatever
+    held the name before (a dead writer's intent, a symlink) is replaced, never written through.
     """
     data = json.dumps({"record": record, "artifacts": list(artifacts), "pid": os.getpid()}).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666)
+    except FileExistsError:
+        os.unlink(path)
+        fd = os.open(path, flags, 0o666)
     try:
         try:
             view = memoryview(data)
