@@ -190,6 +190,8 @@ def _given_algo_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     for text in args.algo_kwargs or ():
         name, _, blob = str(text).partition(":")
         name = name.strip()
+        if "," in name:  # one JSON object for two algorithms would silently reach only the first
+            raise UsageError(f"--algo-kwargs {text!r}: one algorithm per --algo-kwargs; repeat the flag for each")
         algo = _algos(argparse.Namespace(algo=name))[0] if name else ""
         try:
             kwargs = json.loads(blob) if blob.strip().startswith("{") else None

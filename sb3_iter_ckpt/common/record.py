@@ -101,11 +101,9 @@ def to_jsonable(obj: Any) -> Any:
         return obj if math.isfinite(obj) else None
     if kind is dict:
         return {k if type(k) is str else str(k): to_jsonable(v) for k, v in obj.items()}
-    if kind is list:
-        return [to_jsonable(v) for v in obj]
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if kind is list or isinstance(obj, (list, tuple)):
         # A forward result's series (thousands of numbers) as they are: ints, or floats whose sum is finite
         # (then none is inf or NaN). Anything else is converted one by one.
         if all(type(v) is int for v in obj) or (all(type(v) is float for v in obj) and math.isfinite(sum(obj))):

@@ -22,38 +22,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sb3_iter_ckpt.runner.executors import Executor, ProcessExecutor, SequentialExecutor
+from sb3_iter_ckpt.runner.executors import (
+    Executor,
+    ProcessExecutor,
+    SequentialExecutor,
+    available_cpus,
+    cgroup_cpus,
+)
 
 __all__ = ["AutoChoice", "available_cpus", "cgroup_cpus", "choose", "choose_for_runs", "unsendable"]
-
-
-def available_cpus(cgroup: str = "/sys/fs/cgroup") -> int:
-    """The CPUs this process may run on: its affinity mask where the platform has one (else the CPU count), at
-    most its cgroup's CPU quota (a container started with ``--cpus``)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    quota = cgroup_cpus(cgroup)
-    return max(1, min(cpus, quota or cpus))
-
-
-def cgroup_cpus(root: str = "/sys/fs/cgroup") -> int | None:
-    """The CPU quota of the cgroup at ``root`` rounded up (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``), or None
-    without one. The root's own files: inside a container they are the container's."""
-    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
-        try:
-            with open(os.path.join(root, quota_file)) as f:
-                fields = f.read().split()
-            if period_file is not None:
-                with open(os.path.join(root, period_file)) as f:
-                    fields.append(f.read().strip())
-            quota, period = int(fields[0]), int(fields[1])
-        except (OSError, ValueError, IndexError):  # no such file, or "max" / "-1": no quota
-            continue
-        if quota > 0 and period > 0:
-            return max(1, -(-quota // period))
-    return None
 
 
 @dataclass(frozen=True)

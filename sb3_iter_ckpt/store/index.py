@@ -164,7 +164,8 @@ class RecordIndex:
         return iteration in self.scan()[0]  # a legacy model zip without a metrics file
 
     def occupied(self, iterations: Sequence[int]) -> tuple[list[int], list[str]]:
-        """(those of ``iterations`` that ``has``, the ``stray_artifacts`` of all when none has): one ``stat`` a name."""
+        """(those of ``iterations`` that ``has``, the artifact names of all that exist when none has: files we did not
+        commit): one ``stat`` a name."""
         records = {i: [f"{_CK}/{rec.record_name(i)}", f"{_CK}/{rec.placeholder_name(i)}"] for i in iterations}
         artifacts = {i: [f"{_CK}/{rec.artifact_name(kind, i)}" for kind in rec.ARTIFACT_NAMES] for i in iterations}
         found = self.storage.stat_many([n for i in iterations for n in records[i] + artifacts[i]])
@@ -173,7 +174,7 @@ class RecordIndex:
             for i in iterations
             if any(n in found for n in records[i])
             # a legacy model zip without a metrics file
-            or (artifacts[i][0] in found and i in self.scan()[0])
+            or (f"{_CK}/{rec.artifact_name('model', i)}" in found and i in self.scan()[0])
         ]
         stray = [] if taken else sorted(n.rpartition("/")[2] for i in iterations for n in artifacts[i] if n in found)
         return taken, stray
@@ -192,11 +193,6 @@ class RecordIndex:
         if not found and (orphan := self.scan()[0].get(iteration)) is not None:
             found.append(orphan)  # a legacy model zip without a metrics file
         return found[0] if found else None
-
-    def stray_artifacts(self, iterations: Sequence[int]) -> list[str]:
-        """Artifact names of ``iterations`` that exist (checked where no record exists: files we did not commit)."""
-        names = [rec.artifact_name(kind, i) for i in iterations for kind in rec.ARTIFACT_NAMES]
-        return sorted(n.rpartition("/")[2] for n in self.storage.stat_many([f"{_CK}/{n}" for n in names]))
 
     def files_of(self, iteration: int) -> list[str]:
         """Every file this repository recorded for ``iteration`` (its forward result, then the records)."""

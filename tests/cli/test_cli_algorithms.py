@@ -73,6 +73,7 @@ def _refused(capsys, *args: str) -> str:
         (["--algo-kwargs", ':{"gamma": 0.9}'], "give ALGO:JSON"),
         (["--algo-kwargs", "ppo:{gamma: 0.9}"], "not JSON"),
         (["--algo", "ppo,a2c", "--algo-kwargs", "ppo:{}", "--algo-kwargs", 'PPO:{"gamma": 0.9}'], "given twice"),
+        (["--algo", "ppo,a2c", "--algo-kwargs", 'ppo,a2c:{"gamma": 0.9}'], "one algorithm per --algo-kwargs"),
         (["--algo", "ppo2"], "unknown algorithm 'ppo2'; use one of " + ", ".join(ALGORITHMS)),
         (["--algo", "a2c,trpo", "--n-steps", "1"], "trpo needs at least 2"),
     ],

@@ -213,6 +213,18 @@ def test_a_containers_cpu_quota_caps_the_cpus(tmp_path, files, quota):
     assert available_cpus(str(tmp_path)) == min(affinity, quota or affinity)
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="an affinity mask")
+def test_the_process_pools_default_workers_are_the_cpus_auto_counts(monkeypatch):
+    """``--executor process`` without ``--workers`` in a container or a pinned process: the CPUs it may use,
+    as ``auto`` counts them, not the host's."""
+    from sb3_iter_ckpt.runner.executors import ProcessExecutor
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert ProcessExecutor().workers == 1 == available_cpus()
+    assert ProcessExecutor(3).workers == 3
+
+
 def test_settings_from_a_module_made_at_run_time_stay_in_the_driver(monkeypatch):
     """A module built at run time (``types.ModuleType``, as a docs runner or a notebook tool does) pickles here,
     but a worker cannot import it by its name."""
